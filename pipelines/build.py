@@ -1,0 +1,161 @@
+"""``voxmesh build``: the Apache Beam pipeline from input videos to committed shards, then the
+manifest, the failures table and ``dataset.json``.
+
+Shape of the pipeline: the launcher discovers and plans (a pure function of the inputs and the
+config), Beam runs one ``BuildShard`` per planned shard on any worker (decode, reconstruct, cut,
+write the tar, commit the stats), and the launcher assembles the tables from the committed stats.
+A shard's inputs stream through one worker, so no frames or meshes cross a shuffle and memory is
+bounded by one video's reconstruction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import traceback
+from collections import Counter
+from importlib.metadata import version
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from voxmesh.recon import backend_class
+from voxmesh.schemas import (SCHEMA_VERSION, FailureRecord, Reason, ShardStats, ShardWriter, Stage,
+                             committed_stats, write_failures, write_manifest)
+
+from .clips import ClipRules
+from .inputs import ShardTask, SplitFractions, discover, identify, plan_shards
+from .video import failure, process_video
+
+# Distributions whose versions can change the bytes of the output; recorded in dataset.json.
+OUTPUT_SHAPING_PACKAGES = ("voxmesh", "mediapipe", "numpy", "av", "soxr", "apache-beam", "webdataset", "pyarrow")
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+    input: str
+    output: str
+    backend: str = "mediapipe"
+    rules: ClipRules = ClipRules()
+    splits: SplitFractions = SplitFractions()
+    inputs_per_shard: int = 32
+    chunk_size: int = 64
+    resume: bool = False
+
+
+class BuildShard(beam.DoFn):
+    """Writes one planned shard: every input of the task becomes samples or failure records; an
+    exception inside one input becomes an ``internal_error`` record for that input only."""
+
+    def __init__(self, config: BuildConfig):
+        self.config = config
+        self.backend = None
+
+    def setup(self):
+        self.backend = backend_class(self.config.backend)()
+        self.backend.setup()
+
+    def process(self, task: ShardTask):
+        counters = Counter()
+        with ShardWriter(self.config.output, task.split, task.index, [i.uri for i in task.items]) as writer:
+            for item in task.items:
+                try:
+                    result = process_video(item, task.split, self.backend, self.config.rules, self.config.chunk_size)
+                    samples, failures, n_frames = result.samples, result.failures, result.n_frames
+                except Exception as error:  # noqa: BLE001 - one input must never cost the shard
+                    last_line = traceback.format_exception_only(type(error), error)[-1].strip()
+                    samples, failures, n_frames = [], [failure(item, Stage.RECONSTRUCT, Reason.INTERNAL_ERROR,
+                                                               f"{item.uri}: {last_line}")], 0
+                for sample in samples:
+                    writer.write(sample)
+                for record in failures:
+                    writer.record_failure(record)
+                    beam.metrics.Metrics.counter("voxmesh.failures", record.reason).inc()
+                counters.update(inputs=1, clips=len(samples), frames=n_frames)
+            writer.commit()
+        for name, value in counters.items():
+            beam.metrics.Metrics.counter("voxmesh", name).inc(value)
+        yield task.name
+
+    def teardown(self):
+        if self.backend is not None:
+            self.backend.close()
+
+
+def local_pipeline_args(workers: int | None = None) -> list[str]:
+    """Beam's in-process runner over all cores; never the default runner, which downloads a binary."""
+    return ["--runner=FnApiRunner", "--direct_running_mode=multi_processing",
+            f"--direct_num_workers={workers or os.cpu_count() or 1}"]
+
+
+def run_build(config: BuildConfig, pipeline_args: list[str] | None = None) -> dict:
+    """Run the whole build and return the summary (also written to ``dataset.json``)."""
+    backend_class(config.backend)  # fail before any work when the backend cannot run here
+    root, paths = discover(config.input)
+    items, early_failures = identify(paths, root)
+    tasks = plan_shards(items, config.splits, config.inputs_per_shard)
+    _prepare_output(config)
+    done = {s.shard for s in committed_stats(config.output)}
+    todo = [t for t in tasks if t.name not in done]
+    if todo:
+        options = PipelineOptions(pipeline_args or local_pipeline_args())
+        with beam.Pipeline(options=options) as pipeline:
+            (pipeline
+             | "Plan" >> beam.Create(todo)
+             | "Spread" >> beam.Reshuffle()
+             | "BuildShard" >> beam.ParDo(BuildShard(config)))
+    return finalize(config, tasks, early_failures, n_discovered=len(paths))
+
+
+def _prepare_output(config: BuildConfig) -> None:
+    if os.path.isdir(config.output) and os.listdir(config.output) and not config.resume:
+        raise FileExistsError(f"{config.output} is not empty; pass --resume to continue a build there, "
+                              f"or choose a new output folder")
+    os.makedirs(config.output, exist_ok=True)
+
+
+def finalize(config: BuildConfig, tasks: list[ShardTask], early_failures: list[FailureRecord],
+             n_discovered: int) -> dict:
+    """Write the manifest, the failures table and ``dataset.json`` from the committed shards of
+    this plan, check that every input is accounted for, and return the summary."""
+    planned = {t.name for t in tasks}
+    stats: list[ShardStats] = [s for s in committed_stats(config.output) if s.shard in planned]
+    missing = sorted(planned - {s.shard for s in stats})
+    if missing:
+        raise RuntimeError(f"shards {', '.join(missing[:5])} were not committed; rerun with --resume")
+    rows = [row for s in stats for row in s.samples]
+    failures = early_failures + [FailureRecord(**f) for s in stats for f in s.failures]
+    write_manifest(rows, os.path.join(config.output, "manifest.parquet"))
+    write_failures(failures, os.path.join(config.output, "failures.parquet"))
+
+    inputs_with_clips = {r["source_uri"] for r in rows}
+    failed_inputs = {f.source_uri for f in failures}
+    summary = {
+        "inputs": n_discovered,
+        "inputs_with_clips": len(inputs_with_clips),
+        "inputs_failed": len(failed_inputs),
+        "clips": len(rows),
+        "hours": round(sum(r["n_frames"] for r in rows) / 25 / 3600, 4),
+        "speakers": len({r["speaker"] for r in rows}),
+        "shards": len(stats),
+        "clips_by_split": dict(sorted(Counter(r["split"] for r in rows).items())),
+        "failures_by_reason": dict(sorted(Counter(f.reason for f in failures).items())),
+    }
+    if len(inputs_with_clips) + len(failed_inputs) != n_discovered or inputs_with_clips & failed_inputs:
+        raise RuntimeError(f"inputs not accounted for: {summary}")
+    dataset = {
+        "schema_version": SCHEMA_VERSION,
+        "config": _jsonable(config),
+        "versions": {name: version(name) for name in OUTPUT_SHAPING_PACKAGES},
+        "counts": summary,
+    }
+    with open(os.path.join(config.output, "dataset.json"), "w") as f:
+        json.dump(dataset, f, indent=1, sort_keys=True)
+    return summary
+
+
+def _jsonable(config: BuildConfig) -> dict:
+    raw = dataclasses.asdict(config)
+    raw.pop("resume")
+    return raw

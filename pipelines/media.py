@@ -1,0 +1,183 @@
+"""Media ingest: probe a file, decode its frames at exactly 25 fps and its audio at 16 kHz mono,
+both on the clock of the first video frame.
+
+Decoding uses PyAV (FFmpeg inside the wheel). Errors are raised as :class:`MediaError` carrying a
+:class:`~voxmesh.schemas.Reason`, so that the caller can turn them into failure records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from fractions import Fraction
+from typing import Iterator
+
+import av
+import numpy as np
+import soxr
+
+from voxmesh.schemas import FPS, SAMPLE_RATE, Reason, Stage
+
+
+class MediaError(Exception):
+    """A file that cannot be used, with the reason code and stage for ``failures.parquet``."""
+
+    def __init__(self, reason: Reason, stage: Stage, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.stage = stage
+        self.detail = detail
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """What the container says about a file, before any decoding."""
+
+    container: str
+    duration: float           # seconds, from the container (0 when it does not say)
+    width: int
+    height: int
+    average_fps: float
+    base_fps: float           # the stream's real base frame rate (differs from average for VFR)
+    n_video_frames: int       # from the container index (0 when unknown)
+    audio_sample_rate: int    # 0 when there is no audio stream
+    audio_channels: int
+
+
+def probe(path: str) -> Probe:
+    """Open ``path`` and read stream parameters; raises :class:`MediaError`."""
+    if not os.path.isfile(path):
+        raise MediaError(Reason.MISSING_FILE, Stage.PROBE, f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise MediaError(Reason.NOT_A_VIDEO, Stage.PROBE, f"{path}: empty file")
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise MediaError(Reason.NO_VIDEO_STREAM, Stage.PROBE, f"{path}: no video stream")
+            video = container.streams.video[0]
+            audio = container.streams.audio[0] if container.streams.audio else None
+            return Probe(
+                container=container.format.name,
+                duration=float(container.duration or 0) / av.time_base,
+                width=video.codec_context.width, height=video.codec_context.height,
+                average_fps=float(video.average_rate or 0), base_fps=float(video.base_rate or 0),
+                n_video_frames=int(video.frames or 0),
+                audio_sample_rate=audio.sample_rate if audio else 0,
+                audio_channels=audio.channels if audio else 0)
+    except av.error.FFmpegError as error:
+        raise MediaError(Reason.NOT_A_VIDEO, Stage.PROBE, f"{path}: not a readable media file ({error})")
+
+
+def _seconds(pts: int, time_base: Fraction) -> float:
+    return float(pts * time_base)
+
+
+def iter_frames(path: str, chunk_size: int = 64) -> Iterator[np.ndarray]:
+    """Yield the video as RGB chunks (n, H, W, 3) uint8 of at most ``chunk_size`` frames at 25 fps.
+
+    Output frame ``i`` is the decoded frame whose presentation time is nearest to ``i / 25`` s after
+    the first frame (the earlier one on a tie), whatever the source rate (constant, 29.97, VFR).
+    The last output frame is the last ``i`` with ``i / 25`` before the end of the last source frame.
+    Only the frames that are emitted are converted to RGB, and at most one chunk is held.
+    """
+    chunk: list[np.ndarray] = []
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            time_base = stream.time_base
+            first = previous = None
+            index = 0
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    continue
+                if first is None:
+                    first = frame.pts
+                now = _seconds(frame.pts - first, time_base)
+                while index / FPS <= now:
+                    target = index / FPS
+                    pick = previous if previous is not None and target - previous[0] <= now - target else (now, frame)
+                    chunk.append(pick[1].to_ndarray(format="rgb24"))
+                    index += 1
+                    if len(chunk) == chunk_size:
+                        yield np.stack(chunk)
+                        chunk = []
+                previous = (now, frame)
+            if previous is not None:
+                frame_duration = 1.0 / float(stream.average_rate or FPS)
+                while index / FPS < previous[0] + frame_duration - 1e-9:
+                    chunk.append(previous[1].to_ndarray(format="rgb24"))
+                    index += 1
+                    if len(chunk) == chunk_size:
+                        yield np.stack(chunk)
+                        chunk = []
+    except av.error.FFmpegError as error:
+        raise MediaError(Reason.DECODE_ERROR, Stage.DECODE, f"{path}: video decoding failed ({error})")
+    if chunk:
+        yield np.stack(chunk)
+
+
+@dataclasses.dataclass(frozen=True)
+class Audio:
+    """16 kHz mono float32 samples; sample ``j`` plays at ``j / 16000`` s after the first video
+    frame. ``offset`` is the audio stream's start minus the first video frame's time, in seconds
+    (positive: the audio starts later, and was padded with silence)."""
+
+    samples: np.ndarray
+    offset: float
+
+
+def video_start_time(path: str) -> float:
+    """Presentation time of the first video frame, in seconds."""
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            if frame.pts is not None:
+                return _seconds(frame.pts, stream.time_base)
+    raise MediaError(Reason.DECODE_ERROR, Stage.DECODE, f"{path}: no decodable video frame")
+
+
+def _as_float(data: np.ndarray) -> np.ndarray:
+    """PCM of any FFmpeg sample format as float32 in [-1, 1]."""
+    if data.dtype.kind == "i":
+        return data.astype(np.float32) / np.float32(-np.iinfo(data.dtype).min)
+    if data.dtype.kind == "u":
+        middle = np.float32(np.iinfo(data.dtype).max // 2 + 1)
+        return (data.astype(np.float32) - middle) / middle
+    return data.astype(np.float32)
+
+
+def load_audio(path: str) -> Audio:
+    """Decode the first audio stream, mix to mono, resample to 16 kHz (soxr, very high quality)
+    and align it to the first video frame. Raises :class:`MediaError`."""
+    video_start = video_start_time(path)
+    parts: list[np.ndarray] = []
+    try:
+        with av.open(path) as container:
+            if not container.streams.audio:
+                raise MediaError(Reason.NO_AUDIO_STREAM, Stage.DECODE, f"{path}: no audio stream")
+            stream = container.streams.audio[0]
+            rate = stream.sample_rate
+            audio_start = None
+            for frame in container.decode(stream):
+                if audio_start is None and frame.pts is not None:
+                    audio_start = _seconds(frame.pts, stream.time_base)
+                data = _as_float(frame.to_ndarray())
+                if frame.format.is_planar:
+                    parts.append(data.mean(axis=0))
+                else:
+                    parts.append(data.reshape(-1, len(frame.layout.channels)).mean(axis=1))
+    except av.error.FFmpegError as error:
+        raise MediaError(Reason.DECODE_ERROR, Stage.DECODE, f"{path}: audio decoding failed ({error})")
+    if not parts:
+        raise MediaError(Reason.NO_AUDIO_STREAM, Stage.DECODE, f"{path}: the audio stream has no samples")
+    samples = np.concatenate(parts)
+    if rate != SAMPLE_RATE:
+        samples = soxr.resample(samples, rate, SAMPLE_RATE, quality="VHQ")
+    offset = (audio_start or 0.0) - video_start
+    shift = int(round(offset * SAMPLE_RATE))
+    if shift > 0:
+        samples = np.concatenate([np.zeros(shift, dtype=np.float32), samples])
+    elif shift < 0:
+        samples = samples[-shift:]
+    return Audio(samples=samples.astype(np.float32), offset=offset)

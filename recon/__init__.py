@@ -1,0 +1,8 @@
+"""Reconstruction backends behind one interface, their registry, and head-pose removal."""
+
+from .base import Reconstruction, ReconstructionBackend
+from .pose import remove_pose, umeyama
+from .registry import BackendUnavailable, backend_class, backend_classes
+
+__all__ = ["BackendUnavailable", "Reconstruction", "ReconstructionBackend", "backend_class",
+           "backend_classes", "remove_pose", "umeyama"]

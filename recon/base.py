@@ -1,0 +1,79 @@
+"""The reconstruction backend interface.
+
+A backend turns the frames of one face track into per-frame 3D vertices with head pose removed,
+the head pose, image-space landmarks and a confidence. It is created once per worker, loads its
+models in :meth:`setup` (Beam calls it from ``DoFn.setup``), and is :meth:`reset` between tracks
+so that no tracking state leaks from one video into the next.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+
+import numpy as np
+
+from voxmesh.schemas import Topology, get_topology
+
+
+@dataclasses.dataclass
+class Reconstruction:
+    """Per-frame output for ``N`` frames. Frames without a usable face have ``valid`` False and
+    NaN geometry; ``n_faces`` counts the faces the backend saw (2 means "at least two")."""
+
+    mesh: np.ndarray        # (N, V, 3) float32, canonical head frame
+    pose: np.ndarray        # (N, 4, 4) float32, head -> image similarity
+    lmk2d: np.ndarray       # (N, L, 2) float32, source pixels
+    confidence: np.ndarray  # (N,) float32 in [0, 1]
+    n_faces: np.ndarray     # (N,) int16
+    face_size: np.ndarray   # (N,) float32, face height in source pixels
+    coeffs: np.ndarray | None = None  # (N, C) float32 for parametric backends
+
+    @property
+    def valid(self) -> np.ndarray:
+        return (self.n_faces == 1) & np.isfinite(self.mesh).all(axis=(1, 2))
+
+    @staticmethod
+    def concatenate(parts: list["Reconstruction"]) -> "Reconstruction":
+        fields = [f.name for f in dataclasses.fields(Reconstruction)]
+        joined = {}
+        for name in fields:
+            values = [getattr(p, name) for p in parts]
+            joined[name] = None if any(v is None for v in values) else np.concatenate(values)
+        return Reconstruction(**joined)
+
+
+class ReconstructionBackend(abc.ABC):
+    """Subclass, set the class attributes, implement :meth:`reconstruct`, and register it."""
+
+    name: str = ""
+    topology_name: str = ""
+    needs_gpu: bool = False
+    description: str = ""
+
+    @property
+    def version(self) -> str:
+        """A string that changes whenever the backend's output can change (model and code)."""
+        raise NotImplementedError
+
+    @property
+    def topology(self) -> Topology:
+        return get_topology(self.topology_name)
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """None when the backend can run on this machine; else what is missing and how to fix it."""
+        return None
+
+    def setup(self) -> None:
+        """Load models; called once per worker before any :meth:`reconstruct`."""
+
+    def reset(self) -> None:
+        """Forget tracking state; called before each new track."""
+
+    @abc.abstractmethod
+    def reconstruct(self, frames: np.ndarray) -> Reconstruction:
+        """Reconstruct ``frames`` (N, H, W, 3) uint8 RGB, the next N frames of the current track."""
+
+    def close(self) -> None:
+        """Release models; called from ``DoFn.teardown``."""

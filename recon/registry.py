@@ -1,0 +1,37 @@
+"""Reconstruction backends by name, from the entry-point group ``voxmesh.recon_backends``.
+
+A backend in another package registers itself in its own ``setup.py``::
+
+    entry_points={"voxmesh.recon_backends": ["mybackend = mypackage.module:MyBackend"]}
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from .base import ReconstructionBackend
+
+GROUP = "voxmesh.recon_backends"
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend that is unknown or cannot run here; the message says what to do."""
+
+
+def backend_classes() -> dict[str, type[ReconstructionBackend]]:
+    """Every registered backend class by name (loading each entry point)."""
+    return {ep.name: ep.load() for ep in sorted(entry_points(group=GROUP), key=lambda ep: ep.name)}
+
+
+def backend_class(name: str) -> type[ReconstructionBackend]:
+    """The backend class called ``name``, checked to be runnable here; raises BackendUnavailable."""
+    matches = [ep for ep in entry_points(group=GROUP) if ep.name == name]
+    if not matches:
+        known = ", ".join(sorted(ep.name for ep in entry_points(group=GROUP))) or "none"
+        raise BackendUnavailable(f"unknown reconstruction backend {name!r} (registered: {known}); "
+                                 f"is voxmesh installed with `pip install -e .`?")
+    cls = matches[0].load()
+    reason = cls.unavailable_reason()
+    if reason:
+        raise BackendUnavailable(f"backend {name!r} cannot run here: {reason}")
+    return cls

@@ -1,0 +1,127 @@
+"""Schema v1 of one sample: its members, their dtypes and shapes, and ``meta.json``.
+
+A sample is one clip of one face track: ``T`` frames at 25 fps and ``T * 640`` audio samples at
+16 kHz. Members (WebDataset: ``{key}.{member}`` in a tar):
+
+============  ==========  ===================================================================
+member        dtype       shape and meaning
+============  ==========  ===================================================================
+mesh.npy      float32     (T, V, 3) vertices with head pose removed (canonical head frame)
+pose.npy      float32     (T, 4, 4) similarity head -> image (scale * rotation, translation)
+audio.npy     int16       (T * 640,) 16 kHz mono speech aligned to frame 0
+lmk2d.npy     float32     (T, L, 2) image-space landmarks in source pixels
+coeffs.npy    float32     (T, C) parametric backends only (expression, jaw)
+meta.json     utf-8 JSON  :class:`SampleMeta`
+============  ==========  ===================================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+FPS = 25
+SAMPLE_RATE = 16_000
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+
+MEMBER_DTYPES = {
+    "mesh.npy": np.dtype("float32"),
+    "pose.npy": np.dtype("float32"),
+    "audio.npy": np.dtype("int16"),
+    "lmk2d.npy": np.dtype("float32"),
+    "coeffs.npy": np.dtype("float32"),
+}
+REQUIRED_MEMBERS = ("mesh.npy", "pose.npy", "audio.npy", "lmk2d.npy", "meta.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleMeta:
+    """``meta.json``: everything about a sample that is not an array."""
+
+    key: str
+    split: str
+    speaker: str
+    video: str
+    utterance: str
+    track: int
+    clip: int
+    source_uri: str
+    start_time: float  # seconds on the source video's clock (its first frame is 0)
+    end_time: float
+    n_frames: int
+    n_samples: int
+    backend: str
+    backend_version: str
+    topology: str
+    confidence_mean: float
+    lip_motion: float
+    fps: int = FPS
+    sample_rate: int = SAMPLE_RATE
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, indent=1).encode("utf-8")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "SampleMeta":
+        """Build from a parsed ``meta.json``; raises ``ValueError`` naming missing fields."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = sorted(f.name for f in dataclasses.fields(cls)
+                         if f.name not in raw and f.default is dataclasses.MISSING)
+        if missing:
+            raise ValueError(f"meta.json lacks {', '.join(missing)}")
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
+
+@dataclasses.dataclass
+class Sample:
+    """One clip's arrays and meta, as written to and read from a shard."""
+
+    meta: SampleMeta
+    mesh: np.ndarray
+    pose: np.ndarray
+    audio: np.ndarray
+    lmk2d: np.ndarray
+    coeffs: np.ndarray | None = None
+
+    @property
+    def key(self) -> str:
+        return self.meta.key
+
+    def to_members(self) -> dict[str, bytes]:
+        """Encode as ``{member name: bytes}``; the bytes depend only on the values."""
+        arrays = {"mesh.npy": self.mesh, "pose.npy": self.pose, "audio.npy": self.audio,
+                  "lmk2d.npy": self.lmk2d}
+        if self.coeffs is not None:
+            arrays["coeffs.npy"] = self.coeffs
+        members = {name: encode_npy(np.asarray(a, dtype=MEMBER_DTYPES[name]))
+                   for name, a in arrays.items()}
+        members["meta.json"] = self.meta.to_json()
+        return members
+
+    @classmethod
+    def from_members(cls, members: dict[str, bytes]) -> "Sample":
+        meta = SampleMeta.from_dict(json.loads(members["meta.json"]))
+        coeffs = members.get("coeffs.npy")
+        return cls(meta=meta,
+                   mesh=decode_npy(members["mesh.npy"]),
+                   pose=decode_npy(members["pose.npy"]),
+                   audio=decode_npy(members["audio.npy"]),
+                   lmk2d=decode_npy(members["lmk2d.npy"]),
+                   coeffs=None if coeffs is None else decode_npy(coeffs))
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def decode_npy(data: bytes) -> np.ndarray:
+    """Read ``.npy`` bytes; object arrays are refused (never unpickle shard contents)."""
+    return np.load(io.BytesIO(data), allow_pickle=False)

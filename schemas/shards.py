@@ -1,0 +1,144 @@
+"""Writing and reading shards.
+
+A shard is ``shards/{split}-{index:06d}.tar`` plus ``shards/{split}-{index:06d}.stats.json``.
+The tar is written under a temporary name and renamed into place; the stats JSON is written
+(also through a rename) only after that, so it is the shard's commit marker: a tar without its
+stats is an interrupted write and is ignored. Member order (sorted keys, then sorted member names)
+and tar headers (mtime 0, fixed owner and mode) are fixed, so equal samples give equal bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tarfile
+from typing import Iterator
+
+import webdataset as wds
+
+from .sample import Sample
+from .tables import FailureRecord, manifest_row
+
+SHARDS_DIR = "shards"
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:06d}"
+
+
+@dataclasses.dataclass
+class ShardStats:
+    """The commit record of one shard: its samples' manifest rows and the failures of the inputs
+    that were assigned to it, so that every input is accounted for in exactly one shard."""
+
+    shard: str
+    split: str
+    inputs: list[str]
+    samples: list[dict]
+    failures: list[dict]
+    n_bytes: int
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, indent=1).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "ShardStats":
+        return cls(**json.loads(data))
+
+
+class ShardWriter:
+    """Writes one shard. Samples must come in strictly increasing key order.
+
+    Use as a context manager; on a clean exit call :meth:`commit` first, otherwise the temporary
+    tar is removed and nothing is left behind.
+    """
+
+    def __init__(self, out_dir: str, split: str, index: int, inputs: list[str]):
+        self.name = shard_name(split, index)
+        self.split = split
+        self.inputs = list(inputs)
+        self.directory = os.path.join(out_dir, SHARDS_DIR)
+        os.makedirs(self.directory, exist_ok=True)
+        self.tar_path = os.path.join(self.directory, f"{self.name}.tar")
+        self.stats_path = os.path.join(self.directory, f"{self.name}.stats.json")
+        self._tmp_path = f"{self.tar_path}.tmp-{os.getpid()}"
+        self._file = open(self._tmp_path, "wb")
+        self._tar = wds.TarWriter(self._file, user="voxmesh", group="voxmesh", mode=0o444,
+                                  encoder=False, mtime=0)
+        self._rows: list[dict] = []
+        self._failures: list[dict] = []
+        self._last_key = ""
+        self._committed = False
+
+    def write(self, sample: Sample) -> None:
+        if sample.key <= self._last_key:
+            raise ValueError(f"shard {self.name}: key {sample.key} is not after {self._last_key}")
+        self._last_key = sample.key
+        self._tar.write({"__key__": sample.key, **sample.to_members()})
+        self._rows.append(manifest_row(sample.meta, self.name))
+
+    def record_failure(self, failure: FailureRecord) -> None:
+        self._failures.append(dataclasses.asdict(
+            dataclasses.replace(failure, split=self.split, shard=self.name)))
+
+    def commit(self) -> ShardStats:
+        self._tar.close()
+        self._file.close()
+        n_bytes = os.path.getsize(self._tmp_path)
+        os.replace(self._tmp_path, self.tar_path)
+        stats = ShardStats(shard=self.name, split=self.split, inputs=self.inputs,
+                           samples=self._rows, failures=self._failures, n_bytes=n_bytes)
+        write_atomic(self.stats_path, stats.to_json())
+        self._committed = True
+        return stats
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self._committed:
+            self._file.close()
+            if os.path.exists(self._tmp_path):
+                os.remove(self._tmp_path)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def committed_stats(out_dir: str) -> list[ShardStats]:
+    """Stats of every committed shard under ``out_dir``, sorted by shard name."""
+    directory = os.path.join(out_dir, SHARDS_DIR)
+    if not os.path.isdir(directory):
+        return []
+    names = sorted(n for n in os.listdir(directory) if n.endswith(".stats.json"))
+    stats = []
+    for name in names:
+        with open(os.path.join(directory, name), "rb") as f:
+            stats.append(ShardStats.from_json(f.read()))
+    return stats
+
+
+def iter_tar_samples(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Yield ``(key, {member: bytes})`` from a shard tar in file order, streaming.
+
+    Members of one sample must be adjacent (as :class:`ShardWriter` writes them). Raises
+    ``tarfile.TarError`` or ``OSError`` for a damaged tar, after the samples read before it.
+    """
+    key, members = None, {}
+    with tarfile.open(path, mode="r|") as tar:
+        for info in tar:
+            if not info.isfile():
+                continue
+            sample_key, _, member = info.name.partition(".")
+            if sample_key != key:
+                if key is not None:
+                    yield key, members
+                key, members = sample_key, {}
+            members[member] = tar.extractfile(info).read()
+    if key is not None:
+        yield key, members

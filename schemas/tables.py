@@ -1,0 +1,76 @@
+"""``manifest.parquet`` (one row per sample) and ``failures.parquet`` (one row per input or clip
+that did not make it), as pyarrow schemas and the plain records they are made from."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .sample import SampleMeta
+
+MANIFEST_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("split", pa.string()),
+    ("shard", pa.string()),
+    ("speaker", pa.string()),
+    ("video", pa.string()),
+    ("utterance", pa.string()),
+    ("track", pa.int32()),
+    ("clip", pa.int32()),
+    ("source_uri", pa.string()),
+    ("start_time", pa.float64()),
+    ("end_time", pa.float64()),
+    ("n_frames", pa.int32()),
+    ("n_samples", pa.int64()),
+    ("backend", pa.string()),
+    ("topology", pa.string()),
+    ("confidence_mean", pa.float32()),
+    ("lip_motion", pa.float32()),
+])
+
+FAILURES_SCHEMA = pa.schema([
+    ("source_uri", pa.string()),
+    ("input_id", pa.string()),
+    ("split", pa.string()),
+    ("shard", pa.string()),
+    ("stage", pa.string()),
+    ("reason", pa.string()),
+    ("detail", pa.string()),
+])
+
+
+@dataclasses.dataclass(frozen=True)
+class FailureRecord:
+    """An input (or, with an ``input_id`` suffix, a part of one) that produced no sample.
+
+    ``input_id`` is ``speaker/video/utterance`` where the ids are known, else the URI; ``shard``
+    is the shard whose task recorded it (empty for failures found before planning).
+    """
+
+    source_uri: str
+    input_id: str
+    stage: str
+    reason: str
+    detail: str
+    split: str = ""
+    shard: str = ""
+
+
+def manifest_row(meta: SampleMeta, shard: str) -> dict:
+    row = {name: getattr(meta, name) for name in MANIFEST_SCHEMA.names if name != "shard"}
+    row["shard"] = shard
+    return row
+
+
+def write_manifest(rows: Iterable[dict], path: str) -> None:
+    table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["key"]), schema=MANIFEST_SCHEMA)
+    pq.write_table(table, path)
+
+
+def write_failures(records: Iterable[FailureRecord], path: str) -> None:
+    rows = sorted((dataclasses.asdict(r) for r in records),
+                  key=lambda r: (r["source_uri"], r["input_id"], r["stage"], r["reason"]))
+    pq.write_table(pa.Table.from_pylist(rows, schema=FAILURES_SCHEMA), path)

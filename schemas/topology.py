@@ -1,0 +1,90 @@
+"""Mesh topologies: vertex count, triangles, a template shape and the vertex index sets that
+pose removal and the metrics use.
+
+Topologies that may be redistributed ship as ``schemas/topologies/{name}.npz``; others (FLAME,
+whose licence forbids redistribution) are registered at run time by the backend that loads the
+user's model file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Topology:
+    """A mesh topology.
+
+    ``template`` (V, 3) is the reference shape in the canonical head frame (x to the subject's
+    left, y up, z out of the face; centimetres). ``stable_idx`` are vertices that move little
+    with expression (used to fit head pose), ``lip_idx`` the lip vertices (lip vertex error),
+    ``upper_face_idx`` the vertices above the mouth region (FDD). ``n_landmarks`` is the ``L``
+    of ``lmk2d.npy`` for samples of this topology.
+    """
+
+    name: str
+    template: np.ndarray
+    faces: np.ndarray
+    lip_idx: np.ndarray
+    upper_face_idx: np.ndarray
+    stable_idx: np.ndarray
+    n_landmarks: int
+
+    @property
+    def n_vertices(self) -> int:
+        return int(self.template.shape[0])
+
+    def check(self) -> None:
+        """Raise ``ValueError`` if any index is out of range or an array has the wrong shape."""
+        if self.template.ndim != 2 or self.template.shape[1] != 3:
+            raise ValueError(f"topology {self.name}: template must be (V, 3)")
+        if self.faces.ndim != 2 or self.faces.shape[1] != 3:
+            raise ValueError(f"topology {self.name}: faces must be (F, 3)")
+        for field in ("faces", "lip_idx", "upper_face_idx", "stable_idx"):
+            idx = getattr(self, field)
+            if idx.size == 0 or idx.min() < 0 or idx.max() >= self.n_vertices:
+                raise ValueError(f"topology {self.name}: {field} out of range 0..{self.n_vertices - 1}")
+
+    def save(self, path: str) -> None:
+        np.savez(path, template=self.template.astype(np.float32), faces=self.faces.astype(np.int32),
+                 lip_idx=self.lip_idx.astype(np.int32),
+                 upper_face_idx=self.upper_face_idx.astype(np.int32),
+                 stable_idx=self.stable_idx.astype(np.int32),
+                 n_landmarks=np.int32(self.n_landmarks))
+
+    @classmethod
+    def load(cls, name: str, path) -> "Topology":
+        with np.load(path, allow_pickle=False) as data:
+            topology = cls(name=name, template=data["template"], faces=data["faces"],
+                           lip_idx=data["lip_idx"], upper_face_idx=data["upper_face_idx"],
+                           stable_idx=data["stable_idx"], n_landmarks=int(data["n_landmarks"]))
+        topology.check()
+        return topology
+
+
+_REGISTERED: dict[str, Topology] = {}
+
+
+def register_topology(topology: Topology) -> None:
+    topology.check()
+    _REGISTERED[topology.name] = topology
+
+
+def get_topology(name: str) -> Topology:
+    """The topology called ``name``: registered at run time, or shipped with the package."""
+    if name not in _REGISTERED:
+        resource = importlib.resources.files(__package__).joinpath("topologies", f"{name}.npz")
+        if not resource.is_file():
+            raise KeyError(f"unknown topology {name!r}; known: {', '.join(known_topologies())}")
+        with importlib.resources.as_file(resource) as path:
+            _REGISTERED[name] = Topology.load(name, path)
+    return _REGISTERED[name]
+
+
+def known_topologies() -> list[str]:
+    shipped = {p.name[:-4] for p in importlib.resources.files(__package__).joinpath("topologies").iterdir()
+               if p.name.endswith(".npz")}
+    return sorted(shipped | set(_REGISTERED))

@@ -1,0 +1,37 @@
+"""voxmesh: talking-face videos -> speech-driven 3D facial animation benchmark shards.
+
+The repository keeps the design card's top-level folders (schemas/, recon/, pipelines/,
+metrics/); they are installed as subpackages of one import namespace, ``voxmesh``, so that
+nothing generic lands at the top of site-packages.
+"""
+
+from setuptools import setup
+
+SUBPACKAGES = ("schemas", "recon", "pipelines", "metrics")
+
+setup(
+    name="voxmesh",
+    version="0.1.0",
+    description="Build and validate speech-driven 3D facial animation datasets from talking-face videos",
+    python_requires=">=3.11,<3.12",
+    packages=["voxmesh", *(f"voxmesh.{name}" for name in SUBPACKAGES)],
+    package_dir={"voxmesh": "voxmesh", **{f"voxmesh.{name}": name for name in SUBPACKAGES}},
+    package_data={"voxmesh.schemas": ["topologies/*.npz"]},
+    install_requires=[
+        # 0.10.21 is the last release whose wheel ships the face models (later ones download them).
+        "mediapipe==0.10.21",
+        "numpy>=1.26,<2",       # mediapipe 0.10.21 is built against numpy 1.x
+        "protobuf>=4.25,<5",    # mediapipe 0.10.21
+        "apache-beam==2.77.0",
+        "av==18.1.0",           # PyAV: FFmpeg inside the wheel, exact timestamps
+        "soxr==1.1.0",          # band-limited resampling to 16 kHz
+        "webdataset==1.0.2",
+        "pyarrow>=21,<26",
+        "scikit-image>=0.24",   # the demo's bundled photograph
+    ],
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={
+        "console_scripts": ["voxmesh = voxmesh.cli:main"],
+        "voxmesh.recon_backends": ["mediapipe = voxmesh.recon.mediapipe_mesh:MediaPipeFaceMesh"],
+    },
+)

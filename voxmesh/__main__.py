@@ -1,0 +1,5 @@
+import sys
+
+from voxmesh.cli import main
+
+sys.exit(main())
