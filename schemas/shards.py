@@ -98,6 +98,7 @@ class ShardWriter:
 
     def __exit__(self, *exc) -> None:
         if not self._committed:
+            self._tar.close()
             self._file.close()
             if os.path.exists(self._tmp_path):
                 os.remove(self._tmp_path)

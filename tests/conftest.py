@@ -1,0 +1,47 @@
+import os
+
+import numpy as np
+import pytest
+
+MEDIA_ENV = "VOXMESH_TEST_MEDIA"
+REAL_CLIPS = ("hdtf_aoc_512_25fps.mp4", "retalking2_844_25fps.mp4", "retalking4_700_30fps.mp4")
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> str:
+    """The folder of real test media (``$VOXMESH_TEST_MEDIA``, default ``../shared/media``)."""
+    default = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "media")
+    folder = os.path.abspath(os.environ.get(MEDIA_ENV, default))
+    missing = [name for name in REAL_CLIPS if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        pytest.skip(f"real test media not found in {folder} (missing {', '.join(missing)}); "
+                    f"set {MEDIA_ENV} to the folder that holds them")
+    return folder
+
+
+def write_video(path: str, frames: np.ndarray, fps=25, audio: np.ndarray | None = None,
+                sample_rate: int = 16000, pts: list[int] | None = None, time_base=None) -> None:
+    """Encode RGB ``frames`` (N, H, W, 3) as H.264 in ``path``, with optional mono float audio.
+
+    ``pts`` with ``time_base`` give explicit presentation times (variable frame rate)."""
+    import av
+    from fractions import Fraction
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        if time_base is not None:
+            stream.time_base = stream.codec_context.time_base = time_base
+        sound = container.add_stream("aac", rate=sample_rate, layout="mono") if audio is not None else None
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            if pts is not None:
+                frame.pts, frame.time_base = pts[i], time_base or Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+        if sound is not None:
+            for start in range(0, len(audio), 1024):
+                chunk = av.AudioFrame.from_ndarray(audio[None, start:start + 1024].astype(np.float32),
+                                                   format="flt", layout="mono")
+                chunk.sample_rate, chunk.pts = sample_rate, start
+                container.mux(sound.encode(chunk))
+            container.mux(sound.encode())

@@ -1,0 +1,64 @@
+import os
+
+import pytest
+
+from voxmesh.pipelines.inputs import SplitFractions, discover, identify, plan_shards, split_of
+from voxmesh.schemas import is_valid_key, make_key, sanitize_id
+
+
+def test_sanitize_id_removes_everything_that_could_steer_a_path():
+    assert sanitize_id("../../etc/passwd") == "etc-passwd"
+    assert sanitize_id("_-5cMyJ7Y2s") == "5cMyJ7Y2s"
+    assert sanitize_id("a b.c_d") == "a-b-c-d"
+    assert len(sanitize_id("x" * 500)) == 64
+    with pytest.raises(ValueError, match="no letters or digits"):
+        sanitize_id("../..")
+
+
+def test_keys_have_no_dots_and_a_fixed_shape():
+    key = make_key("id00017", "01dfn2spqyE", "00001", 0, 3)
+    assert key == "id00017_01dfn2spqyE_00001_00_003" and is_valid_key(key)
+    assert not is_valid_key("id00017_vid.mp4_00001_00_003")
+    with pytest.raises(ValueError):
+        make_key("a.b", "v", "u", 0, 0)
+
+
+def test_ids_follow_the_voxceleb2_layout_and_duplicates_fail(tmp_path):
+    for rel in ("dev/mp4/id00017/01dfn2spqyE/00001.mp4", "dev/mp4/id00017/01dfn2spqyE/00002.mp4",
+                "other/single.mp4", "dev/mp4/id00017/01dfn2spqyE/00001.MP4", "odd/.../__.mp4"):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    root, files = discover(str(tmp_path))
+    items, failures = identify(files, root)
+    assert [i.input_id for i in items] == ["id00017/01dfn2spqyE/00001", "id00017/01dfn2spqyE/00002",
+                                           "other/single/0"]
+    assert sorted(f.reason for f in failures) == ["bad_id", "duplicate_id"]
+    assert all(os.path.isabs(f.source_uri) for f in failures)
+
+
+def test_glob_discovery_takes_ids_below_the_glob_root(tmp_path):
+    (tmp_path / "spk" / "vid").mkdir(parents=True)
+    (tmp_path / "spk" / "vid" / "00001.mp4").write_bytes(b"x")
+    root, files = discover(str(tmp_path / "**" / "*.mp4"))
+    assert root == str(tmp_path) and len(files) == 1
+    assert identify(files, root)[0][0].input_id == "spk/vid/00001"
+
+
+def test_splits_are_speaker_disjoint_stable_and_shards_cover_every_input(tmp_path):
+    from voxmesh.pipelines.inputs import InputItem
+    items = [InputItem(f"/v/{s}/{u}.mp4", f"id{s:05d}", "vid", f"{u:05d}") for s in range(50) for u in range(3)]
+    fractions = SplitFractions(0.8, 0.1, 0.1)
+    tasks = plan_shards(items, fractions, inputs_per_shard=7)
+    assert tasks == plan_shards(list(reversed(items)), fractions, inputs_per_shard=7)
+    assigned = [i for t in tasks for i in t.items]
+    assert sorted(assigned, key=lambda i: i.uri) == sorted(items, key=lambda i: i.uri)
+    split_of_speaker = {}
+    for task in tasks:
+        assert list(task.items) == sorted(task.items, key=lambda i: i.key_prefix)
+        for item in task.items:
+            assert split_of_speaker.setdefault(item.speaker, task.split) == task.split
+    assert {split_of("id00001", fractions)} == {split_of("id00001", fractions)}
+    assert set(split_of_speaker.values()) == {"train", "val", "test"}
+    with pytest.raises(ValueError):
+        SplitFractions(0.5, 0.1, 0.1)
