@@ -78,43 +78,66 @@ def iter_frames(path: str, chunk_size: int = 64) -> Iterator[np.ndarray]:
     Output frame ``i`` is the decoded frame whose presentation time is nearest to ``i / 25`` s after
     the first frame (the earlier one on a tie), whatever the source rate (constant, 29.97, VFR).
     The last output frame is the last ``i`` with ``i / 25`` before the end of the last source frame.
-    Only the frames that are emitted are converted to RGB, and at most one chunk is held.
+    Only the frames that are emitted are converted to RGB. Memory is one chunk: the yielded array
+    is a view of a buffer that the next chunk overwrites (copy it to keep it).
     """
-    chunk: list[np.ndarray] = []
     try:
         with av.open(path) as container:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            time_base = stream.time_base
-            first = previous = None
-            index = 0
-            for frame in container.decode(stream):
-                if frame.pts is None:
-                    continue
-                if first is None:
-                    first = frame.pts
-                now = _seconds(frame.pts - first, time_base)
-                while index / FPS <= now:
-                    target = index / FPS
-                    pick = previous if previous is not None and target - previous[0] <= now - target else (now, frame)
-                    chunk.append(pick[1].to_ndarray(format="rgb24"))
-                    index += 1
-                    if len(chunk) == chunk_size:
-                        yield np.stack(chunk)
-                        chunk = []
-                previous = (now, frame)
-            if previous is not None:
-                frame_duration = 1.0 / float(stream.average_rate or FPS)
-                while index / FPS < previous[0] + frame_duration - 1e-9:
-                    chunk.append(previous[1].to_ndarray(format="rgb24"))
-                    index += 1
-                    if len(chunk) == chunk_size:
-                        yield np.stack(chunk)
-                        chunk = []
-    except av.error.FFmpegError as error:
+            buffer = ChunkBuffer(chunk_size)
+            for frame in _frames_at_25fps(container, stream):
+                if buffer.add(frame.to_ndarray(format="rgb24")):
+                    yield buffer.take()
+    except (av.error.FFmpegError, ValueError) as error:
         raise MediaError(Reason.DECODE_ERROR, Stage.DECODE, f"{path}: video decoding failed ({error})")
-    if chunk:
-        yield np.stack(chunk)
+    if buffer.count:
+        yield buffer.take()
+
+
+def _frames_at_25fps(container, stream) -> Iterator[av.VideoFrame]:
+    """The decoded frames picked for each 25 fps tick (a frame repeats when the source is slower)."""
+    first = previous = None
+    index = 0
+    for frame in container.decode(stream):
+        if frame.pts is None:
+            continue
+        if first is None:
+            first = frame.pts
+        now = _seconds(frame.pts - first, stream.time_base)
+        while index / FPS <= now:
+            target = index / FPS
+            nearer_previous = previous is not None and target - previous[0] <= now - target
+            yield previous[1] if nearer_previous else frame
+            index += 1
+        previous = (now, frame)
+    if previous is not None:
+        frame_duration = 1.0 / float(stream.average_rate or FPS)
+        while index / FPS < previous[0] + frame_duration - 1e-9:
+            yield previous[1]
+            index += 1
+
+
+class ChunkBuffer:
+    """A reusable (chunk_size, H, W, 3) array filled frame by frame (no allocation per chunk)."""
+
+    def __init__(self, chunk_size: int):
+        self.chunk_size = chunk_size
+        self.array: np.ndarray | None = None
+        self.count = 0
+
+    def add(self, image: np.ndarray) -> bool:
+        """Store ``image``; True when the chunk is full."""
+        if self.count and image.shape != self.array.shape[1:]:
+            raise ValueError(f"frame size changed from {self.array.shape[1:3]} to {image.shape[:2]} mid-stream")
+        if self.array is None or self.array.shape[1:] != image.shape:
+            self.array = np.empty((self.chunk_size, *image.shape), dtype=image.dtype)
+        self.array[self.count] = image
+        self.count += 1
+        return self.count == self.chunk_size
+
+    def take(self) -> np.ndarray:
+        chunk, self.count = self.array[:self.count], 0
+        return chunk
 
 
 @dataclasses.dataclass(frozen=True)

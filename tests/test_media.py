@@ -29,7 +29,7 @@ def read_numbers(frames: np.ndarray) -> list[int]:
 
 
 def decode_all(path: str, chunk_size: int = 7) -> np.ndarray:
-    chunks = list(iter_frames(path, chunk_size=chunk_size))
+    chunks = [chunk.copy() for chunk in iter_frames(path, chunk_size=chunk_size)]  # chunks share a buffer
     assert all(len(c) <= chunk_size for c in chunks)
     return np.concatenate(chunks)
 

@@ -1,0 +1,27 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test bench install clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): setup.py constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(BIN)/voxmesh demo --output out/demo
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(INSTALLED)
+	$(BIN)/python bench/bench_build.py
+
+clean:
+	rm -rf out build *.egg-info
