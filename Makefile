@@ -18,7 +18,7 @@ demo: $(INSTALLED)
 	$(BIN)/voxmesh demo --output out/demo
 
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -rs tests
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/bench_build.py

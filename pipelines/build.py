@@ -23,9 +23,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from voxmesh.recon import backend_class
 from voxmesh.schemas import (SCHEMA_VERSION, FailureRecord, Reason, ShardStats, ShardWriter, Stage,
                              committed_stats, write_failures, write_manifest)
+from voxmesh.schemas.shards import SHARDS_DIR, write_atomic
 
 from .clips import ClipRules
-from .inputs import ShardTask, SplitFractions, discover, identify, plan_shards
+from .card import write_dataset_card, write_wids_indexes
+from .inputs import ShardTask, SplitFractions, assign_splits, discover, identify, plan_shards
+from .progress import ProgressReporter
 from .video import failure, process_video
 
 # Distributions whose versions can change the bytes of the output; recorded in dataset.json.
@@ -89,30 +92,43 @@ def local_pipeline_args(workers: int | None = None) -> list[str]:
             f"--direct_num_workers={workers or os.cpu_count() or 1}"]
 
 
-def run_build(config: BuildConfig, pipeline_args: list[str] | None = None) -> dict:
+def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progress: bool = False) -> dict:
     """Run the whole build and return the summary (also written to ``dataset.json``)."""
     backend_class(config.backend)  # fail before any work when the backend cannot run here
-    root, paths = discover(config.input)
-    items, early_failures = identify(paths, root)
-    tasks = plan_shards(items, config.splits, config.inputs_per_shard)
+    raws = discover(config.input)
+    items, early_failures = identify(raws)
+    split_of_speaker, split_failures = assign_splits(items, config.splits)
+    tasks = plan_shards(items, split_of_speaker, config.inputs_per_shard)
     _prepare_output(config)
     done = {s.shard for s in committed_stats(config.output)}
     todo = [t for t in tasks if t.name not in done]
     if todo:
         options = PipelineOptions(pipeline_args or local_pipeline_args())
-        with beam.Pipeline(options=options) as pipeline:
-            (pipeline
-             | "Plan" >> beam.Create(todo)
-             | "Spread" >> beam.Reshuffle()
-             | "BuildShard" >> beam.ParDo(BuildShard(config)))
-    return finalize(config, tasks, early_failures, n_discovered=len(paths))
+        with ProgressReporter(config.output, todo, enabled=progress):
+            with beam.Pipeline(options=options) as pipeline:
+                (pipeline
+                 | "Plan" >> beam.Create(todo)
+                 | "Spread" >> beam.Reshuffle()
+                 | "BuildShard" >> beam.ParDo(BuildShard(config)))
+    return finalize(config, tasks, early_failures + split_failures, n_discovered=len(raws))
 
 
 def _prepare_output(config: BuildConfig) -> None:
+    """Refuse to mix runs in one folder unless resuming; on resume, drop the temporary files of
+    writes that were interrupted (their shards are rebuilt)."""
     if os.path.isdir(config.output) and os.listdir(config.output) and not config.resume:
         raise FileExistsError(f"{config.output} is not empty; pass --resume to continue a build there, "
                               f"or choose a new output folder")
     os.makedirs(config.output, exist_ok=True)
+    remove_temporary_files(config.output)
+
+
+def remove_temporary_files(output: str) -> None:
+    for folder in (output, os.path.join(output, SHARDS_DIR)):
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                if ".tmp-" in name:
+                    os.remove(os.path.join(folder, name))
 
 
 def finalize(config: BuildConfig, tasks: list[ShardTask], early_failures: list[FailureRecord],
@@ -128,6 +144,7 @@ def finalize(config: BuildConfig, tasks: list[ShardTask], early_failures: list[F
     failures = early_failures + [FailureRecord(**f) for s in stats for f in s.failures]
     write_manifest(rows, os.path.join(config.output, "manifest.parquet"))
     write_failures(failures, os.path.join(config.output, "failures.parquet"))
+    write_wids_indexes(config.output, stats)
 
     inputs_with_clips = {r["source_uri"] for r in rows}
     failed_inputs = {f.source_uri for f in failures}
@@ -150,8 +167,9 @@ def finalize(config: BuildConfig, tasks: list[ShardTask], early_failures: list[F
         "versions": {name: version(name) for name in OUTPUT_SHAPING_PACKAGES},
         "counts": summary,
     }
-    with open(os.path.join(config.output, "dataset.json"), "w") as f:
-        json.dump(dataset, f, indent=1, sort_keys=True)
+    write_atomic(os.path.join(config.output, "dataset.json"),
+                 json.dumps(dataset, indent=1, sort_keys=True).encode("utf-8"))
+    write_dataset_card(config.output, dataset, rows, failures)
     return summary
 
 

@@ -7,8 +7,11 @@ Decoding uses PyAV (FFmpeg inside the wheel). Errors are raised as :class:`Media
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import shutil
+import tempfile
 from fractions import Fraction
 from typing import Iterator
 
@@ -42,6 +45,25 @@ class Probe:
     n_video_frames: int       # from the container index (0 when unknown)
     audio_sample_rate: int    # 0 when there is no audio stream
     audio_channels: int
+
+
+@contextlib.contextmanager
+def local_path(uri: str) -> Iterator[str]:
+    """A local file path for ``uri``: the path itself, or a temporary copy of a file-system URI
+    (``gs://``, ``s3://``) read through Beam's file systems, removed afterwards."""
+    if "://" not in uri:
+        yield uri
+        return
+    from apache_beam.io.filesystems import FileSystems
+    suffix = os.path.splitext(uri)[1]
+    with tempfile.NamedTemporaryFile(suffix=suffix) as local:
+        try:
+            with FileSystems.open(uri) as remote:
+                shutil.copyfileobj(remote, local)
+        except Exception as error:  # noqa: BLE001 - every file system raises its own errors
+            raise MediaError(Reason.MISSING_FILE, Stage.PROBE, f"{uri}: cannot be read ({error})")
+        local.flush()
+        yield local.name
 
 
 def probe(path: str) -> Probe:

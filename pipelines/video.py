@@ -13,7 +13,7 @@ from voxmesh.schemas import (FPS, SAMPLES_PER_FRAME, FailureRecord, Reason, Samp
 
 from .clips import ClipRules, frame_problems, reason_for_no_clip, segment
 from .inputs import InputItem
-from .media import MediaError, iter_frames, load_audio, probe
+from .media import MediaError, iter_frames, load_audio, local_path, probe
 
 
 @dataclasses.dataclass
@@ -32,18 +32,20 @@ def process_video(item: InputItem, split: str, backend: ReconstructionBackend, r
     """Everything one input yields. Media problems become failures; other exceptions propagate
     (the caller records them as ``internal_error``)."""
     try:
-        info = probe(item.uri)
-        if info.audio_sample_rate == 0:
-            return VideoResult([], [failure(item, Stage.PROBE, Reason.NO_AUDIO_STREAM,
-                                            f"{item.uri}: no audio stream; voxmesh needs the speech")])
-        if 0 < info.duration < rules.min_seconds:
-            return VideoResult([], [failure(item, Stage.PROBE, Reason.TOO_SHORT,
-                                            f"{item.uri}: {info.duration:.2f} s < min clip {rules.min_seconds} s")])
-        audio = load_audio(item.uri)
-        backend.reset()
-        parts = [backend.reconstruct(chunk) for chunk in iter_frames(item.uri, chunk_size)]
+        with local_path(item.uri) as path:
+            info = probe(path)
+            if info.audio_sample_rate == 0:
+                return VideoResult([], [failure(item, Stage.PROBE, Reason.NO_AUDIO_STREAM,
+                                                f"{item.uri}: no audio stream; voxmesh needs the speech")])
+            if 0 < info.duration < rules.min_seconds:
+                return VideoResult([], [failure(item, Stage.PROBE, Reason.TOO_SHORT,
+                                                f"{item.uri}: {info.duration:.2f} s < min clip {rules.min_seconds} s")])
+            audio = load_audio(path)
+            backend.reset()
+            parts = [backend.reconstruct(chunk) for chunk in iter_frames(path, chunk_size)]
     except MediaError as error:
-        return VideoResult([], [failure(item, error.stage, error.reason, error.detail)])
+        detail = error.detail if error.detail.startswith(item.uri) else f"{item.uri}: {error.detail}"
+        return VideoResult([], [failure(item, error.stage, error.reason, detail)])
     if not parts:
         return VideoResult([], [failure(item, Stage.DECODE, Reason.DECODE_ERROR, f"{item.uri}: no video frames")])
     recon = Reconstruction.concatenate(parts)

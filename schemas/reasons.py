@@ -10,6 +10,7 @@ class Reason(str, enum.Enum):
     """Failure reason codes (the ``reason`` column of ``failures.parquet``)."""
 
     MISSING_FILE = "missing_file"
+    UNSUPPORTED_URI = "unsupported_uri"
     NOT_A_VIDEO = "not_a_video"
     NO_VIDEO_STREAM = "no_video_stream"
     NO_AUDIO_STREAM = "no_audio_stream"

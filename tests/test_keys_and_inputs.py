@@ -2,7 +2,8 @@ import os
 
 import pytest
 
-from voxmesh.pipelines.inputs import SplitFractions, discover, identify, plan_shards, split_of
+from voxmesh.pipelines.inputs import (InputItem, RawInput, SplitFractions, assign_splits, discover, identify,
+                                      plan_shards, split_of)
 from voxmesh.schemas import is_valid_key, make_key, sanitize_id
 
 
@@ -29,8 +30,7 @@ def test_ids_follow_the_voxceleb2_layout_and_duplicates_fail(tmp_path):
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
-    root, files = discover(str(tmp_path))
-    items, failures = identify(files, root)
+    items, failures = identify(discover(str(tmp_path)))
     assert [i.input_id for i in items] == ["id00017/01dfn2spqyE/00001", "id00017/01dfn2spqyE/00002",
                                            "other/single/0"]
     assert sorted(f.reason for f in failures) == ["bad_id", "duplicate_id"]
@@ -40,17 +40,17 @@ def test_ids_follow_the_voxceleb2_layout_and_duplicates_fail(tmp_path):
 def test_glob_discovery_takes_ids_below_the_glob_root(tmp_path):
     (tmp_path / "spk" / "vid").mkdir(parents=True)
     (tmp_path / "spk" / "vid" / "00001.mp4").write_bytes(b"x")
-    root, files = discover(str(tmp_path / "**" / "*.mp4"))
-    assert root == str(tmp_path) and len(files) == 1
-    assert identify(files, root)[0][0].input_id == "spk/vid/00001"
+    raws = discover(str(tmp_path / "**" / "*.mp4"))
+    assert len(raws) == 1 and identify(raws)[0][0].input_id == "spk/vid/00001"
 
 
 def test_splits_are_speaker_disjoint_stable_and_shards_cover_every_input(tmp_path):
-    from voxmesh.pipelines.inputs import InputItem
     items = [InputItem(f"/v/{s}/{u}.mp4", f"id{s:05d}", "vid", f"{u:05d}") for s in range(50) for u in range(3)]
     fractions = SplitFractions(0.8, 0.1, 0.1)
-    tasks = plan_shards(items, fractions, inputs_per_shard=7)
-    assert tasks == plan_shards(list(reversed(items)), fractions, inputs_per_shard=7)
+    splits, failures = assign_splits(items, fractions)
+    assert failures == []
+    tasks = plan_shards(items, splits, inputs_per_shard=7)
+    assert tasks == plan_shards(list(reversed(items)), splits, inputs_per_shard=7)
     assigned = [i for t in tasks for i in t.items]
     assert sorted(assigned, key=lambda i: i.uri) == sorted(items, key=lambda i: i.uri)
     split_of_speaker = {}
@@ -62,3 +62,32 @@ def test_splits_are_speaker_disjoint_stable_and_shards_cover_every_input(tmp_pat
     assert set(split_of_speaker.values()) == {"train", "val", "test"}
     with pytest.raises(ValueError):
         SplitFractions(0.5, 0.1, 0.1)
+
+
+def test_listing_gives_ids_and_source_splits_and_refuses_what_it_cannot_read(tmp_path):
+    listing = tmp_path / "inputs.csv"
+    listing.write_text("uri,speaker,video,utterance,split\n"
+                       "a/one.mp4,../../etc,v1,u1,test\n"
+                       "a/one.mp4,../../etc,v1,u1,test\n"        # the same URI twice: one input
+                       "/abs/two.mp4,spk2,,,train\n"             # ids from the path where blank
+                       "ftp9://host/x.mp4,spk3,v,u,\n"           # a scheme no file system reads
+                       "b/three.mp4,spk4,v,u,holdout\n"          # an unknown split
+                       "b/four.mp4,spk2,v4,u4,test\n")           # spk2 listed in two splits
+    raws = discover(str(listing))
+    assert len(raws) == 5
+    items, failures = identify(raws)
+    assert {f.reason for f in failures} == {"unsupported_uri", "bad_id"}
+    by_uri = {i.uri: i for i in items}
+    one = by_uri[str(tmp_path / "a" / "one.mp4")]
+    assert (one.input_id, one.split) == ("etc/v1/u1", "test")
+    assert by_uri["/abs/two.mp4"].input_id == "spk2/two/0"
+    splits, split_failures = assign_splits(items, SplitFractions())
+    assert splits == {"etc": "test"}
+    assert sorted(f.source_uri for f in split_failures) == ["/abs/two.mp4", str(tmp_path / "b" / "four.mp4")]
+
+
+def test_listing_without_a_uri_column_is_refused_with_the_file_named(tmp_path):
+    listing = tmp_path / "bad.csv"
+    listing.write_text("path\nx.mp4\n")
+    with pytest.raises(ValueError, match="bad.csv: a listing needs a 'uri' column"):
+        discover(str(listing))

@@ -10,6 +10,7 @@ import sys
 
 from voxmesh.pipelines.build import BuildConfig, local_pipeline_args, run_build
 from voxmesh.pipelines.clips import ClipRules
+from voxmesh.pipelines.inputs import SplitFractions
 from voxmesh.recon import BackendUnavailable
 from voxmesh.schemas import validate_dataset
 
@@ -40,6 +41,8 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-clip-seconds", type=float, default=ClipRules.max_seconds)
     parser.add_argument("--min-confidence", type=float, default=ClipRules.min_confidence)
     parser.add_argument("--inputs-per-shard", type=int, default=BuildConfig.inputs_per_shard)
+    parser.add_argument("--split-fractions", default="0.9,0.05,0.05", metavar="TRAIN,VAL,TEST",
+                        help="speaker-hash split fractions, for inputs whose listing gives no split")
     parser.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores)")
     parser.add_argument("--resume", action="store_true", help="keep committed shards and build the rest")
 
@@ -59,14 +62,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _build(args, beam_args: list[str]) -> int:
-    config = BuildConfig(
-        input=args.input, output=args.output, backend=args.backend, inputs_per_shard=args.inputs_per_shard,
-        rules=ClipRules(min_seconds=args.min_clip_seconds, max_seconds=args.max_clip_seconds,
-                        min_confidence=args.min_confidence),
-        resume=args.resume)
     try:
-        summary = run_build(config, beam_args or local_pipeline_args(args.workers))
-    except (BackendUnavailable, FileExistsError, ValueError) as error:
+        config = BuildConfig(
+            input=args.input, output=args.output, backend=args.backend, inputs_per_shard=args.inputs_per_shard,
+            rules=ClipRules(min_seconds=args.min_clip_seconds, max_seconds=args.max_clip_seconds,
+                            min_confidence=args.min_confidence),
+            splits=SplitFractions(*(float(f) for f in args.split_fractions.split(","))),
+            resume=args.resume)
+        summary = run_build(config, beam_args or local_pipeline_args(args.workers), progress=True)
+    except (BackendUnavailable, FileExistsError, ValueError, TypeError) as error:
         print(f"voxmesh build: {error}", file=sys.stderr)
         return 2
     print_summary(summary, args.output)

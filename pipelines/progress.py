@@ -1,0 +1,70 @@
+"""A live progress line for local runs, read from the shards committed so far (so it works with
+any runner whose workers write to a folder this process can see)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+from voxmesh.schemas import ShardStats
+from voxmesh.schemas.shards import SHARDS_DIR
+
+
+class ProgressReporter:
+    """While active, print every ``interval`` seconds (2 on a terminal, 30 in a log): shards and
+    inputs done of the total, clips, failures, and seconds of clips produced per second."""
+
+    def __init__(self, output: str, tasks: list, enabled: bool = True, interval: float | None = None,
+                 stream=sys.stderr):
+        self.directory = os.path.join(output, SHARDS_DIR)
+        self.names = {t.name for t in tasks}
+        self.total_inputs = sum(len(t.items) for t in tasks)
+        self.enabled, self.stream = enabled, stream
+        self.interval = interval if interval is not None else (2.0 if stream.isatty() else 30.0)
+        self._stop = threading.Event()
+        self._seen: dict[str, ShardStats] = {}
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._start = 0.0
+
+    def __enter__(self) -> "ProgressReporter":
+        if self.enabled:
+            self._start = time.monotonic()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self._stop.set()
+            self._thread.join()
+            self._print(final=True)
+
+    def line(self) -> str:
+        self._refresh()
+        inputs = sum(len(s.inputs) for s in self._seen.values())
+        clips = sum(len(s.samples) for s in self._seen.values())
+        failures = sum(len(s.failures) for s in self._seen.values())
+        seconds = sum(r["n_frames"] for s in self._seen.values() for r in s.samples) / 25
+        elapsed = max(time.monotonic() - self._start, 1e-9)
+        return (f"[voxmesh] shards {len(self._seen)}/{len(self.names)} · inputs {inputs}/{self.total_inputs} · "
+                f"clips {clips} · failures {failures} · {seconds / elapsed:.1f} s of clips per s")
+
+    def _refresh(self) -> None:
+        if not os.path.isdir(self.directory):
+            return
+        for name in os.listdir(self.directory):
+            shard = name[:-len(".stats.json")]
+            if name.endswith(".stats.json") and shard in self.names and shard not in self._seen:
+                with open(os.path.join(self.directory, name), "rb") as f:
+                    self._seen[shard] = ShardStats.from_json(f.read())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._print(final=False)
+
+    def _print(self, final: bool) -> None:
+        terminal = self.stream.isatty()
+        end = "\n" if final or not terminal else "\r"
+        self.stream.write(("\r" if terminal else "") + self.line() + end)
+        self.stream.flush()
