@@ -29,7 +29,7 @@ setup(
         "pyarrow>=21,<26",
         "scikit-image>=0.24",   # the demo's bundled photograph
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "wids==0.1.11"]},
     entry_points={
         "console_scripts": ["voxmesh = voxmesh.cli:main"],
         "voxmesh.recon_backends": ["mediapipe = voxmesh.recon.mediapipe_mesh:MediaPipeFaceMesh"],

@@ -65,17 +65,18 @@ class BuildShard(beam.DoFn):
             for item in task.items:
                 try:
                     result = process_video(item, task.split, self.backend, self.config.rules, self.config.chunk_size)
-                    samples, failures, n_frames = result.samples, result.failures, result.n_frames
+                    encoded = [(sample.meta, sample.to_members()) for sample in result.samples]
+                    failures, n_frames = result.failures, result.n_frames
                 except Exception as error:  # noqa: BLE001 - one input must never cost the shard
                     last_line = traceback.format_exception_only(type(error), error)[-1].strip()
-                    samples, failures, n_frames = [], [failure(item, Stage.RECONSTRUCT, Reason.INTERNAL_ERROR,
-                                                               f"{item.uri}: {last_line}")], 0
-                for sample in samples:
-                    writer.write(sample)
+                    encoded, n_frames = [], 0
+                    failures = [failure(item, Stage.RECONSTRUCT, Reason.INTERNAL_ERROR, f"{item.uri}: {last_line}")]
+                for meta, members in encoded:
+                    writer.write_members(meta, members)
                 for record in failures:
                     writer.record_failure(record)
-                    beam.metrics.Metrics.counter("voxmesh.failures", record.reason).inc()
-                counters.update(inputs=1, clips=len(samples), frames=n_frames)
+                    beam.metrics.Metrics.counter("voxmesh.failures", f"{record.stage}.{record.reason}").inc()
+                counters.update(inputs=1, clips=len(encoded), frames=n_frames)
             writer.commit()
         for name, value in counters.items():
             beam.metrics.Metrics.counter("voxmesh", name).inc(value)

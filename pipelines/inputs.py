@@ -53,6 +53,11 @@ class InputItem:
     def input_id(self) -> str:
         return f"{self.speaker}/{self.video}/{self.utterance}"
 
+    @property
+    def key_order(self) -> str:
+        """Sorting inputs by this sorts their sample keys (``{prefix}_{track}_{clip}``) too."""
+        return f"{self.key_prefix}_"
+
 
 @dataclasses.dataclass(frozen=True)
 class ShardTask:
@@ -227,6 +232,6 @@ def plan_shards(items: list[InputItem], split_of_speaker: dict[str, str], inputs
     for split in sorted(by_split):
         ordered = sorted(by_split[split], key=lambda i: (stable_unit(f"shard:{i.key_prefix}"), i.key_prefix))
         for index, start in enumerate(range(0, len(ordered), inputs_per_shard)):
-            group = sorted(ordered[start:start + inputs_per_shard], key=lambda i: i.key_prefix)
+            group = sorted(ordered[start:start + inputs_per_shard], key=lambda i: i.key_order)
             tasks.append(ShardTask(split, index, tuple(group)))
     return tasks

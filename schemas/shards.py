@@ -17,7 +17,7 @@ from typing import Iterator
 
 import webdataset as wds
 
-from .sample import Sample
+from .sample import Sample, SampleMeta
 from .tables import FailureRecord, manifest_row
 
 SHARDS_DIR = "shards"
@@ -72,11 +72,15 @@ class ShardWriter:
         self._committed = False
 
     def write(self, sample: Sample) -> None:
-        if sample.key <= self._last_key:
-            raise ValueError(f"shard {self.name}: key {sample.key} is not after {self._last_key}")
-        self._last_key = sample.key
-        self._tar.write({"__key__": sample.key, **sample.to_members()})
-        self._rows.append(manifest_row(sample.meta, self.name))
+        self.write_members(sample.meta, sample.to_members())
+
+    def write_members(self, meta: SampleMeta, members: dict[str, bytes]) -> None:
+        """Write a sample already encoded by :meth:`Sample.to_members`."""
+        if meta.key <= self._last_key:
+            raise ValueError(f"shard {self.name}: key {meta.key} is not after {self._last_key}")
+        self._last_key = meta.key
+        self._tar.write({"__key__": meta.key, **members})
+        self._rows.append(manifest_row(meta, self.name))
 
     def record_failure(self, failure: FailureRecord) -> None:
         self._failures.append(dataclasses.asdict(

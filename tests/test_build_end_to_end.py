@@ -4,6 +4,10 @@ shards read back with webdataset as a user would."""
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -86,3 +90,62 @@ def test_rerun_into_the_same_folder_needs_resume(built, capsys):
     inputs, output = built
     assert main(["build", "--input", inputs, "--output", output]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def dataset_bytes(output: str) -> dict[str, bytes]:
+    """Every file that must be identical between equal builds (dataset.json records paths)."""
+    files = {}
+    for folder, _, names in os.walk(output):
+        for name in names:
+            path = os.path.join(folder, name)
+            if name != "dataset.json":
+                with open(path, "rb") as f:
+                    files[os.path.relpath(path, output)] = f.read()
+    return files
+
+
+def test_a_second_build_of_the_same_inputs_is_byte_identical(built, tmp_path):
+    inputs, output = built
+    again = str(tmp_path / "again")
+    assert main(["build", "--input", inputs, "--output", again, "--workers", "1", "--inputs-per-shard", "2"]) == 0
+    first, second = dataset_bytes(output), dataset_bytes(again)
+    assert sorted(first) == sorted(second)
+    assert [name for name in first if first[name] != second[name]] == []
+
+
+def test_a_killed_build_resumed_ends_with_the_same_dataset(built, tmp_path):
+    inputs, output = built
+    resumed = str(tmp_path / "resumed")
+    command = [sys.executable, "-m", "voxmesh", "build", "--input", inputs, "--output", resumed,
+               "--workers", "2", "--inputs-per-shard", "2"]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shards = os.path.join(resumed, "shards")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if os.path.isdir(shards) and any(n.endswith(".stats.json") for n in os.listdir(shards)):
+            break
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    committed = [n for n in os.listdir(shards) if n.endswith(".stats.json")]
+    total = len([n for n in os.listdir(os.path.join(output, "shards")) if n.endswith(".stats.json")])
+    assert 1 <= len(committed) < total, "the build was not interrupted mid-way"
+    assert not os.path.exists(os.path.join(resumed, "manifest.parquet"))
+
+    assert main(["build", "--input", inputs, "--output", resumed, "--workers", "2", "--inputs-per-shard", "2",
+                 "--resume"]) == 0
+    first, second = dataset_bytes(output), dataset_bytes(resumed)
+    assert sorted(first) == sorted(second)  # no temporary file left, nothing missing
+    assert [name for name in first if first[name] != second[name]] == []
+
+
+def test_wids_index_gives_random_access_to_the_samples(built):
+    import wids
+    output = built[1]
+    index = os.path.join(output, "wids-train.json")
+    dataset = wids.ShardListDataset(index)
+    manifest = pq.read_table(os.path.join(output, "manifest.parquet")).to_pylist()
+    train_keys = sorted(r["key"] for r in manifest if r["split"] == "train")
+    assert len(dataset) == len(train_keys)
+    assert sorted(dataset[i]["__key__"] for i in range(len(dataset))) == train_keys
+    assert "README.md" in os.listdir(output)

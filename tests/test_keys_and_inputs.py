@@ -55,7 +55,7 @@ def test_splits_are_speaker_disjoint_stable_and_shards_cover_every_input(tmp_pat
     assert sorted(assigned, key=lambda i: i.uri) == sorted(items, key=lambda i: i.uri)
     split_of_speaker = {}
     for task in tasks:
-        assert list(task.items) == sorted(task.items, key=lambda i: i.key_prefix)
+        assert list(task.items) == sorted(task.items, key=lambda i: i.key_order)
         for item in task.items:
             assert split_of_speaker.setdefault(item.speaker, task.split) == task.split
     assert {split_of("id00001", fractions)} == {split_of("id00001", fractions)}
@@ -91,3 +91,10 @@ def test_listing_without_a_uri_column_is_refused_with_the_file_named(tmp_path):
     listing.write_text("path\nx.mp4\n")
     with pytest.raises(ValueError, match="bad.csv: a listing needs a 'uri' column"):
         discover(str(listing))
+
+
+def test_inputs_in_a_shard_come_in_the_order_of_their_sample_keys():
+    items = [InputItem("/a", "id1", "v", "1-2"), InputItem("/b", "id1", "v", "1")]
+    task, = plan_shards(items, {"id1": "train"}, inputs_per_shard=10)
+    keys = [make_key(i.speaker, i.video, i.utterance, 0, 0) for i in task.items]
+    assert keys == sorted(keys) and len(set(keys)) == 2

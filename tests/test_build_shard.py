@@ -1,0 +1,33 @@
+"""BuildShard, the DoFn that writes one shard, called directly: an exception inside one input
+becomes that input's failure record and the shard is still committed."""
+
+import json
+import os
+
+from voxmesh.pipelines import build
+from voxmesh.pipelines.build import BuildConfig, BuildShard
+from voxmesh.pipelines.inputs import InputItem, ShardTask
+from voxmesh.pipelines.video import VideoResult
+
+
+def test_an_exception_in_one_input_is_a_failure_row_not_a_failed_shard(tmp_path, monkeypatch):
+    def process_video(item, *args, **kwargs):
+        if item.utterance == "1":
+            raise RuntimeError("boom in the backend")
+        return VideoResult([], [], 0)
+
+    monkeypatch.setattr(build, "process_video", process_video)
+    config = BuildConfig(input=str(tmp_path), output=str(tmp_path / "out"))
+    task = ShardTask("train", 0, (InputItem("/x/1.mp4", "s", "v", "1"), InputItem("/x/2.mp4", "s", "v", "2")))
+    shard = BuildShard(config)
+    shard.setup()
+    try:
+        assert list(shard.process(task)) == ["train-000000"]
+    finally:
+        shard.teardown()
+    with open(os.path.join(config.output, "shards", "train-000000.stats.json")) as f:
+        stats = json.load(f)
+    assert stats["inputs"] == ["/x/1.mp4", "/x/2.mp4"]
+    failure, = stats["failures"]
+    assert failure["reason"] == "internal_error" and failure["shard"] == "train-000000"
+    assert failure["detail"] == "/x/1.mp4: RuntimeError: boom in the backend"

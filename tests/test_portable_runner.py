@@ -1,0 +1,77 @@
+"""The build through Beam's own local job service, with workers in a separate worker-pool process:
+the job must be serializable and its code staged through setup.py, as Flink, Spark and Dataflow
+runners need."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from voxmesh.cli import main
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("localhost", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+@pytest.fixture
+def beam_services(tmp_path):
+    job_port, pool_port = free_port(), free_port()
+    staging = tmp_path / "staging"
+    log = open(tmp_path / "services.log", "ab")
+    # the worker pool starts each SDK worker as `python -c ...`: the first python on PATH must be ours
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
+                          "--port", str(job_port), "--staging_dir", str(staging)],
+                         stdout=log, stderr=subprocess.STDOUT, env=env),
+        subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+                          "--service_port", str(pool_port)], stdout=log, stderr=subprocess.STDOUT, env=env),
+    ]
+    try:
+        wait_for_port(job_port)
+        wait_for_port(pool_port)
+        yield job_port, pool_port, staging
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+        log.close()
+
+
+def test_build_runs_on_the_portable_runner_with_staged_code(media_dir, beam_services, tmp_path):
+    job_port, pool_port, staging = beam_services
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    shutil.copy(os.path.join(media_dir, "retalking2_844_25fps.mp4"), inputs / "clip.mp4")
+    (inputs / "broken.mp4").write_bytes(b"not a video")
+    output = str(tmp_path / "out")
+    code = main(["build", "--input", str(inputs), "--output", output,
+                 "--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}",
+                 "--environment_type=EXTERNAL", f"--environment_config=localhost:{pool_port}",
+                 f"--setup_file={os.path.join(ROOT, 'setup.py')}"])
+    assert code == 0
+    assert main(["validate", output]) == 0
+    assert len(pq.read_table(os.path.join(output, "manifest.parquet"))) == 1
+    assert [f["reason"] for f in pq.read_table(os.path.join(output, "failures.parquet")).to_pylist()] == ["not_a_video"]
+    staged = [name for _, _, names in os.walk(staging) for name in names]
+    assert any(name.endswith("workflow.tar.gz") for name in staged), staged  # the sdist built from setup.py
