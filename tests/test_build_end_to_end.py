@@ -149,3 +149,36 @@ def test_wids_index_gives_random_access_to_the_samples(built):
     assert len(dataset) == len(train_keys)
     assert sorted(dataset[i]["__key__"] for i in range(len(dataset))) == train_keys
     assert "README.md" in os.listdir(output)
+
+
+def test_stats_report_renders_non_empty_plots(built, capsys):
+    import re
+
+    from PIL import Image
+    output = built[1]
+    assert main(["stats", output]) == 0
+    printed = capsys.readouterr().out
+    assert "clips: 3" in printed and "failures_by_reason" in printed
+    report = os.path.join(output, "report")
+    with open(os.path.join(report, "index.html")) as f:
+        images = re.findall(r'<img src="([^"]+)"', f.read())
+    assert len(images) == 5
+    for name in images:
+        pixels = np.asarray(Image.open(os.path.join(report, name)).convert("L"), dtype=float)
+        assert pixels.shape[0] > 100 and pixels.std() > 5, name  # drawn on, not blank
+
+
+def test_preview_renders_mesh_beside_source_with_the_audio(built, tmp_path):
+    import av
+    output = built[1]
+    row = pq.read_table(os.path.join(output, "manifest.parquet")).to_pylist()[0]
+    out = str(tmp_path / "preview.mp4")
+    assert main(["preview", output, row["key"], "-o", out]) == 0
+    with av.open(out) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        assert (video.width, video.height) == (768, 384) and audio.sample_rate == 16000
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video)]
+    assert len(frames) == row["n_frames"]
+    mesh_half = np.stack(frames)[:, :, 384:].astype(float)
+    assert mesh_half.std() > 10 and np.abs(np.diff(mesh_half, axis=0)).mean() > 0.05  # a face that moves
+    assert main(["preview", output, "nope_x_y_00_000", "-o", out]) == 2

@@ -29,6 +29,15 @@ def _build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a built dataset; exit 1 with one line per problem")
     validate.add_argument("output", help="the folder written by `voxmesh build`")
 
+    stats = commands.add_parser("stats", help="text summary and an HTML report with plots of a built dataset")
+    stats.add_argument("output", help="the folder written by `voxmesh build`")
+    stats.add_argument("--report", default=None, help="report folder (default OUT/report)")
+
+    preview = commands.add_parser("preview", help="render a sample's meshes beside its source, with its audio")
+    preview.add_argument("output", help="the folder written by `voxmesh build`")
+    preview.add_argument("key", help="the sample key (see manifest.parquet)")
+    preview.add_argument("-o", "--out", required=True, help="the mp4 to write")
+
     demo = commands.add_parser("demo", help="generate a synthetic input, build and validate a small dataset")
     demo.add_argument("--output", default="out/demo", help="folder for the generated input and the dataset")
     demo.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores)")
@@ -57,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         return _build(args, beam_args)
     if args.command == "validate":
         return _validate(args.output)
+    if args.command == "stats":
+        return _stats(args.output, args.report)
+    if args.command == "preview":
+        return _preview(args.output, args.key, args.out)
     from voxmesh.pipelines.demo import run_demo
     return run_demo(args.output, args.workers)
 
@@ -94,6 +107,29 @@ def _validate(output: str) -> int:
     print(f"checked {counts['shards']} shards, {counts['samples']} samples: "
           f"{len(problems)} problem{'s' if len(problems) != 1 else ''}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def _stats(output: str, report_dir: str | None) -> int:
+    from voxmesh.pipelines.report import summarize, write_report
+    try:
+        summary = summarize(output)
+    except OSError as error:
+        print(f"voxmesh stats: {error}; is {output} a voxmesh output?", file=sys.stderr)
+        return 2
+    for name, value in summary.items():
+        print(f"{name}: {json.dumps(value)}")
+    print(f"report: {write_report(output, report_dir)}")
+    return 0
+
+
+def _preview(output: str, key: str, out_path: str) -> int:
+    from voxmesh.pipelines.preview import write_preview
+    try:
+        print(f"preview: {write_preview(output, key, out_path)}")
+    except (KeyError, OSError) as error:
+        print(f"voxmesh preview: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

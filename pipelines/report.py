@@ -1,0 +1,114 @@
+"""``voxmesh stats OUT_DIR``: a text summary and an HTML report with plots of a built dataset.
+
+Plots: clip length histogram, clips and hours per speaker, head pose angles, reconstruction
+confidence, failures by reason. Head pose angles come from the samples' ``pose.npy`` of at most
+``max_pose_samples`` samples (read in shard order); everything else from the Parquet tables.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections import Counter
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from voxmesh.schemas import FPS, iter_samples
+
+# The pose of a frontal, upright face: head x -> image x, head y (up) -> image -y, head z (out of
+# the face) -> image -z (towards the camera).
+FRONTAL = np.diag([1.0, -1.0, -1.0])
+
+
+def head_angles(pose: np.ndarray) -> np.ndarray:
+    """Per frame (yaw, pitch, roll) in degrees of the head relative to a frontal pose, from the
+    (T, 4, 4) head-to-image similarities of ``pose.npy``."""
+    from scipy.spatial.transform import Rotation
+    linear = pose[:, :3, :3].astype(np.float64)
+    scale = np.cbrt(np.linalg.det(linear))[:, None, None]
+    relative = FRONTAL.T @ (linear / scale)
+    return Rotation.from_matrix(relative).as_euler("yxz", degrees=True)
+
+
+def summarize(output: str) -> dict:
+    manifest = pq.read_table(os.path.join(output, "manifest.parquet")).to_pylist()
+    failures = pq.read_table(os.path.join(output, "failures.parquet")).to_pylist()
+    seconds = np.array([r["n_frames"] / FPS for r in manifest])
+    return {
+        "clips": len(manifest),
+        "hours": float(seconds.sum() / 3600),
+        "speakers": len({r["speaker"] for r in manifest}),
+        "clip_seconds": {name: float(f(seconds)) if len(seconds) else 0.0
+                         for name, f in (("min", np.min), ("median", np.median), ("max", np.max))},
+        "clips_by_split": dict(sorted(Counter(r["split"] for r in manifest).items())),
+        "failures_by_reason": dict(sorted(Counter(f["reason"] for f in failures).items())),
+        "confidence_mean": float(np.mean([r["confidence_mean"] for r in manifest])) if manifest else 0.0,
+    }
+
+
+def write_report(output: str, report_dir: str | None = None, max_pose_samples: int = 2000) -> str:
+    """Write ``report_dir/index.html`` (default ``OUT/report``) and its PNGs; return the HTML path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report_dir = report_dir or os.path.join(output, "report")
+    os.makedirs(report_dir, exist_ok=True)
+    manifest = pq.read_table(os.path.join(output, "manifest.parquet")).to_pylist()
+    failures = pq.read_table(os.path.join(output, "failures.parquet")).to_pylist()
+    angles = [head_angles(s.pose) for _, s in zip(range(max_pose_samples), iter_samples(output))] if manifest else []
+    angles = np.concatenate(angles) if angles else np.zeros((0, 3))
+
+    per_speaker_clips = Counter(r["speaker"] for r in manifest)
+    per_speaker_hours = Counter()
+    for r in manifest:
+        per_speaker_hours[r["speaker"]] += r["n_frames"] / FPS / 3600
+    top = [s for s, _ in per_speaker_clips.most_common(30)]
+    reasons = Counter(f["reason"] for f in failures)
+
+    figures = []
+
+    def save(name: str, title: str, draw) -> None:
+        figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
+        draw(axes)
+        axes.set_title(title)
+        figure.tight_layout()
+        figure.savefig(os.path.join(report_dir, f"{name}.png"))
+        plt.close(figure)
+        figures.append((name, title))
+
+    save("clip_length", "Clip length (s)", lambda ax: ax.hist([r["n_frames"] / FPS for r in manifest], bins=30))
+
+    def speakers(ax) -> None:
+        x = np.arange(len(top))
+        ax.bar(x - 0.2, [per_speaker_clips[s] for s in top], width=0.4, label="clips")
+        twin = ax.twinx()
+        twin.bar(x + 0.2, [per_speaker_hours[s] for s in top], width=0.4, color="tab:orange", label="hours")
+        ax.set_xticks(x, top, rotation=90, fontsize=6)
+        ax.set_ylabel("clips")
+        twin.set_ylabel("hours")
+    save("speakers", f"Clips and hours per speaker (top {len(top)})", speakers)
+
+    def pose(ax) -> None:
+        for column, name in enumerate(("yaw", "pitch", "roll")):
+            ax.hist(angles[:, column], bins=40, histtype="step", label=name)
+        ax.set_xlabel("degrees")
+        ax.legend()
+    save("head_pose", "Head pose angles per frame", pose)
+    save("confidence", "Mean reconstruction confidence per clip",
+         lambda ax: ax.hist([r["confidence_mean"] for r in manifest], bins=30, range=(0, 1)))
+    save("failures", "Inputs without a clip, by reason",
+         lambda ax: ax.barh(list(reasons) or ["none"], list(reasons.values()) or [0]))
+
+    summary = summarize(output)
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary.items())
+    images = "".join(f'<figure><img src="{name}.png" alt="{html.escape(title)}"><figcaption>{html.escape(title)}'
+                     f"</figcaption></figure>" for name, title in figures)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>voxmesh dataset report</title></head>"
+            f"<body><h1>voxmesh dataset report</h1><p>{html.escape(os.path.abspath(output))}</p>"
+            f"<table>{rows}</table>{images}</body></html>")
+    path = os.path.join(report_dir, "index.html")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page)
+    return path
