@@ -29,7 +29,12 @@ setup(
         "pyarrow>=21,<26",
         "scikit-image>=0.24",   # the demo's bundled photograph
     ],
-    extras_require={"test": ["pytest>=8", "wids==0.1.11"]},
+    extras_require={
+        # torch: the learned sync model and the training stage. Install the CPU build 2.13.0 first
+        # on machines without a GPU (the Makefile does), or pip pulls several GB of CUDA packages.
+        "torch": ["torch==2.13.0"],
+        "test": ["pytest>=8", "wids==0.1.11"],
+    },
     entry_points={
         "console_scripts": ["voxmesh = voxmesh.cli:main"],
         "voxmesh.recon_backends": ["mediapipe = voxmesh.recon.mediapipe_mesh:MediaPipeFaceMesh"],

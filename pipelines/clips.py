@@ -18,6 +18,7 @@ class ClipRules:
     max_seconds: float = 20.0
     min_confidence: float = 0.5
     min_face_pixels: float = 48.0
+    max_av_offset: int = 5  # frames; clips beyond it are flagged (meta av_offset_ok = false)
 
 
 def frame_problems(n_faces: np.ndarray, valid: np.ndarray, confidence: np.ndarray,

@@ -6,7 +6,8 @@ import dataclasses
 
 import numpy as np
 
-from voxmesh.metrics.quality import lip_motion
+from voxmesh.metrics.quality import jitter, lip_motion
+from voxmesh.metrics.sync import estimate_offset
 from voxmesh.recon import Reconstruction, ReconstructionBackend
 from voxmesh.schemas import (FPS, SAMPLES_PER_FRAME, FailureRecord, Reason, Sample, SampleMeta, Stage,
                              make_key)
@@ -60,22 +61,25 @@ def process_video(item: InputItem, split: str, backend: ReconstructionBackend, r
                                         f"{item.uri}: no clip of {rules.min_seconds} s or more "
                                         f"({int(usable.sum())} of {n_frames} frames usable)")], n_frames)
     pcm = np.clip(np.round(audio.samples * 32767.0), -32768, 32767).astype(np.int16)
-    samples = [_sample(item, split, backend, recon, pcm, clip_index, start, end)
+    samples = [_sample(item, split, backend, recon, pcm, clip_index, start, end, rules)
                for clip_index, (start, end) in enumerate(clips)]
     return VideoResult(samples, [], n_frames)
 
 
 def _sample(item: InputItem, split: str, backend: ReconstructionBackend, recon: Reconstruction,
-            pcm: np.ndarray, clip_index: int, start: int, end: int) -> Sample:
+            pcm: np.ndarray, clip_index: int, start: int, end: int, rules: ClipRules) -> Sample:
     topology = backend.topology
     mesh = recon.mesh[start:end]
+    audio = pcm[start * SAMPLES_PER_FRAME:end * SAMPLES_PER_FRAME]
+    offset = estimate_offset(mesh, audio, topology)
     meta = SampleMeta(
         key=make_key(item.speaker, item.video, item.utterance, 0, clip_index), split=split,
         speaker=item.speaker, video=item.video, utterance=item.utterance, track=0, clip=clip_index,
         source_uri=item.uri, start_time=start / FPS, end_time=end / FPS, n_frames=end - start,
         n_samples=(end - start) * SAMPLES_PER_FRAME, backend=backend.name, backend_version=backend.version,
         topology=topology.name, confidence_mean=round(float(recon.confidence[start:end].mean()), 6),
-        lip_motion=round(lip_motion(mesh, topology.lip_idx), 6))
-    return Sample(meta=meta, mesh=mesh, pose=recon.pose[start:end],
-                  audio=pcm[start * SAMPLES_PER_FRAME:end * SAMPLES_PER_FRAME], lmk2d=recon.lmk2d[start:end],
+        lip_motion=round(lip_motion(mesh, topology.lip_idx), 6),
+        jitter=round(jitter(mesh, topology.upper_face_idx), 6), av_offset=offset.offset,
+        av_offset_confidence=round(offset.confidence, 6), av_offset_ok=abs(offset.offset) <= rules.max_av_offset)
+    return Sample(meta=meta, mesh=mesh, pose=recon.pose[start:end], audio=audio, lmk2d=recon.lmk2d[start:end],
                   coeffs=None if recon.coeffs is None else recon.coeffs[start:end])

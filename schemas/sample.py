@@ -60,6 +60,10 @@ class SampleMeta:
     topology: str
     confidence_mean: float
     lip_motion: float
+    jitter: float
+    av_offset: int              # frames the audio lags the mouth, model-free estimate
+    av_offset_confidence: float
+    av_offset_ok: bool          # |av_offset| within the build's bound
     fps: int = FPS
     sample_rate: int = SAMPLE_RATE
     schema_version: int = SCHEMA_VERSION

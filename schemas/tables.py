@@ -29,6 +29,10 @@ MANIFEST_SCHEMA = pa.schema([
     ("topology", pa.string()),
     ("confidence_mean", pa.float32()),
     ("lip_motion", pa.float32()),
+    ("jitter", pa.float32()),
+    ("av_offset", pa.int32()),
+    ("av_offset_confidence", pa.float32()),
+    ("av_offset_ok", pa.bool_()),
 ])
 
 FAILURES_SCHEMA = pa.schema([

@@ -182,3 +182,16 @@ def test_preview_renders_mesh_beside_source_with_the_audio(built, tmp_path):
     mesh_half = np.stack(frames)[:, :, 384:].astype(float)
     assert mesh_half.std() > 10 and np.abs(np.diff(mesh_half, axis=0)).mean() > 0.05  # a face that moves
     assert main(["preview", output, "nope_x_y_00_000", "-o", out]) == 2
+
+
+def test_model_free_offset_recovers_a_four_frame_shift_of_the_real_audio(built):
+    from voxmesh.metrics.sync import estimate_offset
+    from voxmesh.schemas import iter_samples
+    topology = get_topology("mediapipe478")
+    for sample in iter_samples(built[1]):
+        base = estimate_offset(sample.mesh, sample.audio, topology).offset
+        assert base == sample.meta.av_offset
+        assert sample.meta.av_offset_ok == (abs(base) <= 5) and sample.meta.jitter > 0
+        for shift in (-4, 4):  # delay (+) or advance (-) the audio by 4 frames
+            shifted = np.roll(sample.audio, shift * 640)
+            assert abs(estimate_offset(sample.mesh, shifted, topology).offset - (base + shift)) <= 1, sample.key
