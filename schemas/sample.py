@@ -129,3 +129,8 @@ def encode_npy(array: np.ndarray) -> bytes:
 def decode_npy(data: bytes) -> np.ndarray:
     """Read ``.npy`` bytes; object arrays are refused (never unpickle shard contents)."""
     return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def decode_npy_file(path: str) -> np.ndarray:
+    """Read a ``.npy`` file; object arrays are refused."""
+    return np.load(path, allow_pickle=False)

@@ -195,3 +195,45 @@ def test_model_free_offset_recovers_a_four_frame_shift_of_the_real_audio(built):
         for shift in (-4, 4):  # delay (+) or advance (-) the audio by 4 frames
             shifted = np.roll(sample.audio, shift * 640)
             assert abs(estimate_offset(sample.mesh, shifted, topology).offset - (base + shift)) <= 1, sample.key
+
+
+def test_eval_reports_zero_error_for_the_truth_and_more_for_noise(built, tmp_path, capsys):
+    from voxmesh.schemas import iter_samples
+    output = built[1]
+    truth, noisy = tmp_path / "truth", tmp_path / "noisy"
+    truth.mkdir()
+    noisy.mkdir()
+    rng = np.random.default_rng(0)
+    for sample in iter_samples(output):
+        np.save(truth / f"{sample.key}.npy", sample.mesh)
+        samples = sample.mesh[None] + rng.normal(0, 0.05, (3, *sample.mesh.shape)).astype(np.float32)
+        np.save(noisy / f"{sample.key}.npy", samples)
+    np.save(noisy / "unknown_key_x_00_000.npy", np.zeros((5, 478, 3), np.float32))
+    assert main(["eval", "--pred", str(truth), "--ref", output]) == 0
+    exact = json.load(open(truth / "results.json"))
+    assert exact["clips"] == 3 and exact["lip_vertex_error"] == 0 and exact["fdd"] == 0
+    assert main(["eval", "--pred", str(noisy), "--ref", output, "--out", str(tmp_path / "noisy_results")]) == 0
+    noise = json.load(open(tmp_path / "noisy_results.json"))
+    assert noise["lip_vertex_error"] > 0.05 and noise["diversity"] > 0
+    assert noise["coverage_lip_error"] <= noise["lip_vertex_error"] + 1e-9
+    assert noise["mean_sample_lip_error"] < noise["lip_vertex_error"]  # averaging samples cancels noise
+    assert noise["predictions_without_reference"] == ["unknown_key_x_00_000"]
+    table = open(tmp_path / "noisy_results.md").read()
+    assert table.startswith("| model | LVE | MVE | FDD | l_cover | l_mean | Div |")
+    assert "unknown_key_x_00_000.npy has no reference" in capsys.readouterr().err
+
+
+def test_syncnet_trained_briefly_ranks_true_alignment_above_far_shifts(built, tmp_path, capsys):
+    """A functional check of training and scoring on the clips it trained on; it says nothing
+    about generalization."""
+    from voxmesh.metrics.syncnet import Clip, load_syncnet, offset_similarities
+    from voxmesh.schemas import iter_samples
+    weights = str(tmp_path / "sync.pt")
+    assert main(["sync", "train", "--data", built[1], "--out", weights, "--steps", "150"]) == 0
+    model, topology = load_syncnet(weights)
+    for sample in iter_samples(built[1]):
+        similarities = offset_similarities(model, Clip.from_arrays(sample.mesh, sample.audio, topology))
+        true, far = similarities[:, 15], np.concatenate([similarities[:, :11], similarities[:, 20:]], axis=1)
+        assert (true[:, None] > far).all(axis=1).mean() > 0.6, sample.key  # most windows
+    assert main(["sync", "score", "--data", built[1], "--weights", weights]) == 0
+    assert capsys.readouterr().out.count("score") >= 3

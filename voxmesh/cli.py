@@ -38,6 +38,25 @@ def _build_parser() -> argparse.ArgumentParser:
     preview.add_argument("key", help="the sample key (see manifest.parquet)")
     preview.add_argument("-o", "--out", required=True, help="the mp4 to write")
 
+    evaluate = commands.add_parser("eval", help="metrics of predicted meshes against a dataset's reference samples")
+    evaluate.add_argument("--pred", required=True, help="folder of {key}.npy predictions, (T,V,3) or (N,T,V,3)")
+    evaluate.add_argument("--ref", required=True, help="the voxmesh dataset folder with the reference samples")
+    evaluate.add_argument("--split", default=None, help="only this split of the reference (default: all)")
+    evaluate.add_argument("--sync-weights", default=None, help="SyncNet-3D weights for the sync score")
+    evaluate.add_argument("--out", default=None, help="write OUT.json and OUT.md (default: PRED/results)")
+
+    sync = commands.add_parser("sync", help="the SyncNet-3D lip-sync model: train it, score clips")
+    sync_commands = sync.add_subparsers(dest="sync_command", required=True)
+    sync_train = sync_commands.add_parser("train", help="train on the samples of a dataset")
+    sync_train.add_argument("--data", required=True, help="a voxmesh dataset folder")
+    sync_train.add_argument("--out", required=True, help="where to write the weights (.pt)")
+    sync_train.add_argument("--split", default="train")
+    sync_train.add_argument("--steps", type=int, default=2000)
+    sync_score = sync_commands.add_parser("score", help="sync score and offset of every sample of a dataset")
+    sync_score.add_argument("--data", required=True)
+    sync_score.add_argument("--weights", required=True)
+    sync_score.add_argument("--split", default=None)
+
     demo = commands.add_parser("demo", help="generate a synthetic input, build and validate a small dataset")
     demo.add_argument("--output", default="out/demo", help="folder for the generated input and the dataset")
     demo.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores)")
@@ -72,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         return _stats(args.output, args.report)
     if args.command == "preview":
         return _preview(args.output, args.key, args.out)
+    if args.command == "eval":
+        return _eval(args)
+    if args.command == "sync":
+        return _sync(args)
     from voxmesh.pipelines.demo import run_demo
     return run_demo(args.output, args.workers)
 
@@ -131,6 +154,44 @@ def _preview(output: str, key: str, out_path: str) -> int:
     except (KeyError, OSError) as error:
         print(f"voxmesh preview: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _eval(args) -> int:
+    from voxmesh.metrics.evaluate import evaluate, markdown_table, write_results
+    try:
+        results = evaluate(args.pred, args.ref, args.split, args.sync_weights)
+    except (FileNotFoundError, NotADirectoryError) as error:
+        print(f"voxmesh eval: {error}", file=sys.stderr)
+        return 2
+    for key in results["predictions_without_reference"]:
+        print(f"voxmesh eval: {key}.npy has no reference sample in {args.ref}", file=sys.stderr)
+    print(markdown_table(results), end="")
+    json_path, _ = write_results(results, args.out or os.path.join(args.pred, "results"))
+    print(f"results: {json_path}")
+    return 0
+
+
+def _sync(args) -> int:
+    from voxmesh.metrics.syncnet import Clip, av_offset, load_syncnet, save_syncnet, sync_score, train_syncnet
+    from voxmesh.schemas import get_topology, iter_samples
+    if args.sync_command == "train":
+        samples = list(iter_samples(args.data, args.split))
+        if not samples:
+            print(f"voxmesh sync train: no {args.split} samples in {args.data}", file=sys.stderr)
+            return 2
+        topology = get_topology(samples[0].meta.topology)
+        clips = [Clip.from_arrays(s.mesh, s.audio, topology) for s in samples if s.meta.topology == topology.name]
+        model, losses = train_syncnet(clips, len(topology.lip_idx), steps=args.steps, log_every=100)
+        save_syncnet(model, topology.name, args.out)
+        print(f"trained on {len(clips)} clips, loss {losses[0]:.3f} -> {sum(losses[-50:]) / len(losses[-50:]):.3f}; "
+              f"weights: {args.out}")
+        return 0
+    model, topology = load_syncnet(args.weights)
+    for sample in iter_samples(args.data, args.split):
+        clip = Clip.from_arrays(sample.mesh, sample.audio, topology)
+        offset, confidence = av_offset(model, clip)
+        print(f"{sample.key}\tscore {sync_score(model, clip):.3f}\toffset {offset:+d}\tconfidence {confidence:.3f}")
     return 0
 
 

@@ -1,0 +1,91 @@
+"""``voxmesh eval --pred DIR --ref OUT``: all motion metrics for a set of predictions against the
+reference samples of a voxmesh dataset, as a JSON file and a Markdown table.
+
+Predictions are ``{key}.npy`` files in ``DIR``: (T, V, 3) for one sample per clip, or (N, T, V, 3)
+for N samples of the same audio (then l_cover, l_mean and diversity are reported too). A
+prediction is compared on the frames it shares with its reference (the shorter length).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from voxmesh.schemas import decode_npy_file, get_topology, iter_samples
+
+from .motion import (coverage_lip_error, diversity, frechet_distance, lip_vertex_error, mean_sample_lip_error,
+                     mean_vertex_error, motion_features, upper_face_dynamics_deviation)
+from .sync import estimate_offset
+
+COLUMNS = {  # name in the table: (key in the results, format)
+    "LVE": ("lip_vertex_error", "{:.4f}"), "MVE": ("mean_vertex_error", "{:.4f}"), "FDD": ("fdd", "{:+.4f}"),
+    "l_cover": ("coverage_lip_error", "{:.4f}"), "l_mean": ("mean_sample_lip_error", "{:.4f}"),
+    "Div": ("diversity", "{:.4f}"), "FD": ("frechet_distance", "{:.3f}"),
+    "|offset|": ("mean_abs_av_offset", "{:.2f}"), "Sync": ("sync_score", "{:.3f}"),
+}
+
+
+def evaluate(pred_dir: str, ref_dir: str, split: str | None = None, sync_weights: str | None = None) -> dict:
+    """Metrics averaged over the clips that have a prediction; counts of what was compared."""
+    predictions = {name[:-4]: os.path.join(pred_dir, name) for name in os.listdir(pred_dir) if name.endswith(".npy")}
+    if not predictions:
+        raise FileNotFoundError(f"no {{key}}.npy predictions in {pred_dir}")
+    sync_model = None
+    if sync_weights:
+        from .syncnet import load_syncnet
+        sync_model, _ = load_syncnet(sync_weights)
+    per_clip: dict[str, list[float]] = {}
+    pred_features, ref_features, found = [], [], set()
+    for sample in iter_samples(ref_dir, split):
+        if sample.key not in predictions:
+            continue
+        found.add(sample.key)
+        topology = get_topology(sample.meta.topology)
+        pred = decode_npy_file(predictions[sample.key])
+        samples = pred if pred.ndim == 4 else pred[None]
+        n = min(samples.shape[1], len(sample.mesh))
+        samples, truth = samples[:, :n].astype(np.float64), sample.mesh[:n].astype(np.float64)
+        first = samples[0]
+        values = {
+            "lip_vertex_error": lip_vertex_error(first, truth, topology.lip_idx),
+            "mean_vertex_error": mean_vertex_error(first, truth),
+            "fdd": upper_face_dynamics_deviation(first, truth, topology.upper_face_idx),
+            "mean_abs_av_offset": abs(estimate_offset(first, sample.audio[:n * 640], topology).offset),
+        }
+        if len(samples) > 1:
+            values["coverage_lip_error"] = coverage_lip_error(samples, truth, topology.lip_idx)
+            values["mean_sample_lip_error"] = mean_sample_lip_error(samples, truth, topology.lip_idx)
+            values["diversity"] = diversity(samples)
+        if sync_model is not None:
+            from .syncnet import Clip, sync_score
+            values["sync_score"] = sync_score(sync_model, Clip.from_arrays(first, sample.audio[:n * 640], topology))
+        for name, value in values.items():
+            per_clip.setdefault(name, []).append(float(value))
+        pred_features.append(motion_features(first, topology.lip_idx))
+        ref_features.append(motion_features(truth, topology.lip_idx))
+    unknown = sorted(set(predictions) - found)
+    results = {name: float(np.mean(values)) for name, values in per_clip.items()}
+    pred_features, ref_features = np.concatenate(pred_features or [np.zeros((0, 1))]), np.concatenate(ref_features or [np.zeros((0, 1))])
+    if len(pred_features) > pred_features.shape[1] and len(ref_features) > ref_features.shape[1]:
+        results["frechet_distance"] = frechet_distance(pred_features, ref_features)
+    results["clips"] = len(found)
+    results["predictions_without_reference"] = unknown
+    return results
+
+
+def markdown_table(results: dict, name: str = "predictions") -> str:
+    present = [(column, key, fmt) for column, (key, fmt) in COLUMNS.items() if key in results]
+    header = "| model | " + " | ".join(c for c, _, _ in present) + " | clips |"
+    rule = "| --- " * (len(present) + 2) + "|"
+    row = f"| {name} | " + " | ".join(fmt.format(results[k]) for _, k, fmt in present) + f" | {results['clips']} |"
+    return "\n".join([header, rule, row]) + "\n"
+
+
+def write_results(results: dict, out_prefix: str, name: str = "predictions") -> tuple[str, str]:
+    with open(f"{out_prefix}.json", "w") as f:
+        json.dump(results, f, indent=1, sort_keys=True)
+    with open(f"{out_prefix}.md", "w") as f:
+        f.write(markdown_table(results, name))
+    return f"{out_prefix}.json", f"{out_prefix}.md"

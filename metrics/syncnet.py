@@ -1,0 +1,174 @@
+"""SyncNet-3D: a small audio encoder (log-mel windows) and a lip-motion encoder trained so that
+in-sync windows of speech and 3D lip motion embed close together (after SyncNet, Chung and
+Zisserman, ACCV 2016 workshops, extended to meshes as in Learn2Talk and Yang et al., CVPR 2024).
+
+Training is contrastive over offsets: for a lip-motion window at frame t, the candidates are the
+audio windows at t + k for k in [-max_shift, max_shift]; a softmax over their cosine similarities
+is trained to pick k = 0. The score of a clip is the mean similarity at offset 0; its estimated
+offset is the k with the highest mean similarity. Weights are plain tensors (``torch.save`` of a
+state dict, read back with ``weights_only=True``): nothing is unpickled, nothing downloads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch import nn
+
+from voxmesh.schemas import SAMPLE_RATE, SAMPLES_PER_FRAME, Topology, get_topology
+
+WINDOW = 5  # frames (0.2 s)
+N_MELS, N_FFT, HOP = 40, 512, 160
+
+
+def mel_filterbank(n_mels: int = N_MELS, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Triangular filters on the HTK mel scale, (n_mels, n_fft // 2 + 1)."""
+    def mel(f):
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+
+    def hz(m):
+        return 700.0 * (10 ** (m / 2595.0) - 1.0)
+    edges = hz(np.linspace(mel(20.0), mel(sample_rate / 2), n_mels + 2))
+    bins = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising, falling = (bins - lower) / (centre - lower), (upper - bins) / (upper - centre)
+    return np.clip(np.minimum(rising, falling), 0, None).astype(np.float32)
+
+
+class LogMel(nn.Module):
+    """16 kHz waveform (B, S) -> log-mel (B, N_MELS, frames), 10 ms hop, 32 ms window."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("filters", torch.from_numpy(mel_filterbank()))
+        self.register_buffer("window", torch.hann_window(N_FFT))
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        spectrum = torch.stft(waveform, N_FFT, HOP, window=self.window, center=True, return_complex=True)
+        return torch.log(self.filters @ spectrum.abs().pow(2) + 1e-6)
+
+
+class SyncNet3D(nn.Module):
+    """Embeds a WINDOW-frame window of audio and of lip motion into a shared unit sphere."""
+
+    def __init__(self, n_lip_vertices: int, dim: int = 64):
+        super().__init__()
+        self.logmel = LogMel()
+        self.audio = nn.Sequential(
+            nn.Conv1d(N_MELS, 64, 3, padding=1), nn.ReLU(), nn.Conv1d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(64, dim))
+        self.motion = nn.Sequential(
+            nn.Flatten(), nn.Linear(WINDOW * n_lip_vertices * 3, 128), nn.ReLU(), nn.Linear(128, dim))
+
+    def embed_audio(self, waveform: torch.Tensor) -> torch.Tensor:
+        features = self.logmel(waveform)
+        features = (features - features.mean(dim=(1, 2), keepdim=True)) / (features.std(dim=(1, 2), keepdim=True) + 1e-5)
+        return nn.functional.normalize(self.audio(features), dim=-1)
+
+    def embed_motion(self, lips: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(self.motion(lips), dim=-1)
+
+
+@dataclasses.dataclass
+class Clip:
+    """One clip's lip motion (T, L, 3; centred on the clip's mean shape, scaled to unit spread)
+    and float audio (T * 640,)."""
+
+    lips: np.ndarray
+    audio: np.ndarray
+
+    @classmethod
+    def from_arrays(cls, mesh: np.ndarray, audio: np.ndarray, topology: Topology) -> "Clip":
+        lips = mesh[:, topology.lip_idx].astype(np.float32)
+        lips = lips - lips.mean(axis=0)
+        lips = lips / (lips.std() + 1e-6)
+        wave = audio.astype(np.float32) / (32768.0 if np.issubdtype(audio.dtype, np.integer) else 1.0)
+        return cls(lips=lips, audio=wave)
+
+
+def _windows(clip: Clip, starts: np.ndarray, shifts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lip windows at ``starts`` (B, WINDOW, L, 3) and audio windows at ``starts + shifts``
+    (B, K, WINDOW * 640)."""
+    lips = torch.from_numpy(np.stack([clip.lips[s:s + WINDOW] for s in starts]))
+    audio = torch.from_numpy(np.stack([[clip.audio[(s + k) * SAMPLES_PER_FRAME:(s + k + WINDOW) * SAMPLES_PER_FRAME]
+                                        for k in shifts] for s in starts]))
+    return lips, audio
+
+
+def _similarities(model: SyncNet3D, lips: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    batch, candidates = audio.shape[:2]
+    motion = model.embed_motion(lips)
+    sound = model.embed_audio(audio.reshape(batch * candidates, -1)).reshape(batch, candidates, -1)
+    return (sound * motion[:, None]).sum(-1)
+
+
+def train_syncnet(clips: list[Clip], n_lip_vertices: int, steps: int = 300, batch: int = 32, max_shift: int = 15,
+                  seed: int = 0, log_every: int = 0) -> tuple[SyncNet3D, list[float]]:
+    """Train on ``clips`` (each at least WINDOW + 2 * max_shift frames); returns the model and
+    the loss per step."""
+    generator = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    usable = [c for c in clips if len(c.lips) >= WINDOW + 2 * max_shift]
+    if not usable:
+        raise ValueError(f"no clip has the {WINDOW + 2 * max_shift} frames training needs")
+    model = SyncNet3D(n_lip_vertices)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    shifts = np.arange(-max_shift, max_shift + 1)
+    temperature = 0.1
+    losses = []
+    for step in range(steps):
+        clip = usable[generator.integers(len(usable))]
+        starts = generator.integers(max_shift, len(clip.lips) - WINDOW - max_shift + 1, size=batch)
+        lips, audio = _windows(clip, starts, shifts)
+        logits = _similarities(model, lips, audio) / temperature
+        loss = nn.functional.cross_entropy(logits, torch.full((batch,), max_shift))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+        if log_every and step % log_every == 0:
+            print(f"step {step} loss {loss.item():.3f}")
+    return model.eval(), losses
+
+
+@torch.no_grad()
+def offset_similarities(model: SyncNet3D, clip: Clip, max_shift: int = 15) -> np.ndarray:
+    """Per lip window (every frame with room for every shift), the similarity to the audio at each
+    offset -max_shift..max_shift: (n_windows, 2 * max_shift + 1)."""
+    shifts = np.arange(-max_shift, max_shift + 1)
+    starts = np.arange(max_shift, len(clip.lips) - WINDOW - max_shift + 1)
+    if len(starts) == 0:
+        raise ValueError(f"the clip is shorter than the {WINDOW + 2 * max_shift} frames scoring needs")
+    lips, audio = _windows(clip, starts, shifts)
+    return _similarities(model, lips, audio).numpy()
+
+
+def sync_score(model: SyncNet3D, clip: Clip, max_shift: int = 15) -> float:
+    """Mean cosine similarity of in-sync windows (higher: better lip sync)."""
+    return float(offset_similarities(model, clip, max_shift)[:, max_shift].mean())
+
+
+def av_offset(model: SyncNet3D, clip: Clip, max_shift: int = 15) -> tuple[int, float]:
+    """(offset in frames, confidence): the shift with the highest mean similarity, and that mean
+    minus the median over shifts."""
+    mean = offset_similarities(model, clip, max_shift).mean(axis=0)
+    best = int(np.argmax(mean))
+    return best - max_shift, float(mean[best] - np.median(mean))
+
+
+def save_syncnet(model: SyncNet3D, topology: str, path: str) -> None:
+    torch.save({"topology": topology, "n_lip_vertices": model.motion[1].in_features // (WINDOW * 3),
+                "state_dict": model.state_dict()}, path)
+
+
+def load_syncnet(path: str) -> tuple[SyncNet3D, Topology]:
+    """Load weights written by :func:`save_syncnet`; tensors only (``weights_only=True``)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no SyncNet-3D weights at {path}; train them with `voxmesh sync train`") from None
+    model = SyncNet3D(int(checkpoint["n_lip_vertices"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), get_topology(checkpoint["topology"])
