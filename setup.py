@@ -27,6 +27,7 @@ setup(
         "soxr==1.1.0",          # band-limited resampling to 16 kHz
         "webdataset==1.0.2",
         "pyarrow>=21,<26",
+        "scipy>=1.11",          # filters, rotations, matrix square roots in the metrics
         "scikit-image>=0.24",   # the demo's bundled photograph
     ],
     extras_require={

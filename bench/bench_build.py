@@ -25,6 +25,7 @@ import numpy as np
 
 from voxmesh.pipelines.build import BuildConfig, local_pipeline_args, run_build
 from voxmesh.pipelines.clips import ClipRules
+from voxmesh.pipelines.faces import FaceDetector
 from voxmesh.pipelines.inputs import InputItem
 from voxmesh.pipelines.video import process_video
 from voxmesh.pipelines.media import iter_frames
@@ -86,17 +87,17 @@ def backend_reconstruct(backend: MediaPipeFaceMesh, videos: list[np.ndarray]) ->
     return sum(len(v) for v in videos)
 
 
-_worker_backend = None
+_worker: dict = {}
 
 
 def _init_worker() -> None:
-    global _worker_backend
-    _worker_backend = MediaPipeFaceMesh()
-    _worker_backend.setup()
+    _worker["backend"] = MediaPipeFaceMesh()
+    _worker["backend"].setup()
+    _worker["detector"] = FaceDetector()
 
 
 def _process(item: InputItem) -> int:
-    return process_video(item, "train", _worker_backend, ClipRules()).n_frames
+    return process_video(item, "train", _worker["backend"], _worker["detector"], ClipRules()).n_frames
 
 
 def main() -> None:

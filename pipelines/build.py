@@ -26,6 +26,7 @@ from voxmesh.schemas import (SCHEMA_VERSION, FailureRecord, Reason, ShardStats, 
 from voxmesh.schemas.shards import SHARDS_DIR, write_atomic
 
 from .clips import ClipRules
+from .faces import FaceDetector, TrackRules
 from .card import write_dataset_card, write_wids_indexes
 from .inputs import ShardTask, SplitFractions, assign_splits, discover, identify, plan_shards
 from .progress import ProgressReporter
@@ -41,6 +42,7 @@ class BuildConfig:
     output: str
     backend: str = "mediapipe"
     rules: ClipRules = ClipRules()
+    tracking: TrackRules = TrackRules()
     splits: SplitFractions = SplitFractions()
     inputs_per_shard: int = 32
     chunk_size: int = 64
@@ -53,9 +55,10 @@ class BuildShard(beam.DoFn):
 
     def __init__(self, config: BuildConfig):
         self.config = config
-        self.backend = None
+        self.backend = self.detector = None
 
     def setup(self):
+        self.detector = FaceDetector()
         self.backend = backend_class(self.config.backend)()
         self.backend.setup()
 
@@ -64,7 +67,8 @@ class BuildShard(beam.DoFn):
         with ShardWriter(self.config.output, task.split, task.index, [i.uri for i in task.items]) as writer:
             for item in task.items:
                 try:
-                    result = process_video(item, task.split, self.backend, self.config.rules, self.config.chunk_size)
+                    result = process_video(item, task.split, self.backend, self.detector, self.config.rules,
+                                           self.config.tracking, self.config.chunk_size)
                     encoded = [(sample.meta, sample.to_members()) for sample in result.samples]
                     failures, n_frames = result.failures, result.n_frames
                 except Exception as error:  # noqa: BLE001 - one input must never cost the shard
@@ -85,6 +89,8 @@ class BuildShard(beam.DoFn):
     def teardown(self):
         if self.backend is not None:
             self.backend.close()
+        if self.detector is not None:
+            self.detector.close()
 
 
 def local_pipeline_args(workers: int | None = None) -> list[str]:

@@ -17,13 +17,12 @@ class ClipRules:
     min_seconds: float = 2.0
     max_seconds: float = 20.0
     min_confidence: float = 0.5
-    min_face_pixels: float = 48.0
     max_av_offset: int = 5  # frames; clips beyond it are flagged (meta av_offset_ok = false)
 
 
 def frame_problems(n_faces: np.ndarray, valid: np.ndarray, confidence: np.ndarray,
-                   face_size: np.ndarray, has_audio: np.ndarray, rules: ClipRules) -> list[Reason | None]:
-    """Per frame, None when usable, else the first reason it is not."""
+                   has_audio: np.ndarray, rules: ClipRules) -> list[Reason | None]:
+    """Per reconstructed frame, None when usable, else the first reason it is not."""
     problems: list[Reason | None] = []
     for t in range(len(n_faces)):
         if n_faces[t] == 0:
@@ -32,8 +31,6 @@ def frame_problems(n_faces: np.ndarray, valid: np.ndarray, confidence: np.ndarra
             problems.append(Reason.MULTIPLE_FACES)
         elif not valid[t] or confidence[t] < rules.min_confidence:
             problems.append(Reason.LOW_CONFIDENCE)
-        elif face_size[t] < rules.min_face_pixels:
-            problems.append(Reason.FACE_TOO_SMALL)
         elif not has_audio[t]:
             problems.append(Reason.AV_LENGTH_MISMATCH)
         else:

@@ -108,12 +108,19 @@ def iter_frames(path: str, chunk_size: int = 64) -> Iterator[np.ndarray]:
             stream = container.streams.video[0]
             buffer = ChunkBuffer(chunk_size)
             for frame in _frames_at_25fps(container, stream):
-                if buffer.add(frame.to_ndarray(format="rgb24")):
+                if buffer.add(upright(frame)):
                     yield buffer.take()
     except (av.error.FFmpegError, ValueError) as error:
         raise MediaError(Reason.DECODE_ERROR, Stage.DECODE, f"{path}: video decoding failed ({error})")
     if buffer.count:
         yield buffer.take()
+
+
+def upright(frame: av.VideoFrame) -> np.ndarray:
+    """The frame as RGB, turned by its display rotation (counter-clockwise degrees) so that it
+    looks as a player shows it."""
+    image = frame.to_ndarray(format="rgb24")
+    return np.rot90(image, k=(frame.rotation or 0) // 90) if frame.rotation else image
 
 
 def _frames_at_25fps(container, stream) -> Iterator[av.VideoFrame]:

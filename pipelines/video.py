@@ -1,4 +1,9 @@
-"""One input video in, its samples and failures out: probe, decode, reconstruct, cut, align."""
+"""One input video in, its samples and failures out.
+
+probe -> audio (16 kHz, aligned) -> pass 1: shot cuts and face detection on every 25 fps frame ->
+tracks of the dominant face -> pass 2: crops of each track -> backend -> cut into clips -> samples.
+Decoding twice keeps memory at one chunk of frames whatever the video's length.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,9 @@ from voxmesh.schemas import (FPS, SAMPLES_PER_FRAME, FailureRecord, Reason, Samp
                              make_key)
 
 from .clips import ClipRules, frame_problems, reason_for_no_clip, segment
+from .faces import FaceDetector, FacePass, Track, TrackRules, build_tracks, crop, crop_transform
 from .inputs import InputItem
-from .media import MediaError, iter_frames, load_audio, local_path, probe
+from .media import Audio, MediaError, iter_frames, load_audio, local_path, probe
 
 
 @dataclasses.dataclass
@@ -28,8 +34,8 @@ def failure(item: InputItem, stage: Stage, reason: Reason, detail: str) -> Failu
     return FailureRecord(item.uri, item.input_id, stage.value, reason.value, detail)
 
 
-def process_video(item: InputItem, split: str, backend: ReconstructionBackend, rules: ClipRules,
-                  chunk_size: int = 64) -> VideoResult:
+def process_video(item: InputItem, split: str, backend: ReconstructionBackend, detector: FaceDetector,
+                  rules: ClipRules, track_rules: TrackRules = TrackRules(), chunk_size: int = 64) -> VideoResult:
     """Everything one input yields. Media problems become failures; other exceptions propagate
     (the caller records them as ``internal_error``)."""
     try:
@@ -42,44 +48,93 @@ def process_video(item: InputItem, split: str, backend: ReconstructionBackend, r
                 return VideoResult([], [failure(item, Stage.PROBE, Reason.TOO_SHORT,
                                                 f"{item.uri}: {info.duration:.2f} s < min clip {rules.min_seconds} s")])
             audio = load_audio(path)
-            backend.reset()
-            parts = [backend.reconstruct(chunk) for chunk in iter_frames(path, chunk_size)]
+            seen = FacePass.run(iter_frames(path, chunk_size), detector, track_rules)
+            tracks, problems = build_tracks(seen, track_rules)
+            recons = reconstruct_tracks(path, tracks, backend, track_rules, chunk_size)
     except MediaError as error:
         detail = error.detail if error.detail.startswith(item.uri) else f"{item.uri}: {error.detail}"
         return VideoResult([], [failure(item, error.stage, error.reason, detail)])
-    if not parts:
+    n_frames = len(seen.boxes)
+    if n_frames == 0:
         return VideoResult([], [failure(item, Stage.DECODE, Reason.DECODE_ERROR, f"{item.uri}: no video frames")])
-    recon = Reconstruction.concatenate(parts)
-    n_frames = len(recon.n_faces)
     has_audio = (np.arange(1, n_frames + 1) * SAMPLES_PER_FRAME) <= len(audio.samples)
-    problems = frame_problems(recon.n_faces, recon.valid, recon.confidence, recon.face_size, has_audio, rules)
-    usable = np.array([p is None for p in problems])
-    clips = segment(usable, int(round(rules.min_seconds * FPS)), int(round(rules.max_seconds * FPS)))
-    if not clips:
+    pcm = np.clip(np.round(audio.samples * 32767.0), -32768, 32767).astype(np.int16)
+    samples = []
+    for track, recon in zip(tracks, recons):
+        span = slice(track.start, track.end)
+        problems[span] = frame_problems(recon.n_faces, recon.valid, recon.confidence, has_audio[span], rules)
+        usable = np.array([p is None for p in problems[span]])
+        clips = segment(usable, int(round(rules.min_seconds * FPS)), int(round(rules.max_seconds * FPS)))
+        samples += [_sample(item, split, backend, track, recon, pcm, audio, clip_index, start, end, rules)
+                    for clip_index, (start, end) in enumerate(clips)]
+    if not samples:
         reason = reason_for_no_clip(problems)
+        usable_frames = sum(p is None for p in problems)
         return VideoResult([], [failure(item, Stage.SEGMENT, reason,
                                         f"{item.uri}: no clip of {rules.min_seconds} s or more "
-                                        f"({int(usable.sum())} of {n_frames} frames usable)")], n_frames)
-    pcm = np.clip(np.round(audio.samples * 32767.0), -32768, 32767).astype(np.int16)
-    samples = [_sample(item, split, backend, recon, pcm, clip_index, start, end, rules)
-               for clip_index, (start, end) in enumerate(clips)]
+                                        f"({usable_frames} of {n_frames} frames usable, {len(tracks)} face tracks)")],
+                           n_frames)
     return VideoResult(samples, [], n_frames)
 
 
-def _sample(item: InputItem, split: str, backend: ReconstructionBackend, recon: Reconstruction,
-            pcm: np.ndarray, clip_index: int, start: int, end: int, rules: ClipRules) -> Sample:
+def reconstruct_tracks(path: str, tracks: list[Track], backend: ReconstructionBackend, rules: TrackRules,
+                       chunk_size: int) -> list[Reconstruction]:
+    """Pass 2: crop every frame of every track (tracks never overlap in time) and reconstruct the
+    crops in chunks, resetting the backend at each new track; outputs in source pixels."""
+    if not tracks:
+        return []
+    track_of = {t: track for track in tracks for t in range(track.start, track.end)}
+    parts: dict[int, list[Reconstruction]] = {track.index: [] for track in tracks}
+    batch: list[np.ndarray] = []
+    transforms: list[tuple[float, float, float]] = []
+    current: Track | None = None
+
+    def flush() -> None:
+        if batch:
+            parts[current.index].append(backend.reconstruct(np.stack(batch)).to_source(np.array(transforms)))
+            batch.clear()
+            transforms.clear()
+
+    t = 0
+    last = tracks[-1].end
+    for chunk in iter_frames(path, chunk_size):
+        for frame in chunk:
+            track = track_of.get(t)
+            t += 1
+            if track is None:
+                continue
+            if track is not current:
+                flush()
+                backend.reset()
+                current = track
+            transform = crop_transform(track.box(t - 1), rules)
+            batch.append(crop(frame, transform, rules.crop_size))
+            transforms.append(transform)
+            if len(batch) == chunk_size:
+                flush()
+        if t >= last:
+            break
+    flush()
+    return [Reconstruction.concatenate(parts[track.index]) for track in tracks]
+
+
+def _sample(item: InputItem, split: str, backend: ReconstructionBackend, track: Track, recon: Reconstruction,
+            pcm: np.ndarray, audio: Audio, clip_index: int, start: int, end: int, rules: ClipRules) -> Sample:
+    """The sample of frames ``start..end-1`` of ``track`` (indices relative to the track)."""
     topology = backend.topology
+    first, last = track.start + start, track.start + end
     mesh = recon.mesh[start:end]
-    audio = pcm[start * SAMPLES_PER_FRAME:end * SAMPLES_PER_FRAME]
-    offset = estimate_offset(mesh, audio, topology)
+    clip_audio = pcm[first * SAMPLES_PER_FRAME:last * SAMPLES_PER_FRAME]
+    offset = estimate_offset(mesh, clip_audio, topology)
     meta = SampleMeta(
-        key=make_key(item.speaker, item.video, item.utterance, 0, clip_index), split=split,
-        speaker=item.speaker, video=item.video, utterance=item.utterance, track=0, clip=clip_index,
-        source_uri=item.uri, start_time=start / FPS, end_time=end / FPS, n_frames=end - start,
+        key=make_key(item.speaker, item.video, item.utterance, track.index, clip_index), split=split,
+        speaker=item.speaker, video=item.video, utterance=item.utterance, track=track.index, clip=clip_index,
+        source_uri=item.uri, start_time=first / FPS, end_time=last / FPS, n_frames=end - start,
         n_samples=(end - start) * SAMPLES_PER_FRAME, backend=backend.name, backend_version=backend.version,
         topology=topology.name, confidence_mean=round(float(recon.confidence[start:end].mean()), 6),
         lip_motion=round(lip_motion(mesh, topology.lip_idx), 6),
         jitter=round(jitter(mesh, topology.upper_face_idx), 6), av_offset=offset.offset,
-        av_offset_confidence=round(offset.confidence, 6), av_offset_ok=abs(offset.offset) <= rules.max_av_offset)
-    return Sample(meta=meta, mesh=mesh, pose=recon.pose[start:end], audio=audio, lmk2d=recon.lmk2d[start:end],
+        av_offset_confidence=round(offset.confidence, 6), av_offset_ok=abs(offset.offset) <= rules.max_av_offset,
+        audio_start_offset=round(audio.offset, 6))
+    return Sample(meta=meta, mesh=mesh, pose=recon.pose[start:end], audio=clip_audio, lmk2d=recon.lmk2d[start:end],
                   coeffs=None if recon.coeffs is None else recon.coeffs[start:end])

@@ -26,12 +26,24 @@ class Reconstruction:
     lmk2d: np.ndarray       # (N, L, 2) float32, source pixels
     confidence: np.ndarray  # (N,) float32 in [0, 1]
     n_faces: np.ndarray     # (N,) int16
-    face_size: np.ndarray   # (N,) float32, face height in source pixels
     coeffs: np.ndarray | None = None  # (N, C) float32 for parametric backends
 
     @property
     def valid(self) -> np.ndarray:
         return (self.n_faces == 1) & np.isfinite(self.mesh).all(axis=(1, 2))
+
+    def to_source(self, transforms: np.ndarray) -> "Reconstruction":
+        """Map outputs computed on crops back to source pixels. ``transforms`` (N, 3) holds per
+        frame ``(k, x0, y0)`` with crop pixel ``(u, v)`` at source pixel ``(k u + x0, k v + y0)``
+        (depth is scaled by ``k`` like x)."""
+        k, offset = transforms[:, 0], transforms[:, 1:3]
+        to_source = np.zeros((len(k), 4, 4))
+        to_source[:, 0, 0] = to_source[:, 1, 1] = to_source[:, 2, 2] = k
+        to_source[:, :2, 3] = offset
+        to_source[:, 3, 3] = 1.0
+        return dataclasses.replace(
+            self, pose=(to_source @ self.pose).astype(np.float32),
+            lmk2d=(self.lmk2d * k[:, None, None] + offset[:, None, :]).astype(np.float32))
 
     @staticmethod
     def concatenate(parts: list["Reconstruction"]) -> "Reconstruction":

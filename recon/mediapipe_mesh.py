@@ -141,7 +141,7 @@ class MediaPipeFaceMesh(ReconstructionBackend):
             mesh=mesh.astype(np.float32), pose=pose.astype(np.float32),
             lmk2d=observed[:, :, :2].astype(np.float32),
             confidence=np.exp(-(residual / CONFIDENCE_SCALE_CM) ** 2).astype(np.float32),
-            n_faces=n_faces, face_size=np.ptp(observed[:, :, 1], axis=1).astype(np.float32))
+            n_faces=n_faces)
 
     def close(self) -> None:
         if self._face_mesh is not None:

@@ -64,6 +64,7 @@ class SampleMeta:
     av_offset: int              # frames the audio lags the mouth, model-free estimate
     av_offset_confidence: float
     av_offset_ok: bool          # |av_offset| within the build's bound
+    audio_start_offset: float   # s, audio stream start minus first video frame (compensated)
     fps: int = FPS
     sample_rate: int = SAMPLE_RATE
     schema_version: int = SCHEMA_VERSION

@@ -58,13 +58,12 @@ def test_segment_drops_short_runs_and_splits_long_ones_evenly():
 
 
 def test_frame_problems_and_the_reason_for_no_clip():
-    rules = ClipRules(min_confidence=0.5, min_face_pixels=40)
-    n_faces = np.array([0, 2, 1, 1, 1, 1])
-    problems = frame_problems(n_faces, valid=np.array([False, False, True, True, True, True]),
-                              confidence=np.array([0, 0, 0.2, 0.9, 0.9, 0.9]),
-                              face_size=np.array([0, 0, 100, 20, 100, 100]),
-                              has_audio=np.array([True] * 5 + [False]), rules=rules)
-    assert problems == [Reason.NO_FACE, Reason.MULTIPLE_FACES, Reason.LOW_CONFIDENCE, Reason.FACE_TOO_SMALL,
-                        None, Reason.AV_LENGTH_MISMATCH]
+    rules = ClipRules(min_confidence=0.5)
+    n_faces = np.array([0, 2, 1, 1, 1])
+    problems = frame_problems(n_faces, valid=np.array([False, False, True, True, True]),
+                              confidence=np.array([0, 0, 0.2, 0.9, 0.9]),
+                              has_audio=np.array([True] * 4 + [False]), rules=rules)
+    assert problems == [Reason.NO_FACE, Reason.MULTIPLE_FACES, Reason.LOW_CONFIDENCE, None,
+                        Reason.AV_LENGTH_MISMATCH]
     assert reason_for_no_clip(problems) == Reason.TOO_SHORT
     assert reason_for_no_clip([Reason.NO_FACE] * 3 + [Reason.MULTIPLE_FACES]) == Reason.NO_FACE

@@ -23,7 +23,7 @@ def make_sample(speaker: str, clip: int, n_frames: int = 30, seed: int = 0, spli
                       source_uri=f"/data/{speaker}.mp4", start_time=0.0, end_time=n_frames / 25,
                       n_frames=n_frames, n_samples=n_frames * 640, backend="test", backend_version="1",
                       topology="mediapipe478", confidence_mean=0.9, lip_motion=1.0, jitter=0.01,
-                      av_offset=0, av_offset_confidence=0.3, av_offset_ok=True)
+                      av_offset=0, av_offset_confidence=0.3, av_offset_ok=True, audio_start_offset=0.0)
     return Sample(meta=meta,
                   mesh=(TOPOLOGY.template + rng.normal(0, 0.1, (n_frames, 478, 3))).astype(np.float32),
                   pose=np.tile(np.eye(4, dtype=np.float32), (n_frames, 1, 1)),
