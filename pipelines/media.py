@@ -101,7 +101,8 @@ def iter_frames(path: str, chunk_size: int = 64) -> Iterator[np.ndarray]:
     the first frame (the earlier one on a tie), whatever the source rate (constant, 29.97, VFR).
     The last output frame is the last ``i`` with ``i / 25`` before the end of the last source frame.
     Only the frames that are emitted are converted to RGB. Memory is one chunk: the yielded array
-    is a view of a buffer that the next chunk overwrites (copy it to keep it).
+    is a view of a buffer that the next chunk overwrites (copy it to keep it). A stream that breaks
+    off (a truncated or corrupt file) ends at its last good frame.
     """
     try:
         with av.open(path) as container:
@@ -116,6 +117,19 @@ def iter_frames(path: str, chunk_size: int = 64) -> Iterator[np.ndarray]:
         yield buffer.take()
 
 
+def decoded_until_broken(container, stream) -> Iterator:
+    """The stream's decoded frames, ending quietly at the first corrupt packet once some frames
+    came out (a file cut short keeps what it has); raising if nothing decodes at all."""
+    n = 0
+    try:
+        for frame in container.decode(stream):
+            n += 1
+            yield frame
+    except av.error.FFmpegError:
+        if n == 0:
+            raise
+
+
 def upright(frame: av.VideoFrame) -> np.ndarray:
     """The frame as RGB, turned by its display rotation (counter-clockwise degrees) so that it
     looks as a player shows it."""
@@ -127,7 +141,7 @@ def _frames_at_25fps(container, stream) -> Iterator[av.VideoFrame]:
     """The decoded frames picked for each 25 fps tick (a frame repeats when the source is slower)."""
     first = previous = None
     index = 0
-    for frame in container.decode(stream):
+    for frame in decoded_until_broken(container, stream):
         if frame.pts is None:
             continue
         if first is None:
@@ -211,7 +225,7 @@ def load_audio(path: str) -> Audio:
             stream = container.streams.audio[0]
             rate = stream.sample_rate
             audio_start = None
-            for frame in container.decode(stream):
+            for frame in decoded_until_broken(container, stream):
                 if audio_start is None and frame.pts is not None:
                     audio_start = _seconds(frame.pts, stream.time_base)
                 data = _as_float(frame.to_ndarray())

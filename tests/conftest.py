@@ -20,13 +20,14 @@ def media_dir() -> str:
 
 
 def write_video(path: str, frames: np.ndarray, fps=25, audio: np.ndarray | None = None,
-                sample_rate: int = 16000, pts: list[int] | None = None, time_base=None) -> None:
+                sample_rate: int = 16000, pts: list[int] | None = None, time_base=None,
+                container_options: dict | None = None) -> None:
     """Encode RGB ``frames`` (N, H, W, 3) as H.264 in ``path``, with optional mono float audio.
 
     ``pts`` with ``time_base`` give explicit presentation times (variable frame rate)."""
     import av
     from fractions import Fraction
-    with av.open(path, "w") as container:
+    with av.open(path, "w", options=container_options or {}) as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         if time_base is not None:

@@ -1,0 +1,101 @@
+"""Benchmark of ingest memory and decode speed (not a test; figures go in the README).
+
+1. Peak resident memory of ``process_video`` (decode, audio, face pass, crops, MediaPipe, clips)
+   on generated 720p talking-face videos of 1 and 10 minutes, each in a fresh process: it must
+   stay under 1.5 GB and not grow with duration.
+2. Decode fps per core (PyAV, 25 fps selection, RGB) on the shared media.
+Usage: python bench/bench_ingest.py [--minutes 1 10] [--media DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+CLIPS = ("hdtf_aoc_512_25fps.mp4", "retalking2_844_25fps.mp4", "retalking4_700_30fps.mp4")
+
+
+def make_video(path: str, minutes: float) -> None:
+    """A 1280x720 talking face: the demo's animated photograph drifting across a background."""
+    import av
+    from skimage import data
+
+    from voxmesh.pipelines.demo import find_mouth, mouth_openness, open_mouth, speech_like
+    face = data.astronaut()[0:320, 64:384]
+    mouth = find_mouth(face)
+    seconds = minutes * 60
+    audio = speech_like(seconds, seed=1)
+    openness = mouth_openness(audio)
+    with av.open(path, "w") as container:
+        video = container.add_stream("libx264", rate=25, options={"preset": "ultrafast", "crf": "28"})
+        video.width, video.height, video.pix_fmt = 1280, 720, "yuv420p"
+        sound = container.add_stream("aac", rate=16000, layout="mono")
+        canvas = np.full((720, 1280, 3), 90, np.uint8)
+        for t, amount in enumerate(openness):
+            x = int(480 + 200 * np.sin(t / 200))
+            frame = canvas.copy()
+            frame[200:520, x:x + 320] = open_mouth(face, mouth, float(amount))
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(video.encode())
+        for start in range(0, len(audio), 1024):
+            chunk = av.AudioFrame.from_ndarray(audio[None, start:start + 1024], format="flt", layout="mono")
+            chunk.sample_rate, chunk.pts = 16000, start
+            container.mux(sound.encode(chunk))
+        container.mux(sound.encode())
+
+
+def ingest_child(path: str) -> None:
+    """Run in a fresh process: ingest one video and print its figures as JSON."""
+    from voxmesh.pipelines.clips import ClipRules
+    from voxmesh.pipelines.faces import FaceDetector
+    from voxmesh.pipelines.inputs import InputItem
+    from voxmesh.pipelines.video import process_video
+    from voxmesh.recon.mediapipe_mesh import MediaPipeFaceMesh
+    backend, detector = MediaPipeFaceMesh(), FaceDetector()
+    backend.setup()
+    start = time.perf_counter()
+    result = process_video(InputItem(path, "s", "v", "0"), "train", backend, detector, ClipRules())
+    wall = time.perf_counter() - start
+    print(json.dumps({"frames": result.n_frames, "clips": len(result.samples), "seconds": round(wall, 1),
+                      "fps": round(result.n_frames / wall, 1),
+                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+
+
+def decode_fps(media: str) -> float:
+    from voxmesh.pipelines.media import iter_frames
+    start, n = time.perf_counter(), 0
+    for name in CLIPS:
+        n += sum(len(chunk) for chunk in iter_frames(os.path.join(media, name)))
+    return round(n / (time.perf_counter() - start), 1)
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        ingest_child(sys.argv[2])
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, nargs="+", default=[1, 10])
+    parser.add_argument("--media", default=os.environ.get("VOXMESH_TEST_MEDIA", "../shared/media"))
+    args = parser.parse_args()
+    report = {"decode_fps_per_core_shared_media": decode_fps(args.media)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for minutes in args.minutes:
+            path = os.path.join(tmp, f"talk_{minutes:g}min.mp4")
+            make_video(path, minutes)
+            child = subprocess.run([sys.executable, __file__, "--child", path], capture_output=True, text=True,
+                                   check=True)
+            report[f"ingest_{minutes:g}min_720p"] = json.loads(child.stdout.strip().splitlines()[-1])
+            os.remove(path)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Ingest on generated footage with known faces, cuts, rotation and broken streams (issue: media
+ingest that survives real footage)."""
+
+import os
+
+import numpy as np
+import pytest
+from skimage import data
+
+from conftest import write_video
+from test_media import numbered_frames, read_numbers
+from voxmesh.pipelines.clips import ClipRules
+from voxmesh.pipelines.faces import FaceDetector, FacePass, TrackRules, build_tracks
+from voxmesh.pipelines.inputs import InputItem
+from voxmesh.pipelines.media import iter_frames, load_audio
+from voxmesh.pipelines.video import process_video
+from voxmesh.recon.mediapipe_mesh import MediaPipeFaceMesh
+
+FACE = data.astronaut()[0:256, 96:352]  # a real face, 256 x 256
+
+
+@pytest.fixture(scope="module")
+def models():
+    backend, detector = MediaPipeFaceMesh(), FaceDetector()
+    backend.setup()
+    yield backend, detector
+    backend.close()
+    detector.close()
+
+
+def speechy_audio(seconds: float, seed: int = 0) -> np.ndarray:
+    from voxmesh.pipelines.demo import speech_like
+    return speech_like(seconds, seed)
+
+
+def run(models, path: str, **rules):
+    backend, detector = models
+    item = InputItem(path, "spk", "vid", "0")
+    return process_video(item, "train", backend, detector, ClipRules(**rules))
+
+
+def decoded(path: str) -> np.ndarray:
+    return np.concatenate([c.copy() for c in iter_frames(path)])
+
+
+def test_two_comparable_faces_are_never_attributed_to_one_track(models, tmp_path):
+    frames = np.repeat(np.concatenate([FACE, FACE[:, ::-1]], axis=1)[None], 75, axis=0)
+    path = str(tmp_path / "two.mp4")
+    write_video(path, frames, audio=speechy_audio(3))
+    result = run(models, path)
+    assert result.samples == [] and [f.reason for f in result.failures] == ["multiple_faces"]
+
+
+def test_a_face_that_leaves_the_frame_ends_its_clip(models, tmp_path):
+    canvas = np.full((125, 256, 512, 3), 40, np.uint8)
+    for t in range(125):
+        x = 64 if t < 75 else 64 + (t - 75) * 12  # still for 3 s, then slides out to the right
+        visible = FACE[:, :max(0, min(256, 512 - x))]
+        canvas[t, :, x:x + visible.shape[1]] = visible
+    path = str(tmp_path / "leaves.mp4")
+    write_video(path, canvas, audio=speechy_audio(5))
+    result = run(models, path)
+    assert len(result.samples) == 1
+    meta = result.samples[0].meta
+    assert meta.start_time == 0 and 2.9 <= meta.end_time <= 4.4, meta.end_time
+
+
+def test_a_hard_cut_between_two_real_clips_splits_the_tracks(models, media_dir, tmp_path):
+    import cv2
+    first = decoded(os.path.join(media_dir, "hdtf_aoc_512_25fps.mp4"))[:100]
+    second = decoded(os.path.join(media_dir, "retalking2_844_25fps.mp4"))[:100]
+    second = np.stack([cv2.resize(f, (512, 512), interpolation=cv2.INTER_AREA) for f in second])
+    audio = np.concatenate([load_audio(os.path.join(media_dir, name)).samples[:64000]
+                            for name in ("hdtf_aoc_512_25fps.mp4", "retalking2_844_25fps.mp4")])
+    path = str(tmp_path / "cut.mp4")
+    write_video(path, np.concatenate([first, second]), audio=audio)
+
+    backend, detector = models
+    seen = FacePass.run(iter_frames(path), detector, TrackRules())
+    assert seen.cuts == {100}
+    tracks, _ = build_tracks(seen, TrackRules())
+    assert [(t.start, t.end) for t in tracks] == [(0, 100), (100, 200)]
+    result = run(models, path)
+    assert [(s.meta.track, s.meta.start_time, s.meta.end_time) for s in result.samples] == [(0, 0.0, 4.0), (1, 4.0, 8.0)]
+
+
+def test_no_false_cuts_in_the_real_clips(models, media_dir):
+    for name in ("hdtf_aoc_512_25fps.mp4", "retalking2_844_25fps.mp4", "retalking4_700_30fps.mp4"):
+        seen = FacePass.run(iter_frames(os.path.join(media_dir, name)), models[1], TrackRules())
+        tracks, _ = build_tracks(seen, TrackRules())
+        assert seen.cuts == set() and len(tracks) == 1, name
+
+
+def test_display_rotation_is_applied(tmp_path):
+    import av
+    original = numbered_frames(10)[:, :, :48]  # 64 high, 48 wide
+    stored = np.rot90(original, k=-1, axes=(1, 2))  # what the camera wrote: turned clockwise
+    path = str(tmp_path / "rotated.mp4")
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = stored.shape[2], stored.shape[1], "yuv420p"
+        stream.set_display_rotation(90)  # players turn it back counter-clockwise
+        for image in stored:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
+        container.mux(stream.encode())
+    frames = decoded(path)
+    assert frames.shape[1:3] == (64, 48)
+    assert np.abs(frames.astype(int) - original.astype(int)).mean() < 10
+
+
+def test_audio_shorter_than_video_limits_the_clips(models, media_dir, tmp_path):
+    frames = decoded(os.path.join(media_dir, "hdtf_aoc_512_25fps.mp4"))[:125]
+    audio = load_audio(os.path.join(media_dir, "hdtf_aoc_512_25fps.mp4")).samples[:16000 * 3]
+    path = str(tmp_path / "short_audio.mp4")
+    write_video(path, frames, audio=audio)
+    result = run(models, path)
+    assert len(result.samples) == 1
+    assert result.samples[0].meta.n_frames <= 75 and result.samples[0].meta.n_frames >= 70
+
+
+@pytest.mark.parametrize("index_first", [False, True])
+def test_a_file_truncated_halfway_gives_its_decodable_part_or_a_reason(models, media_dir, tmp_path, index_first):
+    """With the mp4 index at the end (the default) half a file is unreadable; with it first
+    (faststart) the first half still decodes and gives a shorter clip."""
+    source = os.path.join(media_dir, "hdtf_aoc_512_25fps.mp4")
+    full = str(tmp_path / "full.mp4")
+    write_video(full, decoded(source), audio=load_audio(source).samples,
+                container_options={"movflags": "faststart"} if index_first else None)
+    with open(full, "rb") as f:
+        content = f.read()
+    path = tmp_path / "truncated.mp4"
+    path.write_bytes(content[:len(content) // 2])
+    result = run(models, str(path))
+    if index_first:
+        assert len(result.samples) == 1 and 50 <= result.samples[0].meta.n_frames <= 150
+    else:
+        assert result.samples == [] and [f.reason for f in result.failures] == ["not_a_video"]
