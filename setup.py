@@ -38,6 +38,9 @@ setup(
     },
     entry_points={
         "console_scripts": ["voxmesh = voxmesh.cli:main"],
-        "voxmesh.recon_backends": ["mediapipe = voxmesh.recon.mediapipe_mesh:MediaPipeFaceMesh"],
+        "voxmesh.recon_backends": [
+            "mediapipe = voxmesh.recon.mediapipe_mesh:MediaPipeFaceMesh",
+            "flame = voxmesh.recon.flame:FlameBackend",
+        ],
     },
 )

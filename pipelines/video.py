@@ -115,7 +115,7 @@ def reconstruct_tracks(path: str, tracks: list[Track], backend: ReconstructionBa
         if t >= last:
             break
     flush()
-    return [Reconstruction.concatenate(parts[track.index]) for track in tracks]
+    return [backend.finish_track(Reconstruction.concatenate(parts[track.index])) for track in tracks]
 
 
 def _sample(item: InputItem, split: str, backend: ReconstructionBackend, track: Track, recon: Reconstruction,

@@ -62,6 +62,7 @@ class ReconstructionBackend(abc.ABC):
     topology_name: str = ""
     needs_gpu: bool = False
     description: str = ""
+    required_files: tuple[str, ...] = ()  # what the user must supply, for `voxmesh backends`
 
     @property
     def version(self) -> str:
@@ -86,6 +87,11 @@ class ReconstructionBackend(abc.ABC):
     @abc.abstractmethod
     def reconstruct(self, frames: np.ndarray) -> Reconstruction:
         """Reconstruct ``frames`` (N, H, W, 3) uint8 RGB, the next N frames of the current track."""
+
+    def finish_track(self, track: Reconstruction) -> Reconstruction:
+        """Called once per track with all its frames' results (landmarks, not pixels): the place
+        for per-track work such as fitting a shared shape. The default returns ``track``."""
+        return track
 
     def close(self) -> None:
         """Release models; called from ``DoFn.teardown``."""

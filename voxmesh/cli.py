@@ -57,6 +57,14 @@ def _build_parser() -> argparse.ArgumentParser:
     sync_score.add_argument("--weights", required=True)
     sync_score.add_argument("--split", default=None)
 
+    commands.add_parser("backends", help="list reconstruction backends: topology, GPU, files, availability")
+
+    convert = commands.add_parser("convert-flame", help="FLAME model pickle -> the .npz the flame backend reads")
+    convert.add_argument("model", help="the official FLAME model (.pkl), read with a restricted unpickler")
+    convert.add_argument("out", help="the .npz to write")
+    convert.add_argument("--landmarks", default=None, help="FLAME's landmark embedding (.npy or .pkl)")
+    convert.add_argument("--n-shape", type=int, default=300, help="shape components before the expression ones")
+
     demo = commands.add_parser("demo", help="generate a synthetic input, build and validate a small dataset")
     demo.add_argument("--output", default="out/demo", help="folder for the generated input and the dataset")
     demo.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores)")
@@ -93,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         return _preview(args.output, args.key, args.out)
     if args.command == "eval":
         return _eval(args)
+    if args.command == "backends":
+        return _backends()
+    if args.command == "convert-flame":
+        return _convert_flame(args)
     if args.command == "sync":
         return _sync(args)
     from voxmesh.pipelines.demo import run_demo
@@ -154,6 +166,33 @@ def _preview(output: str, key: str, out_path: str) -> int:
     except (KeyError, OSError) as error:
         print(f"voxmesh preview: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _backends() -> int:
+    from voxmesh.recon import backend_classes
+    for name, cls in backend_classes().items():
+        reason = cls.unavailable_reason()
+        files = "; ".join(cls.required_files) or "none"
+        print(f"{name}\ttopology {cls.topology_name}\tGPU {'required' if cls.needs_gpu else 'not required'}\t"
+              f"files: {files}\t{'available' if reason is None else 'unavailable: ' + reason}")
+        if cls.description:
+            print(f"\t{cls.description}")
+    return 0
+
+
+def _convert_flame(args) -> int:
+    import pickle
+
+    from voxmesh.recon.flame_convert import convert_flame
+    try:
+        shapes = convert_flame(args.model, args.out, args.landmarks, args.n_shape)
+    except (pickle.UnpicklingError, ValueError, OSError, KeyError, StopIteration) as error:
+        print(f"voxmesh convert-flame: {args.model}: {error}", file=sys.stderr)
+        return 2
+    for name, shape in shapes.items():
+        print(f"{name}: {shape}")
+    print(f"wrote {args.out}; use it with: export VOXMESH_FLAME_MODEL={os.path.abspath(args.out)}")
     return 0
 
 
