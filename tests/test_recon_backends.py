@@ -139,3 +139,20 @@ def test_choosing_an_unavailable_backend_fails_before_any_work(tmp_path, monkeyp
     assert main(["build", "--input", str(tmp_path), "--output", str(tmp_path / "out"), "--backend", "flame"]) == 2
     assert f"backend 'flame' cannot run here: set {MODEL_ENV}" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_build_with_the_flame_backend_writes_flame_meshes_and_coefficients(flame_model_file, media_dir, tmp_path):
+    import shutil
+
+    from voxmesh.schemas import iter_samples
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    shutil.copy(os.path.join(media_dir, "retalking2_844_25fps.mp4"), inputs / "clip.mp4")
+    output = str(tmp_path / "out")
+    assert main(["build", "--input", str(inputs), "--output", output, "--backend", "flame", "--workers", "1"]) == 0
+    assert main(["validate", output]) == 0  # the FLAME topology comes from $VOXMESH_FLAME_MODEL
+    sample, = iter_samples(output)
+    model = FlameModel.load(flame_model_file)
+    assert sample.meta.topology == "flame5023" and sample.mesh.shape[1:] == model.v_template.shape
+    assert sample.coeffs.shape == (sample.meta.n_frames, model.n_expression + 3)
+    assert np.isfinite(sample.mesh).all() and np.isfinite(sample.coeffs).all()

@@ -138,6 +138,10 @@ def print_summary(summary: dict, output: str) -> None:
 
 
 def _validate(output: str) -> int:
+    if os.environ.get("VOXMESH_FLAME_MODEL"):  # FLAME datasets: the topology comes from the user's model
+        from voxmesh.recon.flame import FlameModel, flame_topology
+        from voxmesh.schemas import register_topology
+        register_topology(flame_topology(FlameModel.load(os.environ["VOXMESH_FLAME_MODEL"])))
     problems, counts = validate_dataset(output)
     for problem in problems:
         print(problem)
