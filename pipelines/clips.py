@@ -18,6 +18,7 @@ class ClipRules:
     max_seconds: float = 20.0
     min_confidence: float = 0.5
     max_av_offset: int = 5  # frames; clips beyond it are flagged (meta av_offset_ok = false)
+    drop_av_offset: bool = False  # ... or dropped
 
 
 def frame_problems(n_faces: np.ndarray, valid: np.ndarray, confidence: np.ndarray,

@@ -43,6 +43,7 @@ class Probe:
     average_fps: float
     base_fps: float           # the stream's real base frame rate (differs from average for VFR)
     n_video_frames: int       # from the container index (0 when unknown)
+    rotation: int             # display rotation, counter-clockwise degrees (frames are turned by it)
     audio_sample_rate: int    # 0 when there is no audio stream
     audio_channels: int
 
@@ -84,10 +85,21 @@ def probe(path: str) -> Probe:
                 width=video.codec_context.width, height=video.codec_context.height,
                 average_fps=float(video.average_rate or 0), base_fps=float(video.base_rate or 0),
                 n_video_frames=int(video.frames or 0),
+                rotation=_first_frame_rotation(container, video),
                 audio_sample_rate=audio.sample_rate if audio else 0,
                 audio_channels=audio.channels if audio else 0)
     except av.error.FFmpegError as error:
         raise MediaError(Reason.NOT_A_VIDEO, Stage.PROBE, f"{path}: not a readable media file ({error})")
+
+
+def _first_frame_rotation(container, stream) -> int:
+    """The display rotation, which FFmpeg reports on decoded frames (0 when nothing decodes)."""
+    try:
+        for frame in container.decode(stream):
+            return int(frame.rotation or 0)
+    except av.error.FFmpegError:
+        pass
+    return 0
 
 
 def _seconds(pts: int, time_base: Fraction) -> float:

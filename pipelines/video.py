@@ -67,6 +67,15 @@ def process_video(item: InputItem, split: str, backend: ReconstructionBackend, d
         clips = segment(usable, int(round(rules.min_seconds * FPS)), int(round(rules.max_seconds * FPS)))
         samples += [_sample(item, split, backend, track, recon, pcm, audio, clip_index, start, end, rules)
                     for clip_index, (start, end) in enumerate(clips)]
+    if rules.drop_av_offset:
+        kept = [s for s in samples if s.meta.av_offset_ok]
+        if samples and not kept:
+            offsets = ", ".join(f"{s.meta.av_offset:+d}" for s in samples)
+            return VideoResult([], [failure(item, Stage.SEGMENT, Reason.AV_OFFSET,
+                                            f"{item.uri}: every clip's audio-visual offset ({offsets} frames) is beyond "
+                                            f"{rules.max_av_offset}; check the file's sync or raise --max-av-offset")],
+                               n_frames)
+        samples = kept
     if not samples:
         reason = reason_for_no_clip(problems)
         usable_frames = sum(p is None for p in problems)

@@ -21,6 +21,7 @@ class Reason(str, enum.Enum):
     FACE_TOO_SMALL = "face_too_small"
     LOW_CONFIDENCE = "low_confidence"
     AV_LENGTH_MISMATCH = "av_length_mismatch"
+    AV_OFFSET = "av_offset"
     DUPLICATE_ID = "duplicate_id"
     BAD_ID = "bad_id"
     INTERNAL_ERROR = "internal_error"

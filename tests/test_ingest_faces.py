@@ -12,7 +12,7 @@ from test_media import numbered_frames, read_numbers
 from voxmesh.pipelines.clips import ClipRules
 from voxmesh.pipelines.faces import FaceDetector, FacePass, TrackRules, build_tracks
 from voxmesh.pipelines.inputs import InputItem
-from voxmesh.pipelines.media import iter_frames, load_audio
+from voxmesh.pipelines.media import iter_frames, load_audio, probe
 from voxmesh.pipelines.video import process_video
 from voxmesh.recon.mediapipe_mesh import MediaPipeFaceMesh
 
@@ -104,6 +104,7 @@ def test_display_rotation_is_applied(tmp_path):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
         container.mux(stream.encode())
     frames = decoded(path)
+    assert probe(path).rotation == 90
     assert frames.shape[1:3] == (64, 48)
     assert np.abs(frames.astype(int) - original.astype(int)).mean() < 10
 
@@ -135,3 +136,14 @@ def test_a_file_truncated_halfway_gives_its_decodable_part_or_a_reason(models, m
         assert len(result.samples) == 1 and 50 <= result.samples[0].meta.n_frames <= 150
     else:
         assert result.samples == [] and [f.reason for f in result.failures] == ["not_a_video"]
+
+
+def test_clips_beyond_the_offset_bound_are_flagged_or_dropped(models, media_dir, tmp_path):
+    source = os.path.join(media_dir, "hdtf_aoc_512_25fps.mp4")
+    frames, audio = decoded(source), load_audio(source).samples
+    path = str(tmp_path / "late_audio.mp4")
+    write_video(path, frames, audio=np.concatenate([np.zeros(16000 * 10 // 25, np.float32), audio]))  # 10 frames late
+    flagged = run(models, path)
+    assert [s.meta.av_offset_ok for s in flagged.samples] == [False] and flagged.samples[0].meta.av_offset >= 8
+    dropped = run(models, path, drop_av_offset=True)
+    assert dropped.samples == [] and [f.reason for f in dropped.failures] == ["av_offset"]

@@ -78,6 +78,8 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-confidence", type=float, default=ClipRules.min_confidence)
     parser.add_argument("--max-av-offset", type=int, default=ClipRules.max_av_offset,
                         help="frames; clips whose estimated audio-visual offset is larger are flagged")
+    parser.add_argument("--drop-av-offset", action="store_true",
+                        help="drop those clips instead (an input left with none fails with reason av_offset)")
     parser.add_argument("--inputs-per-shard", type=int, default=BuildConfig.inputs_per_shard)
     parser.add_argument("--split-fractions", default="0.9,0.05,0.05", metavar="TRAIN,VAL,TEST",
                         help="speaker-hash split fractions, for inputs whose listing gives no split")
@@ -116,7 +118,8 @@ def _build(args, beam_args: list[str]) -> int:
         config = BuildConfig(
             input=args.input, output=args.output, backend=args.backend, inputs_per_shard=args.inputs_per_shard,
             rules=ClipRules(min_seconds=args.min_clip_seconds, max_seconds=args.max_clip_seconds,
-                            min_confidence=args.min_confidence, max_av_offset=args.max_av_offset),
+                            min_confidence=args.min_confidence, max_av_offset=args.max_av_offset,
+                            drop_av_offset=args.drop_av_offset),
             splits=SplitFractions(*(float(f) for f in args.split_fractions.split(","))),
             resume=args.resume)
         summary = run_build(config, beam_args or local_pipeline_args(args.workers), progress=True)
