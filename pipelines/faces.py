@@ -57,16 +57,28 @@ class ShotCutDetector:
 
 
 class FaceDetector:
-    """MediaPipe BlazeFace (short range, from the wheel): boxes (x0, y0, x1, y1) in pixels."""
+    """MediaPipe BlazeFace, both models from the wheel: the short-range model (fast, for faces that
+    fill much of the frame, as in VoxCeleb2's crops) and, on frames where it finds nothing, the
+    full-range model (small faces in wide shots). Boxes are (x0, y0, x1, y1) in pixels."""
 
     def __init__(self, min_confidence: float = 0.5):
         import mediapipe as mp
-        self._detector = mp.solutions.face_detection.FaceDetection(model_selection=0,
-                                                                  min_detection_confidence=min_confidence)
+        self._detectors = [mp.solutions.face_detection.FaceDetection(model_selection=model,
+                                                                     min_detection_confidence=min_confidence)
+                           for model in (0, 1)]
 
     def detect(self, frame: np.ndarray) -> np.ndarray:
+        boxes = np.zeros((0, 4))
+        for detector in self._detectors:
+            boxes = self._boxes(detector, frame)
+            if len(boxes):
+                break
+        return boxes
+
+    @staticmethod
+    def _boxes(detector, frame: np.ndarray) -> np.ndarray:
         height, width = frame.shape[:2]
-        result = self._detector.process(frame)
+        result = detector.process(frame)
         boxes = []
         for detection in result.detections or []:
             box = detection.location_data.relative_bounding_box
@@ -75,7 +87,8 @@ class FaceDetector:
         return np.array(boxes, dtype=np.float64).reshape(-1, 4)
 
     def close(self) -> None:
-        self._detector.close()
+        for detector in self._detectors:
+            detector.close()
 
 
 @dataclasses.dataclass

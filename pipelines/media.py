@@ -107,7 +107,8 @@ def _seconds(pts: int, time_base: Fraction) -> float:
 
 
 def iter_frames(path: str, chunk_size: int = 64) -> Iterator[np.ndarray]:
-    """Yield the video as RGB chunks (n, H, W, 3) uint8 of at most ``chunk_size`` frames at 25 fps.
+    """Yield the video as RGB chunks (n, H, W, 3) uint8 of at most ``chunk_size`` frames (and
+    64 MiB) at 25 fps.
 
     Output frame ``i`` is the decoded frame whose presentation time is nearest to ``i / 25`` s after
     the first frame (the earlier one on a tie), whatever the source rate (constant, 29.97, VFR).
@@ -172,8 +173,12 @@ def _frames_at_25fps(container, stream) -> Iterator[av.VideoFrame]:
             index += 1
 
 
+MAX_CHUNK_BYTES = 64 * 2 ** 20
+
+
 class ChunkBuffer:
-    """A reusable (chunk_size, H, W, 3) array filled frame by frame (no allocation per chunk)."""
+    """A reusable (n, H, W, 3) array filled frame by frame (no allocation per chunk); ``n`` is
+    ``chunk_size`` or fewer, so that a chunk stays under 64 MiB whatever the resolution."""
 
     def __init__(self, chunk_size: int):
         self.chunk_size = chunk_size
@@ -185,10 +190,11 @@ class ChunkBuffer:
         if self.count and image.shape != self.array.shape[1:]:
             raise ValueError(f"frame size changed from {self.array.shape[1:3]} to {image.shape[:2]} mid-stream")
         if self.array is None or self.array.shape[1:] != image.shape:
-            self.array = np.empty((self.chunk_size, *image.shape), dtype=image.dtype)
+            frames = max(1, min(self.chunk_size, MAX_CHUNK_BYTES // image.nbytes))
+            self.array = np.empty((frames, *image.shape), dtype=image.dtype)
         self.array[self.count] = image
         self.count += 1
-        return self.count == self.chunk_size
+        return self.count == len(self.array)
 
     def take(self) -> np.ndarray:
         chunk, self.count = self.array[:self.count], 0
