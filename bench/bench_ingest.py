@@ -90,8 +90,9 @@ def main() -> None:
         for minutes in args.minutes:
             path = os.path.join(tmp, f"talk_{minutes:g}min.mp4")
             make_video(path, minutes)
-            child = subprocess.run([sys.executable, __file__, "--child", path], capture_output=True, text=True,
-                                   check=True)
+            child = subprocess.run([sys.executable, __file__, "--child", path], capture_output=True, text=True)
+            if child.returncode:
+                sys.exit(f"ingest of {path} failed:\n{child.stderr[-3000:]}")
             report[f"ingest_{minutes:g}min_720p"] = json.loads(child.stdout.strip().splitlines()[-1])
             os.remove(path)
     print(json.dumps(report, indent=1))

@@ -1,6 +1,6 @@
 """Sample keys and the ids they are made of.
 
-A key is ``{speaker}_{video}_{utterance}_{track:02d}_{clip:03d}``. Keys carry no dots (WebDataset
+A key is ``{speaker}_{video}_{utterance}_{track:03d}_{clip:03d}``. Keys carry no dots (WebDataset
 splits member names at the first dot) and are built only from sanitized ids, so that no file name
 or manifest entry can steer where anything is written.
 """
@@ -11,7 +11,7 @@ import re
 
 MAX_ID_LENGTH = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
-_KEY = re.compile(r"^[A-Za-z0-9-]{1,64}_[A-Za-z0-9-]{1,64}_[A-Za-z0-9-]{1,64}_[0-9]{2}_[0-9]{3}$")
+_KEY = re.compile(r"^[A-Za-z0-9-]{1,64}_[A-Za-z0-9-]{1,64}_[A-Za-z0-9-]{1,64}_[0-9]{3}_[0-9]{3}$")
 
 
 def sanitize_id(raw: str) -> str:
@@ -29,7 +29,7 @@ def sanitize_id(raw: str) -> str:
 
 def make_key(speaker: str, video: str, utterance: str, track: int, clip: int) -> str:
     """The sample key; the ids must already be sanitized (checked)."""
-    key = f"{speaker}_{video}_{utterance}_{track:02d}_{clip:03d}"
+    key = f"{speaker}_{video}_{utterance}_{track:03d}_{clip:03d}"
     if not is_valid_key(key):
         raise ValueError(f"cannot build a sample key from {(speaker, video, utterance, track, clip)!r}")
     return key

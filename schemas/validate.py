@@ -89,7 +89,7 @@ def check_sample(key: str, members: dict[str, bytes]) -> list[str]:
     """Problems of one sample's members (empty when it conforms to schema v1)."""
     problems = []
     if not is_valid_key(key):
-        problems.append("key is not {speaker}_{video}_{utterance}_{track:02d}_{clip:03d} without dots")
+        problems.append("key is not {speaker}_{video}_{utterance}_{track:03d}_{clip:03d} without dots")
     missing = [m for m in REQUIRED_MEMBERS if m not in members]
     if missing:
         problems.append(f"missing member(s) {', '.join(missing)}")

@@ -18,8 +18,8 @@ def test_sanitize_id_removes_everything_that_could_steer_a_path():
 
 def test_keys_have_no_dots_and_a_fixed_shape():
     key = make_key("id00017", "01dfn2spqyE", "00001", 0, 3)
-    assert key == "id00017_01dfn2spqyE_00001_00_003" and is_valid_key(key)
-    assert not is_valid_key("id00017_vid.mp4_00001_00_003")
+    assert key == "id00017_01dfn2spqyE_00001_000_003" and is_valid_key(key)
+    assert not is_valid_key("id00017_vid.mp4_00001_000_003")
     with pytest.raises(ValueError):
         make_key("a.b", "v", "u", 0, 0)
 

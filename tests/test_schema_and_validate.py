@@ -72,12 +72,12 @@ def messages(out: str) -> list[str]:
 def test_sample_round_trip_and_webdataset_reads_it_back(dataset):
     assert messages(dataset) == []
     items = list(wds.WebDataset(os.path.join(dataset, "shards", "train-000000.tar"), shardshuffle=False).decode())
-    assert [i["__key__"] for i in items] == ["spkA_vid_00001_00_000", "spkA_vid_00001_00_001"]
+    assert [i["__key__"] for i in items] == ["spkA_vid_00001_000_000", "spkA_vid_00001_000_001"]
     expected = make_sample("spkA", 0)
     np.testing.assert_array_equal(items[0]["mesh.npy"], expected.mesh)
     np.testing.assert_array_equal(items[0]["audio.npy"], expected.audio)
     assert items[0]["meta.json"]["n_frames"] == 30
-    assert [s.key for s in iter_samples(dataset, "test")] == ["spkB_vid_00001_00_000"]
+    assert [s.key for s in iter_samples(dataset, "test")] == ["spkB_vid_00001_000_000"]
 
 
 def test_shards_are_byte_identical_across_writes(tmp_path):
@@ -102,11 +102,11 @@ def test_validator_reports_every_problem_with_shard_and_key(dataset):
     shards = os.path.join(dataset, "shards")
     # train-000000: a missing member, a wrong dtype and NaNs in three places of two samples
     tar = os.path.join(shards, "train-000000.tar")
-    rewrite_member(tar, "spkA_vid_00001_00_000.pose.npy", None)
-    rewrite_member(tar, "spkA_vid_00001_00_000.audio.npy", encode_npy(np.zeros(30 * 640, np.float32)))
+    rewrite_member(tar, "spkA_vid_00001_000_000.pose.npy", None)
+    rewrite_member(tar, "spkA_vid_00001_000_000.audio.npy", encode_npy(np.zeros(30 * 640, np.float32)))
     mesh = make_sample("spkA", 1, seed=1).mesh
     mesh[3, 7, 1] = np.nan
-    rewrite_member(tar, "spkA_vid_00001_00_001.mesh.npy", encode_npy(mesh))
+    rewrite_member(tar, "spkA_vid_00001_000_001.mesh.npy", encode_npy(mesh))
     # test-000000: truncated halfway
     tar = os.path.join(shards, "test-000000.tar")
     with open(tar, "rb") as f:
@@ -115,17 +115,17 @@ def test_validator_reports_every_problem_with_shard_and_key(dataset):
         f.write(data[:len(data) // 2])
     # a manifest row with no sample
     rows = pq.read_table(os.path.join(dataset, "manifest.parquet")).to_pylist()
-    rows.append({**rows[0], "key": "spkC_vid_00001_00_000", "speaker": "spkC"})
+    rows.append({**rows[0], "key": "spkC_vid_00001_000_000", "speaker": "spkC"})
     write_manifest(rows, os.path.join(dataset, "manifest.parquet"))
 
     found = messages(dataset)
     expected = [
-        "train-000000: spkA_vid_00001_00_000: missing member(s) pose.npy",
-        "train-000000: spkA_vid_00001_00_000: audio.npy has dtype float32, schema v1 wants int16",
-        "train-000000: spkA_vid_00001_00_001: mesh.npy has 1 non-finite values",
+        "train-000000: spkA_vid_00001_000_000: missing member(s) pose.npy",
+        "train-000000: spkA_vid_00001_000_000: audio.npy has dtype float32, schema v1 wants int16",
+        "train-000000: spkA_vid_00001_000_001: mesh.npy has 1 non-finite values",
         "test-000000: -: truncated or unreadable tar",
-        "test-000000: spkB_vid_00001_00_000: listed in the shard's stats but not in its tar",
-        "train-000000: spkC_vid_00001_00_000: in manifest.parquet but in no shard",
+        "test-000000: spkB_vid_00001_000_000: listed in the shard's stats but not in its tar",
+        "train-000000: spkC_vid_00001_000_000: in manifest.parquet but in no shard",
     ]
     for line in expected:
         assert any(m.startswith(line) for m in found), (line, found)
@@ -135,12 +135,12 @@ def test_validator_checks_shapes_against_meta_and_audio_length(dataset):
     tar = os.path.join(dataset, "shards", "train-000000.tar")
     meta = json.loads(make_sample("spkA", 0).meta.to_json())
     meta["n_frames"] = 31
-    rewrite_member(tar, "spkA_vid_00001_00_000.meta.json", json.dumps(meta).encode())
-    rewrite_member(tar, "spkA_vid_00001_00_001.audio.npy", encode_npy(np.zeros(640, np.int16)))
+    rewrite_member(tar, "spkA_vid_00001_000_000.meta.json", json.dumps(meta).encode())
+    rewrite_member(tar, "spkA_vid_00001_000_001.audio.npy", encode_npy(np.zeros(640, np.int16)))
     found = messages(dataset)
-    assert any("spkA_vid_00001_00_000: mesh.npy has shape (30, 478, 3), meta.json and topology say (31, 478, 3)" in m
+    assert any("spkA_vid_00001_000_000: mesh.npy has shape (30, 478, 3), meta.json and topology say (31, 478, 3)" in m
                for m in found), found
-    assert any("spkA_vid_00001_00_001: audio.npy has shape (640,)" in m for m in found), found
+    assert any("spkA_vid_00001_000_001: audio.npy has shape (640,)" in m for m in found), found
 
 
 def test_validator_flags_interrupted_writes_duplicates_and_speakers_in_two_splits(tmp_path):
