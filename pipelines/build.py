@@ -13,16 +13,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import traceback
 from collections import Counter
+from typing import Iterator
 from importlib.metadata import version
 
 import apache_beam as beam
+import webdataset as wds
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from voxmesh.recon import backend_class
-from voxmesh.schemas import (SCHEMA_VERSION, FailureRecord, Reason, ShardStats, ShardWriter, Stage,
-                             committed_stats, write_failures, write_manifest)
+from voxmesh.schemas import (SCHEMA_VERSION, FailureRecord, Reason, Sample, SampleMeta, ShardStats, ShardWriter,
+                             Stage, committed_stats, iter_tar_samples, write_failures, write_manifest)
 from voxmesh.schemas.shards import SHARDS_DIR, write_atomic
 
 from .clips import ClipRules
@@ -49,6 +52,34 @@ class BuildConfig:
     resume: bool = False
 
 
+class SampleSpool:
+    """The encoded samples of one input, in a temporary tar on disk until the input is done, so
+    that memory does not grow with a video's length and an input that fails part-way leaves
+    nothing in the shard."""
+
+    def __init__(self):
+        self._file = tempfile.TemporaryFile()
+        self._tar = wds.TarWriter(self._file, encoder=False, mtime=0)
+        self._metas: list[SampleMeta] = []
+
+    def add(self, sample: Sample) -> None:
+        self._tar.write({"__key__": sample.key, **sample.to_members()})
+        self._metas.append(sample.meta)
+
+    def replay(self) -> Iterator[tuple[SampleMeta, dict[str, bytes]]]:
+        self._tar.close()
+        self._file.seek(0)
+        for meta, (key, members) in zip(self._metas, iter_tar_samples(self._file)):
+            assert key == meta.key, (key, meta.key)
+            yield meta, members
+
+    def __enter__(self) -> "SampleSpool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+
 class BuildShard(beam.DoFn):
     """Writes one planned shard: every input of the task becomes samples or failure records; an
     exception inside one input becomes an ``internal_error`` record for that input only."""
@@ -66,21 +97,24 @@ class BuildShard(beam.DoFn):
         counters = Counter()
         with ShardWriter(self.config.output, task.split, task.index, [i.uri for i in task.items]) as writer:
             for item in task.items:
-                try:
-                    result = process_video(item, task.split, self.backend, self.detector, self.config.rules,
-                                           self.config.tracking, self.config.chunk_size)
-                    encoded = [(sample.meta, sample.to_members()) for sample in result.samples]
-                    failures, n_frames = result.failures, result.n_frames
-                except Exception as error:  # noqa: BLE001 - one input must never cost the shard
-                    last_line = traceback.format_exception_only(type(error), error)[-1].strip()
-                    encoded, n_frames = [], 0
-                    failures = [failure(item, Stage.RECONSTRUCT, Reason.INTERNAL_ERROR, f"{item.uri}: {last_line}")]
-                for meta, members in encoded:
-                    writer.write_members(meta, members)
+                with SampleSpool() as spool:
+                    try:
+                        result = process_video(item, task.split, self.backend, self.detector, self.config.rules,
+                                               self.config.tracking, self.config.chunk_size, sink=spool.add)
+                        failures, n_frames = result.failures, result.n_frames
+                    except Exception as error:  # noqa: BLE001 - one input must never cost the shard
+                        last_line = traceback.format_exception_only(type(error), error)[-1].strip()
+                        failures, n_frames = [failure(item, Stage.RECONSTRUCT, Reason.INTERNAL_ERROR,
+                                                      f"{item.uri}: {last_line}")], 0
+                    n_samples = 0
+                    if not failures:
+                        for meta, members in spool.replay():
+                            writer.write_members(meta, members)
+                            n_samples += 1
                 for record in failures:
                     writer.record_failure(record)
                     beam.metrics.Metrics.counter("voxmesh.failures", f"{record.stage}.{record.reason}").inc()
-                counters.update(inputs=1, clips=len(encoded), frames=n_frames)
+                counters.update(inputs=1, clips=n_samples, frames=n_frames)
             writer.commit()
         for name, value in counters.items():
             beam.metrics.Metrics.counter("voxmesh", name).inc(value)

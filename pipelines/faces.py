@@ -31,6 +31,7 @@ class TrackRules:
     cut_threshold: float = 25.0    # mean absolute thumbnail change (0-255) that may be a cut
     cut_ratio: float = 4.0         # ... and how many times the recent median change it must be
     min_face_pixels: float = 48.0  # box height below which a face is too small
+    max_track_frames: int = 1000   # longer tracks are cut into equal parts (bounds memory per track)
 
 
 class ShotCutDetector:
@@ -163,7 +164,11 @@ def build_tracks(seen: FacePass, rules: TrackRules) -> tuple[list[Track], list[R
         boxes = np.stack([b for _, b in run])
         start, end = int(frames[0]), int(frames[-1]) + 1
         filled = np.stack([np.interp(np.arange(start, end), frames, boxes[:, k]) for k in range(4)], axis=1)
-        tracks.append(Track(len(tracks), start, end, _smooth(filled, rules.smooth_frames)))
+        smoothed = _smooth(filled, rules.smooth_frames)
+        parts = -(-(end - start) // rules.max_track_frames)
+        bounds = [start + (end - start) * k // parts for k in range(parts + 1)]
+        for low, high in zip(bounds, bounds[1:]):
+            tracks.append(Track(len(tracks), low, high, smoothed[low - start:high - start]))
         for t in range(start, end):
             statuses[t] = None  # bridged gaps included
     return tracks, statuses

@@ -8,6 +8,7 @@ Decoding twice keeps memory at one chunk of frames whatever the video's length.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -20,14 +21,17 @@ from voxmesh.schemas import (FPS, SAMPLES_PER_FRAME, FailureRecord, Reason, Samp
 from .clips import ClipRules, frame_problems, reason_for_no_clip, segment
 from .faces import FaceDetector, FacePass, Track, TrackRules, build_tracks, crop, crop_transform
 from .inputs import InputItem
-from .media import Audio, MediaError, iter_frames, load_audio, local_path, probe
+from .media import MediaError, iter_frames, load_audio, local_path, probe
 
 
 @dataclasses.dataclass
 class VideoResult:
+    """What one input gave: its samples (when no sink took them), failures, frames decoded."""
+
     samples: list[Sample]
     failures: list[FailureRecord]
     n_frames: int = 0
+    n_samples: int = 0
 
 
 def failure(item: InputItem, stage: Stage, reason: Reason, detail: str) -> FailureRecord:
@@ -35,9 +39,15 @@ def failure(item: InputItem, stage: Stage, reason: Reason, detail: str) -> Failu
 
 
 def process_video(item: InputItem, split: str, backend: ReconstructionBackend, detector: FaceDetector,
-                  rules: ClipRules, track_rules: TrackRules = TrackRules(), chunk_size: int = 64) -> VideoResult:
-    """Everything one input yields. Media problems become failures; other exceptions propagate
-    (the caller records them as ``internal_error``)."""
+                  rules: ClipRules, track_rules: TrackRules = TrackRules(), chunk_size: int = 64,
+                  sink: Callable[[Sample], None] | None = None) -> VideoResult:
+    """Everything one input yields. Samples go to ``sink`` as each track is done (so that memory
+    does not grow with the video's length), or into ``result.samples`` without a sink. When the
+    result has failures, the input gave no usable sample and anything already sent to the sink
+    must be discarded. Media problems become failures; other exceptions propagate (the caller
+    records them as ``internal_error``)."""
+    collected: list[Sample] = []
+    emit = sink or collected.append
     try:
         with local_path(item.uri) as path:
             info = probe(path)
@@ -48,72 +58,85 @@ def process_video(item: InputItem, split: str, backend: ReconstructionBackend, d
                 return VideoResult([], [failure(item, Stage.PROBE, Reason.TOO_SHORT,
                                                 f"{item.uri}: {info.duration:.2f} s < min clip {rules.min_seconds} s")])
             audio = load_audio(path)
+            pcm = np.clip(np.round(audio.samples * 32767.0), -32768, 32767).astype(np.int16)
+            audio_offset = audio.offset
+            del audio
             seen = FacePass.run(iter_frames(path, chunk_size), detector, track_rules)
             tracks, problems = build_tracks(seen, track_rules)
-            recons = reconstruct_tracks(path, tracks, backend, track_rules, chunk_size)
+            n_frames = len(seen.boxes)
+            if n_frames == 0:
+                return VideoResult([], [failure(item, Stage.DECODE, Reason.DECODE_ERROR, f"{item.uri}: no video frames")])
+            has_audio = (np.arange(1, n_frames + 1) * SAMPLES_PER_FRAME) <= len(pcm)
+            kept = dropped_offsets = 0
+            offsets = []
+            for track, recon in iter_track_reconstructions(path, tracks, backend, track_rules, chunk_size):
+                span = slice(track.start, track.end)
+                problems[span] = frame_problems(recon.n_faces, recon.valid, recon.confidence, has_audio[span], rules)
+                usable = np.array([p is None for p in problems[span]])
+                clips = segment(usable, int(round(rules.min_seconds * FPS)), int(round(rules.max_seconds * FPS)))
+                for clip_index, (start, end) in enumerate(clips):
+                    sample = _sample(item, split, backend, track, recon, pcm, audio_offset, clip_index, start, end,
+                                     rules)
+                    if rules.drop_av_offset and not sample.meta.av_offset_ok:
+                        dropped_offsets += 1
+                        offsets.append(sample.meta.av_offset)
+                        continue
+                    emit(sample)
+                    kept += 1
     except MediaError as error:
         detail = error.detail if error.detail.startswith(item.uri) else f"{item.uri}: {error.detail}"
         return VideoResult([], [failure(item, error.stage, error.reason, detail)])
-    n_frames = len(seen.boxes)
-    if n_frames == 0:
-        return VideoResult([], [failure(item, Stage.DECODE, Reason.DECODE_ERROR, f"{item.uri}: no video frames")])
-    has_audio = (np.arange(1, n_frames + 1) * SAMPLES_PER_FRAME) <= len(audio.samples)
-    pcm = np.clip(np.round(audio.samples * 32767.0), -32768, 32767).astype(np.int16)
-    samples = []
-    for track, recon in zip(tracks, recons):
-        span = slice(track.start, track.end)
-        problems[span] = frame_problems(recon.n_faces, recon.valid, recon.confidence, has_audio[span], rules)
-        usable = np.array([p is None for p in problems[span]])
-        clips = segment(usable, int(round(rules.min_seconds * FPS)), int(round(rules.max_seconds * FPS)))
-        samples += [_sample(item, split, backend, track, recon, pcm, audio, clip_index, start, end, rules)
-                    for clip_index, (start, end) in enumerate(clips)]
-    if rules.drop_av_offset:
-        kept = [s for s in samples if s.meta.av_offset_ok]
-        if samples and not kept:
-            offsets = ", ".join(f"{s.meta.av_offset:+d}" for s in samples)
-            return VideoResult([], [failure(item, Stage.SEGMENT, Reason.AV_OFFSET,
-                                            f"{item.uri}: every clip's audio-visual offset ({offsets} frames) is beyond "
-                                            f"{rules.max_av_offset}; check the file's sync or raise --max-av-offset")],
-                               n_frames)
-        samples = kept
-    if not samples:
+    if not kept and dropped_offsets:
+        listed = ", ".join(f"{o:+d}" for o in offsets)
+        return VideoResult([], [failure(item, Stage.SEGMENT, Reason.AV_OFFSET,
+                                        f"{item.uri}: every clip's audio-visual offset ({listed} frames) is beyond "
+                                        f"{rules.max_av_offset}; check the file's sync or raise --max-av-offset")],
+                           n_frames)
+    if not kept:
         reason = reason_for_no_clip(problems)
         usable_frames = sum(p is None for p in problems)
         return VideoResult([], [failure(item, Stage.SEGMENT, reason,
                                         f"{item.uri}: no clip of {rules.min_seconds} s or more "
                                         f"({usable_frames} of {n_frames} frames usable, {len(tracks)} face tracks)")],
                            n_frames)
-    return VideoResult(samples, [], n_frames)
+    return VideoResult(collected, [], n_frames, kept)
 
 
-def reconstruct_tracks(path: str, tracks: list[Track], backend: ReconstructionBackend, rules: TrackRules,
-                       chunk_size: int) -> list[Reconstruction]:
-    """Pass 2: crop every frame of every track (tracks never overlap in time) and reconstruct the
-    crops in chunks, resetting the backend at each new track; outputs in source pixels."""
+def iter_track_reconstructions(path: str, tracks: list[Track], backend: ReconstructionBackend, rules: TrackRules,
+                               chunk_size: int) -> Iterator[tuple[Track, Reconstruction]]:
+    """Pass 2: crop every frame of every track (tracks never overlap in time), reconstruct the
+    crops in chunks, resetting the backend at each new track, and yield each track's result (in
+    source pixels, after ``finish_track``) as soon as its last frame is done."""
     if not tracks:
-        return []
+        return
     track_of = {t: track for track in tracks for t in range(track.start, track.end)}
-    parts: dict[int, list[Reconstruction]] = {track.index: [] for track in tracks}
+    parts: list[Reconstruction] = []
     batch: list[np.ndarray] = []
     transforms: list[tuple[float, float, float]] = []
-    current: Track | None = None
 
     def flush() -> None:
         if batch:
-            parts[current.index].append(backend.reconstruct(np.stack(batch)).to_source(np.array(transforms)))
+            parts.append(backend.reconstruct(np.stack(batch)).to_source(np.array(transforms)))
             batch.clear()
             transforms.clear()
 
-    t = 0
-    last = tracks[-1].end
+    def finished(track: Track) -> tuple[Track, Reconstruction]:
+        flush()
+        result = backend.finish_track(Reconstruction.concatenate(parts))
+        parts.clear()
+        return track, result
+
+    t, current = 0, None
     for chunk in iter_frames(path, chunk_size):
         for frame in chunk:
             track = track_of.get(t)
             t += 1
+            if track is not current and current is not None:
+                yield finished(current)
+                current = None
             if track is None:
                 continue
-            if track is not current:
-                flush()
+            if current is None:
                 backend.reset()
                 current = track
             transform = crop_transform(track.box(t - 1), rules)
@@ -121,14 +144,14 @@ def reconstruct_tracks(path: str, tracks: list[Track], backend: ReconstructionBa
             transforms.append(transform)
             if len(batch) == chunk_size:
                 flush()
-        if t >= last:
+        if t >= tracks[-1].end:
             break
-    flush()
-    return [backend.finish_track(Reconstruction.concatenate(parts[track.index])) for track in tracks]
+    if current is not None:
+        yield finished(current)
 
 
 def _sample(item: InputItem, split: str, backend: ReconstructionBackend, track: Track, recon: Reconstruction,
-            pcm: np.ndarray, audio: Audio, clip_index: int, start: int, end: int, rules: ClipRules) -> Sample:
+            pcm: np.ndarray, audio_offset: float, clip_index: int, start: int, end: int, rules: ClipRules) -> Sample:
     """The sample of frames ``start..end-1`` of ``track`` (indices relative to the track)."""
     topology = backend.topology
     first, last = track.start + start, track.start + end
@@ -144,6 +167,6 @@ def _sample(item: InputItem, split: str, backend: ReconstructionBackend, track: 
         lip_motion=round(lip_motion(mesh, topology.lip_idx), 6),
         jitter=round(jitter(mesh, topology.upper_face_idx), 6), av_offset=offset.offset,
         av_offset_confidence=round(offset.confidence, 6), av_offset_ok=abs(offset.offset) <= rules.max_av_offset,
-        audio_start_offset=round(audio.offset, 6))
+        audio_start_offset=round(audio_offset, 6))
     return Sample(meta=meta, mesh=mesh, pose=recon.pose[start:end], audio=clip_audio, lmk2d=recon.lmk2d[start:end],
                   coeffs=None if recon.coeffs is None else recon.coeffs[start:end])

@@ -128,14 +128,16 @@ def committed_stats(out_dir: str) -> list[ShardStats]:
     return stats
 
 
-def iter_tar_samples(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yield ``(key, {member: bytes})`` from a shard tar in file order, streaming.
+def iter_tar_samples(source) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Yield ``(key, {member: bytes})`` from a shard tar (a path or a binary file object) in file
+    order, streaming.
 
     Members of one sample must be adjacent (as :class:`ShardWriter` writes them). Raises
     ``tarfile.TarError`` or ``OSError`` for a damaged tar, after the samples read before it.
     """
     key, members = None, {}
-    with tarfile.open(path, mode="r|") as tar:
+    opened = tarfile.open(source, mode="r|") if isinstance(source, str) else tarfile.open(fileobj=source, mode="r|")
+    with opened as tar:
         for info in tar:
             if not info.isfile():
                 continue

@@ -7,12 +7,14 @@ import os
 from voxmesh.pipelines import build
 from voxmesh.pipelines.build import BuildConfig, BuildShard
 from voxmesh.pipelines.inputs import InputItem, ShardTask
+from test_schema_and_validate import make_sample
 from voxmesh.pipelines.video import VideoResult
 
 
 def test_an_exception_in_one_input_is_a_failure_row_not_a_failed_shard(tmp_path, monkeypatch):
-    def process_video(item, *args, **kwargs):
+    def process_video(item, *args, sink, **kwargs):
         if item.utterance == "1":
+            sink(make_sample("s", 0))  # a sample already produced before the crash must not land
             raise RuntimeError("boom in the backend")
         return VideoResult([], [], 0)
 
@@ -27,7 +29,7 @@ def test_an_exception_in_one_input_is_a_failure_row_not_a_failed_shard(tmp_path,
         shard.teardown()
     with open(os.path.join(config.output, "shards", "train-000000.stats.json")) as f:
         stats = json.load(f)
-    assert stats["inputs"] == ["/x/1.mp4", "/x/2.mp4"]
+    assert stats["inputs"] == ["/x/1.mp4", "/x/2.mp4"] and stats["samples"] == []
     failure, = stats["failures"]
     assert failure["reason"] == "internal_error" and failure["shard"] == "train-000000"
     assert failure["detail"] == "/x/1.mp4: RuntimeError: boom in the backend"

@@ -147,3 +147,12 @@ def test_clips_beyond_the_offset_bound_are_flagged_or_dropped(models, media_dir,
     assert [s.meta.av_offset_ok for s in flagged.samples] == [False] and flagged.samples[0].meta.av_offset >= 8
     dropped = run(models, path, drop_av_offset=True)
     assert dropped.samples == [] and [f.reason for f in dropped.failures] == ["av_offset"]
+
+
+def test_long_tracks_are_cut_into_equal_parts_and_gaps_are_bridged():
+    box = np.array([[10.0, 10.0, 110.0, 110.0]])
+    boxes = [box] * 30 + [np.zeros((0, 4))] * 3 + [box] * 12  # a 3-frame miss inside one face
+    tracks, statuses = build_tracks(FacePass(boxes, set()), TrackRules(max_track_frames=20))
+    assert [(t.start, t.end) for t in tracks] == [(0, 15), (15, 30), (30, 45)]
+    assert statuses == [None] * 45
+    np.testing.assert_allclose(tracks[2].box(31), box[0])
