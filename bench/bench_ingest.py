@@ -53,7 +53,9 @@ def make_video(path: str, minutes: float) -> None:
 
 
 def ingest_child(path: str) -> None:
-    """Run in a fresh process: ingest one video and print its figures as JSON."""
+    """Run in a fresh process: ingest one video as a build worker does (samples spooled to a
+    temporary tar as each track is done) and print its figures as JSON."""
+    from voxmesh.pipelines.build import SampleSpool
     from voxmesh.pipelines.clips import ClipRules
     from voxmesh.pipelines.faces import FaceDetector
     from voxmesh.pipelines.inputs import InputItem
@@ -62,9 +64,11 @@ def ingest_child(path: str) -> None:
     backend, detector = MediaPipeFaceMesh(), FaceDetector()
     backend.setup()
     start = time.perf_counter()
-    result = process_video(InputItem(path, "s", "v", "0"), "train", backend, detector, ClipRules())
+    with SampleSpool() as spool:
+        result = process_video(InputItem(path, "s", "v", "0"), "train", backend, detector, ClipRules(),
+                               sink=spool.add)
     wall = time.perf_counter() - start
-    print(json.dumps({"frames": result.n_frames, "clips": len(result.samples), "seconds": round(wall, 1),
+    print(json.dumps({"frames": result.n_frames, "clips": result.n_samples, "seconds": round(wall, 1),
                       "fps": round(result.n_frames / wall, 1),
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 
