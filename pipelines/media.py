@@ -231,37 +231,58 @@ def _as_float(data: np.ndarray) -> np.ndarray:
     return data.astype(np.float32)
 
 
+class GrowingBuffer:
+    """A float32 array appended to in place (capacity doubles), so that decoding a long stream
+    makes one large allocation instead of one small array per audio frame."""
+
+    def __init__(self, capacity: int = SAMPLE_RATE * 16):
+        self.array = np.empty(max(capacity, 1), dtype=np.float32)
+        self.size = 0
+
+    def append(self, values: np.ndarray) -> None:
+        if self.size + len(values) > len(self.array):
+            grown = np.empty(max(2 * len(self.array), self.size + len(values)), dtype=np.float32)
+            grown[:self.size] = self.array[:self.size]
+            self.array = grown
+        self.array[self.size:self.size + len(values)] = values
+        self.size += len(values)
+
+    def take(self) -> np.ndarray:
+        return self.array[:self.size]
+
+
 def load_audio(path: str) -> Audio:
-    """Decode the first audio stream, mix to mono, resample to 16 kHz (soxr, very high quality)
-    and align it to the first video frame. Raises :class:`MediaError`."""
+    """Decode the first audio stream, mix to mono, resample to 16 kHz (soxr, very high quality,
+    streaming) and align it to the first video frame. Raises :class:`MediaError`."""
     video_start = video_start_time(path)
-    parts: list[np.ndarray] = []
+    buffer = GrowingBuffer()
     try:
         with av.open(path) as container:
             if not container.streams.audio:
                 raise MediaError(Reason.NO_AUDIO_STREAM, Stage.DECODE, f"{path}: no audio stream")
             stream = container.streams.audio[0]
             rate = stream.sample_rate
+            resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="VHQ") \
+                if rate != SAMPLE_RATE else None
             audio_start = None
             for frame in decoded_until_broken(container, stream):
                 if audio_start is None and frame.pts is not None:
                     audio_start = _seconds(frame.pts, stream.time_base)
                 data = _as_float(frame.to_ndarray())
-                if frame.format.is_planar:
-                    parts.append(data.mean(axis=0))
-                else:
-                    parts.append(data.reshape(-1, len(frame.layout.channels)).mean(axis=1))
+                mono = data.mean(axis=0) if frame.format.is_planar else \
+                    data.reshape(-1, len(frame.layout.channels)).mean(axis=1)
+                buffer.append(resampler.resample_chunk(mono) if resampler else mono)
+            if resampler:
+                buffer.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
     except av.error.FFmpegError as error:
         raise MediaError(Reason.DECODE_ERROR, Stage.DECODE, f"{path}: audio decoding failed ({error})")
-    if not parts:
+    if audio_start is None:
         raise MediaError(Reason.NO_AUDIO_STREAM, Stage.DECODE, f"{path}: the audio stream has no samples")
-    samples = np.concatenate(parts)
-    if rate != SAMPLE_RATE:
-        samples = soxr.resample(samples, rate, SAMPLE_RATE, quality="VHQ")
-    offset = (audio_start or 0.0) - video_start
+    samples = buffer.take()
+    offset = audio_start - video_start
     shift = int(round(offset * SAMPLE_RATE))
     if shift > 0:
         samples = np.concatenate([np.zeros(shift, dtype=np.float32), samples])
     elif shift < 0:
         samples = samples[-shift:]
-    return Audio(samples=samples.astype(np.float32), offset=offset)
+    return Audio(samples=samples, offset=offset)
