@@ -36,7 +36,8 @@ from .progress import ProgressReporter
 from .video import failure, process_video
 
 # Distributions whose versions can change the bytes of the output; recorded in dataset.json.
-OUTPUT_SHAPING_PACKAGES = ("voxmesh", "mediapipe", "numpy", "av", "soxr", "apache-beam", "webdataset", "pyarrow")
+OUTPUT_SHAPING_PACKAGES = ("voxmesh", "mediapipe", "opencv-contrib-python", "numpy", "scipy", "av", "soxr",
+                           "apache-beam", "webdataset", "pyarrow")
 
 
 @dataclasses.dataclass(frozen=True)
