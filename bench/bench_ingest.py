@@ -29,6 +29,7 @@ def make_video(path: str, minutes: float) -> None:
     from skimage import data
 
     from voxmesh.pipelines.demo import find_mouth, mouth_openness, open_mouth, speech_like
+    from voxmesh.pipelines.media import encode_audio
     face = data.astronaut()[0:320, 64:384]
     mouth = find_mouth(face)
     seconds = minutes * 60
@@ -45,11 +46,7 @@ def make_video(path: str, minutes: float) -> None:
             frame[200:520, x:x + 320] = open_mouth(face, mouth, float(amount))
             container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(video.encode())
-        for start in range(0, len(audio), 1024):
-            chunk = av.AudioFrame.from_ndarray(audio[None, start:start + 1024], format="flt", layout="mono")
-            chunk.sample_rate, chunk.pts = 16000, start
-            container.mux(sound.encode(chunk))
-        container.mux(sound.encode())
+        encode_audio(container, sound, audio)
 
 
 def ingest_child(path: str) -> None:

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from voxmesh.schemas import decode_npy_file, get_topology, iter_samples
+from voxmesh.schemas import SAMPLES_PER_FRAME, decode_npy_file, get_topology, iter_samples
 
 from .motion import (coverage_lip_error, diversity, frechet_distance, lip_vertex_error, mean_sample_lip_error,
                      mean_vertex_error, motion_features, upper_face_dynamics_deviation)
@@ -47,12 +47,12 @@ def evaluate(pred_dir: str, ref_dir: str, split: str | None = None, sync_weights
         samples = pred if pred.ndim == 4 else pred[None]
         n = min(samples.shape[1], len(sample.mesh))
         samples, truth = samples[:, :n].astype(np.float64), sample.mesh[:n].astype(np.float64)
-        first = samples[0]
+        first, audio = samples[0], sample.audio[:n * SAMPLES_PER_FRAME]
         values = {
             "lip_vertex_error": lip_vertex_error(first, truth, topology.lip_idx),
             "mean_vertex_error": mean_vertex_error(first, truth),
             "fdd": upper_face_dynamics_deviation(first, truth, topology.upper_face_idx),
-            "mean_abs_av_offset": abs(estimate_offset(first, sample.audio[:n * 640], topology).offset),
+            "mean_abs_av_offset": abs(estimate_offset(first, audio, topology).offset),
         }
         if len(samples) > 1:
             values["coverage_lip_error"] = coverage_lip_error(samples, truth, topology.lip_idx)
@@ -60,7 +60,7 @@ def evaluate(pred_dir: str, ref_dir: str, split: str | None = None, sync_weights
             values["diversity"] = diversity(samples)
         if sync_model is not None:
             from .syncnet import Clip, sync_score
-            values["sync_score"] = sync_score(sync_model, Clip.from_arrays(first, sample.audio[:n * 640], topology))
+            values["sync_score"] = sync_score(sync_model, Clip.from_arrays(first, audio, topology))
         for name, value in values.items():
             per_clip.setdefault(name, []).append(float(value))
         pred_features.append(motion_features(first, topology.lip_idx))

@@ -5,7 +5,7 @@ Shape of the pipeline: the launcher discovers and plans (a pure function of the 
 config), Beam runs one ``BuildShard`` per planned shard on any worker (decode, reconstruct, cut,
 write the tar, commit the stats), and the launcher assembles the tables from the committed stats.
 A shard's inputs stream through one worker, so no frames or meshes cross a shuffle and memory is
-bounded by one video's reconstruction.
+bounded by one chunk of frames and one face track's results.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from .faces import FaceDetector, TrackRules
 from .card import write_dataset_card, write_wids_indexes
 from .inputs import ShardTask, SplitFractions, assign_splits, discover, identify, plan_shards
 from .progress import ProgressReporter
+from .report import summarize
 from .video import failure, process_video
 
 # Distributions whose versions can change the bytes of the output; recorded in dataset.json.
@@ -194,12 +195,8 @@ def finalize(config: BuildConfig, tasks: list[ShardTask], early_failures: list[F
         "inputs": n_discovered,
         "inputs_with_clips": len(inputs_with_clips),
         "inputs_failed": len(failed_inputs),
-        "clips": len(rows),
-        "hours": round(sum(r["n_frames"] for r in rows) / 25 / 3600, 4),
-        "speakers": len({r["speaker"] for r in rows}),
         "shards": len(stats),
-        "clips_by_split": dict(sorted(Counter(r["split"] for r in rows).items())),
-        "failures_by_reason": dict(sorted(Counter(f.reason for f in failures).items())),
+        **summarize(rows, [dataclasses.asdict(f) for f in failures]),
     }
     if len(inputs_with_clips) + len(failed_inputs) != n_discovered or inputs_with_clips & failed_inputs:
         raise RuntimeError(f"inputs not accounted for: {summary}")

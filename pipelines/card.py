@@ -7,10 +7,8 @@ import json
 import os
 from collections import Counter, defaultdict
 
-from voxmesh.schemas import FailureRecord, ShardStats
+from voxmesh.schemas import FPS, FailureRecord, ShardStats
 from voxmesh.schemas.shards import SHARDS_DIR, write_atomic
-
-FPS = 25
 
 
 def write_wids_indexes(output: str, stats: list[ShardStats]) -> None:

@@ -18,6 +18,8 @@ from scipy import signal
 
 from voxmesh.schemas import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, validate_dataset
 
+from .media import encode_audio
+
 DEMO_SECONDS = 6.0
 UPPER_LIP_INNER, LOWER_LIP_INNER, MOUTH_LEFT, MOUTH_RIGHT = 13, 14, 61, 291
 
@@ -98,12 +100,7 @@ def write_talking_video(path: str, image: np.ndarray, audio: np.ndarray) -> None
             frame = av.VideoFrame.from_ndarray(open_mouth(image, mouth, float(openness)), format="rgb24")
             container.mux(video.encode(frame))
         container.mux(video.encode())
-        for start in range(0, len(audio), 1024):
-            chunk = audio[start:start + 1024][None, :]
-            frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
-            frame.sample_rate, frame.pts = SAMPLE_RATE, start
-            container.mux(sound.encode(frame))
-        container.mux(sound.encode())
+        encode_audio(container, sound, audio)
 
 
 def make_demo_input(folder: str) -> list[str]:

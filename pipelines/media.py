@@ -43,6 +43,7 @@ class Probe:
     average_fps: float
     base_fps: float           # the stream's real base frame rate (differs from average for VFR)
     n_video_frames: int       # from the container index (0 when unknown)
+    video_start: float        # presentation time of the first video frame, seconds (0 when none decodes)
     rotation: int             # display rotation, counter-clockwise degrees (frames are turned by it)
     audio_sample_rate: int    # 0 when there is no audio stream
     audio_channels: int
@@ -79,27 +80,30 @@ def probe(path: str) -> Probe:
                 raise MediaError(Reason.NO_VIDEO_STREAM, Stage.PROBE, f"{path}: no video stream")
             video = container.streams.video[0]
             audio = container.streams.audio[0] if container.streams.audio else None
+            video_start, rotation = _first_frame(container, video)
             return Probe(
                 container=container.format.name,
                 duration=float(container.duration or 0) / av.time_base,
                 width=video.codec_context.width, height=video.codec_context.height,
                 average_fps=float(video.average_rate or 0), base_fps=float(video.base_rate or 0),
                 n_video_frames=int(video.frames or 0),
-                rotation=_first_frame_rotation(container, video),
+                video_start=video_start, rotation=rotation,
                 audio_sample_rate=audio.sample_rate if audio else 0,
                 audio_channels=audio.channels if audio else 0)
     except av.error.FFmpegError as error:
         raise MediaError(Reason.NOT_A_VIDEO, Stage.PROBE, f"{path}: not a readable media file ({error})")
 
 
-def _first_frame_rotation(container, stream) -> int:
-    """The display rotation, which FFmpeg reports on decoded frames (0 when nothing decodes)."""
+def _first_frame(container, stream) -> tuple[float, int]:
+    """``(start, rotation)`` of the first decodable video frame with a timestamp: its presentation
+    time in seconds and the display rotation FFmpeg reports on it; ``(0.0, 0)`` if none decodes."""
     try:
         for frame in container.decode(stream):
-            return int(frame.rotation or 0)
+            if frame.pts is not None:
+                return _seconds(frame.pts, stream.time_base), int(frame.rotation or 0)
     except av.error.FFmpegError:
         pass
-    return 0
+    return 0.0, 0
 
 
 def _seconds(pts: int, time_base: Fraction) -> float:
@@ -141,6 +145,16 @@ def decoded_until_broken(container, stream) -> Iterator:
     except av.error.FFmpegError:
         if n == 0:
             raise
+
+
+def encode_audio(container, stream, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Encode mono float ``audio`` into the output audio ``stream`` of ``container`` and flush it."""
+    for start in range(0, len(audio), 1024):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[None, start:start + 1024], dtype=np.float32),
+                                           format="flt", layout="mono")
+        frame.sample_rate, frame.pts = sample_rate, start
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode())
 
 
 def upright(frame: av.VideoFrame) -> np.ndarray:
@@ -211,16 +225,6 @@ class Audio:
     offset: float
 
 
-def video_start_time(path: str) -> float:
-    """Presentation time of the first video frame, in seconds."""
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        for frame in container.decode(stream):
-            if frame.pts is not None:
-                return _seconds(frame.pts, stream.time_base)
-    raise MediaError(Reason.DECODE_ERROR, Stage.DECODE, f"{path}: no decodable video frame")
-
-
 def _as_float(data: np.ndarray) -> np.ndarray:
     """PCM of any FFmpeg sample format as float32 in [-1, 1]."""
     if data.dtype.kind == "i":
@@ -251,10 +255,12 @@ class GrowingBuffer:
         return self.array[:self.size]
 
 
-def load_audio(path: str) -> Audio:
+def load_audio(path: str, video_start: float | None = None) -> Audio:
     """Decode the first audio stream, mix to mono, resample to 16 kHz (soxr, very high quality,
-    streaming) and align it to the first video frame. Raises :class:`MediaError`."""
-    video_start = video_start_time(path)
+    streaming) and align it to the first video frame, whose time ``video_start`` is probed when
+    not given. Raises :class:`MediaError`."""
+    if video_start is None:
+        video_start = probe(path).video_start
     buffer = GrowingBuffer()
     try:
         with av.open(path) as container:

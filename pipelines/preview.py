@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from voxmesh.schemas import FPS, SAMPLE_RATE, Sample, get_topology, iter_tar_samples
 from voxmesh.schemas.shards import SHARDS_DIR
 
-from .media import MediaError, iter_frames, local_path
+from .media import MediaError, encode_audio, iter_frames, local_path
 
 LIGHT = np.array([0.3, 0.4, 1.0]) / np.linalg.norm([0.3, 0.4, 1.0])
 
@@ -89,10 +89,5 @@ def write_preview(output: str, key: str, out_path: str, size: int = 384) -> str:
                 picture = np.concatenate([crops[t], picture], axis=1)
             container.mux(video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")))
         container.mux(video.encode())
-        pcm = sample.audio.astype(np.float32) / 32768.0
-        for start in range(0, len(pcm), 1024):
-            frame = av.AudioFrame.from_ndarray(pcm[None, start:start + 1024], format="flt", layout="mono")
-            frame.sample_rate, frame.pts = SAMPLE_RATE, start
-            container.mux(audio.encode(frame))
-        container.mux(audio.encode())
+        encode_audio(container, audio, sample.audio.astype(np.float32) / 32768.0)
     return out_path

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 
-from voxmesh.schemas import ShardStats
+from voxmesh.schemas import FPS, ShardStats
 from voxmesh.schemas.shards import SHARDS_DIR
 
 
@@ -45,7 +45,7 @@ class ProgressReporter:
         inputs = sum(len(s.inputs) for s in self._seen.values())
         clips = sum(len(s.samples) for s in self._seen.values())
         failures = sum(len(s.failures) for s in self._seen.values())
-        seconds = sum(r["n_frames"] for s in self._seen.values() for r in s.samples) / 25
+        seconds = sum(r["n_frames"] for s in self._seen.values() for r in s.samples) / FPS
         elapsed = max(time.monotonic() - self._start, 1e-9)
         return (f"[voxmesh] shards {len(self._seen)}/{len(self.names)} · inputs {inputs}/{self.total_inputs} · "
                 f"clips {clips} · failures {failures} · {seconds / elapsed:.1f} s of clips per s")

@@ -31,13 +31,18 @@ def head_angles(pose: np.ndarray) -> np.ndarray:
     return Rotation.from_matrix(relative).as_euler("yxz", degrees=True)
 
 
-def summarize(output: str) -> dict:
-    manifest = pq.read_table(os.path.join(output, "manifest.parquet")).to_pylist()
-    failures = pq.read_table(os.path.join(output, "failures.parquet")).to_pylist()
+def read_tables(output: str) -> tuple[list[dict], list[dict]]:
+    """The rows of ``manifest.parquet`` and ``failures.parquet``."""
+    return (pq.read_table(os.path.join(output, "manifest.parquet")).to_pylist(),
+            pq.read_table(os.path.join(output, "failures.parquet")).to_pylist())
+
+
+def summarize(manifest: list[dict], failures: list[dict]) -> dict:
+    """Counts of a dataset from its manifest and failure rows."""
     seconds = np.array([r["n_frames"] / FPS for r in manifest])
     return {
         "clips": len(manifest),
-        "hours": float(seconds.sum() / 3600),
+        "hours": round(float(seconds.sum() / 3600), 4),
         "speakers": len({r["speaker"] for r in manifest}),
         "clip_seconds": {name: float(f(seconds)) if len(seconds) else 0.0
                          for name, f in (("min", np.min), ("median", np.median), ("max", np.max))},
@@ -47,16 +52,16 @@ def summarize(output: str) -> dict:
     }
 
 
-def write_report(output: str, report_dir: str | None = None, max_pose_samples: int = 2000) -> str:
-    """Write ``report_dir/index.html`` (default ``OUT/report``) and its PNGs; return the HTML path."""
+def write_report(output: str, manifest: list[dict], failures: list[dict], summary: dict,
+                 report_dir: str | None = None, max_pose_samples: int = 2000) -> str:
+    """Write ``report_dir/index.html`` (default ``OUT/report``) and its PNGs for the dataset in
+    ``output`` with these table rows and summary; return the HTML path."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     report_dir = report_dir or os.path.join(output, "report")
     os.makedirs(report_dir, exist_ok=True)
-    manifest = pq.read_table(os.path.join(output, "manifest.parquet")).to_pylist()
-    failures = pq.read_table(os.path.join(output, "failures.parquet")).to_pylist()
     angles = [head_angles(s.pose) for _, s in zip(range(max_pose_samples), iter_samples(output))] if manifest else []
     angles = np.concatenate(angles) if angles else np.zeros((0, 3))
 
@@ -101,7 +106,6 @@ def write_report(output: str, report_dir: str | None = None, max_pose_samples: i
     save("failures", "Inputs without a clip, by reason",
          lambda ax: ax.barh(list(reasons) or ["none"], list(reasons.values()) or [0]))
 
-    summary = summarize(output)
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary.items())
     images = "".join(f'<figure><img src="{name}.png" alt="{html.escape(title)}"><figcaption>{html.escape(title)}'
                      f"</figcaption></figure>" for name, title in figures)

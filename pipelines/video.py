@@ -57,7 +57,7 @@ def process_video(item: InputItem, split: str, backend: ReconstructionBackend, d
             if 0 < info.duration < rules.min_seconds:
                 return VideoResult([], [failure(item, Stage.PROBE, Reason.TOO_SHORT,
                                                 f"{item.uri}: {info.duration:.2f} s < min clip {rules.min_seconds} s")])
-            audio = load_audio(path)
+            audio = load_audio(path, info.video_start)
             pcm = np.clip(np.round(audio.samples * 32767.0), -32768, 32767).astype(np.int16)
             audio_offset = audio.offset
             del audio
@@ -67,8 +67,8 @@ def process_video(item: InputItem, split: str, backend: ReconstructionBackend, d
             if n_frames == 0:
                 return VideoResult([], [failure(item, Stage.DECODE, Reason.DECODE_ERROR, f"{item.uri}: no video frames")])
             has_audio = (np.arange(1, n_frames + 1) * SAMPLES_PER_FRAME) <= len(pcm)
-            kept = dropped_offsets = 0
-            offsets = []
+            kept = 0
+            dropped_offsets: list[int] = []
             for track, recon in iter_track_reconstructions(path, tracks, backend, track_rules, chunk_size):
                 span = slice(track.start, track.end)
                 problems[span] = frame_problems(recon.n_faces, recon.valid, recon.confidence, has_audio[span], rules)
@@ -78,8 +78,7 @@ def process_video(item: InputItem, split: str, backend: ReconstructionBackend, d
                     sample = _sample(item, split, backend, track, recon, pcm, audio_offset, clip_index, start, end,
                                      rules)
                     if rules.drop_av_offset and not sample.meta.av_offset_ok:
-                        dropped_offsets += 1
-                        offsets.append(sample.meta.av_offset)
+                        dropped_offsets.append(sample.meta.av_offset)
                         continue
                     emit(sample)
                     kept += 1
@@ -87,7 +86,7 @@ def process_video(item: InputItem, split: str, backend: ReconstructionBackend, d
         detail = error.detail if error.detail.startswith(item.uri) else f"{item.uri}: {error.detail}"
         return VideoResult([], [failure(item, error.stage, error.reason, detail)])
     if not kept and dropped_offsets:
-        listed = ", ".join(f"{o:+d}" for o in offsets)
+        listed = ", ".join(f"{o:+d}" for o in dropped_offsets)
         return VideoResult([], [failure(item, Stage.SEGMENT, Reason.AV_OFFSET,
                                         f"{item.uri}: every clip's audio-visual offset ({listed} frames) is beyond "
                                         f"{rules.max_av_offset}; check the file's sync or raise --max-av-offset")],

@@ -25,8 +25,11 @@ def write_video(path: str, frames: np.ndarray, fps=25, audio: np.ndarray | None 
     """Encode RGB ``frames`` (N, H, W, 3) as H.264 in ``path``, with optional mono float audio.
 
     ``pts`` with ``time_base`` give explicit presentation times (variable frame rate)."""
-    import av
     from fractions import Fraction
+
+    import av
+
+    from voxmesh.pipelines.media import encode_audio
     with av.open(path, "w", options=container_options or {}) as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
@@ -40,9 +43,4 @@ def write_video(path: str, frames: np.ndarray, fps=25, audio: np.ndarray | None 
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
         if sound is not None:
-            for start in range(0, len(audio), 1024):
-                chunk = av.AudioFrame.from_ndarray(audio[None, start:start + 1024].astype(np.float32),
-                                                   format="flt", layout="mono")
-                chunk.sample_rate, chunk.pts = sample_rate, start
-                container.mux(sound.encode(chunk))
-            container.mux(sound.encode())
+            encode_audio(container, sound, audio, sample_rate)

@@ -154,15 +154,16 @@ def _validate(output: str) -> int:
 
 
 def _stats(output: str, report_dir: str | None) -> int:
-    from voxmesh.pipelines.report import summarize, write_report
+    from voxmesh.pipelines.report import read_tables, summarize, write_report
     try:
-        summary = summarize(output)
+        manifest, failures = read_tables(output)
     except OSError as error:
         print(f"voxmesh stats: {error}; is {output} a voxmesh output?", file=sys.stderr)
         return 2
+    summary = summarize(manifest, failures)
     for name, value in summary.items():
         print(f"{name}: {json.dumps(value)}")
-    print(f"report: {write_report(output, report_dir)}")
+    print(f"report: {write_report(output, manifest, failures, summary, report_dir)}")
     return 0
 
 
