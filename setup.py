@@ -7,7 +7,7 @@ nothing generic lands at the top of site-packages.
 
 from setuptools import setup
 
-SUBPACKAGES = ("schemas", "recon", "pipelines", "metrics")
+SUBPACKAGES = ("schemas", "recon", "pipelines", "metrics", "models")
 
 setup(
     name="voxmesh",
@@ -16,7 +16,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=["voxmesh", *(f"voxmesh.{name}" for name in SUBPACKAGES)],
     package_dir={"voxmesh": "voxmesh", **{f"voxmesh.{name}": name for name in SUBPACKAGES}},
-    package_data={"voxmesh.schemas": ["topologies/*.npz"]},
+    package_data={"voxmesh.schemas": ["topologies/*.npz"], "voxmesh.models": ["configs/*.toml"]},
     install_requires=[
         # 0.10.21 is the last release whose wheel ships the face models (later ones download them).
         "mediapipe==0.10.21",
@@ -34,7 +34,9 @@ setup(
         # torch: the learned sync model and the training stage. Install the CPU build 2.13.0 first
         # on machines without a GPU (the Makefile does), or pip pulls several GB of CUDA packages.
         "torch": ["torch==2.13.0"],
-        "test": ["pytest>=8", "wids==0.1.11"],
+        # speech: HuBERT / wav2vec 2.0 features from a local model folder (data.audio_model).
+        "speech": ["transformers>=5.23,<6"],
+        "test": ["pytest>=8", "wids==0.1.11", "transformers>=5.23,<6"],
     },
     entry_points={
         "console_scripts": ["voxmesh = voxmesh.cli:main"],

@@ -75,17 +75,23 @@ def evaluate(pred_dir: str, ref_dir: str, split: str | None = None, sync_weights
     return results
 
 
-def markdown_table(results: dict, name: str = "predictions") -> str:
-    present = [(column, key, fmt) for column, (key, fmt) in COLUMNS.items() if key in results]
-    header = "| model | " + " | ".join(c for c, _, _ in present) + " | clips |"
-    rule = "| --- " * (len(present) + 2) + "|"
-    row = f"| {name} | " + " | ".join(fmt.format(results[k]) for _, k, fmt in present) + f" | {results['clips']} |"
-    return "\n".join([header, rule, row]) + "\n"
+def markdown_table(table: dict[str, dict]) -> str:
+    """Results of several models (name -> :func:`evaluate`'s dict) as one Markdown table, a row
+    per model, the columns any model has a value for in the order of the papers' tables ("-" where
+    a model has none: l_cover, l_mean and Div need several samples per clip)."""
+    present = [(column, key, fmt) for column, (key, fmt) in COLUMNS.items()
+               if any(key in results for results in table.values())]
+    lines = ["| model | " + " | ".join(c for c, _, _ in present) + " | clips |", "| --- " * (len(present) + 2) + "|"]
+    for name, results in table.items():
+        cells = [fmt.format(results[key]) if key in results else "-" for _, key, fmt in present]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {results['clips']} |")
+    return "\n".join(lines) + "\n"
 
 
-def write_results(results: dict, out_prefix: str, name: str = "predictions") -> tuple[str, str]:
+def write_results(table: dict[str, dict], out_prefix: str) -> tuple[str, str]:
+    """``OUT.json`` (model name -> results) and ``OUT.md`` (the table)."""
     with open(f"{out_prefix}.json", "w") as f:
-        json.dump(results, f, indent=1, sort_keys=True)
+        json.dump(table, f, indent=1, sort_keys=True)
     with open(f"{out_prefix}.md", "w") as f:
-        f.write(markdown_table(results, name))
+        f.write(markdown_table(table))
     return f"{out_prefix}.json", f"{out_prefix}.md"

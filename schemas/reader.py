@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Iterator
 
 import webdataset as wds
 
-from .sample import Sample, SampleMeta
+from .sample import Sample, SampleMeta, decode_npy
 from .shards import SHARDS_DIR, committed_stats
 
 
@@ -27,7 +28,22 @@ def open_split(out_dir: str, split: str | None = None) -> wds.WebDataset:
     if not paths:
         raise FileNotFoundError(f"no committed shards{' of split ' + split if split else ''} "
                                 f"under {out_dir}; run `voxmesh build` first")
-    return wds.WebDataset(paths, shardshuffle=False, empty_check=False).decode()
+    return wds.WebDataset(paths, shardshuffle=False, empty_check=False).map(decode_members)
+
+
+def decode_members(item: dict) -> dict:
+    """Decode a raw WebDataset item's ``.npy`` and ``.json`` members; other members stay bytes.
+
+    Used instead of webdataset's default decoders, which unpickle ``.pyd``/``.pickle`` members:
+    shards may come from anywhere, and nothing in them is ever unpickled."""
+    decoded = {}
+    for name, value in item.items():
+        if name.endswith(".npy"):
+            value = decode_npy(value)
+        elif name.endswith(".json"):
+            value = json.loads(value)
+        decoded[name] = value
+    return decoded
 
 
 def iter_samples(out_dir: str, split: str | None = None) -> Iterator[Sample]:

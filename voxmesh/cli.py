@@ -1,4 +1,4 @@
-"""The ``voxmesh`` command line: build, validate, demo."""
+"""The ``voxmesh`` command line: build, validate, stats, preview, train, generate, eval, ..."""
 
 from __future__ import annotations
 
@@ -38,12 +38,37 @@ def _build_parser() -> argparse.ArgumentParser:
     preview.add_argument("key", help="the sample key (see manifest.parquet)")
     preview.add_argument("-o", "--out", required=True, help="the mp4 to write")
 
+    train = commands.add_parser("train", help="train a motion tokenizer or a speech-to-motion generator on shards",
+                                epilog="Under torchrun (python -m torch.distributed.run --nproc_per_node N -m voxmesh "
+                                       "train ...) every process trains on its own windows.")
+    train.add_argument("--config", required=True, help="the run's TOML file (examples: voxmesh/models/configs/)")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
+                       help="override a config value, e.g. --set train.steps=100 (repeatable)")
+    train.add_argument("--resume", action="store_true", help="continue from the run folder's last.pt")
+
+    generate = commands.add_parser("generate", help="meshes from speech with a trained generator")
+    generate.add_argument("--checkpoint", required=True, help="a generator run's last.pt")
+    source = generate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--audio", help="a speech file (any format FFmpeg reads)")
+    source.add_argument("--data", help="a voxmesh dataset: generate for every clip of --split")
+    generate.add_argument("--split", default="test", help="with --data (default test)")
+    generate.add_argument("--reference", default=None, help="with --audio: the target speaker's (T,V,3) mesh .npy")
+    generate.add_argument("--out", required=True, help="the .npy to write (--audio) or a folder (--data)")
+    generate.add_argument("--samples", type=int, default=1, help="samples per input (default 1)")
+    generate.add_argument("--temperature", type=float, default=1.0, help="0 picks the most likely codes")
+    generate.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1: off)")
+    generate.add_argument("--average", action="store_true", help="with --audio: write the mean of the samples")
+    generate.add_argument("--seed", type=int, default=0)
+
     evaluate = commands.add_parser("eval", help="metrics of predicted meshes against a dataset's reference samples")
-    evaluate.add_argument("--pred", required=True, help="folder of {key}.npy predictions, (T,V,3) or (N,T,V,3)")
+    evaluate.add_argument("--pred", required=True, action="append",
+                          help="folder of {key}.npy predictions, (T,V,3) or (N,T,V,3); repeat to compare models")
+    evaluate.add_argument("--name", action="append", default=None,
+                          help="the table's name for each --pred, in order (default: the folder names)")
     evaluate.add_argument("--ref", required=True, help="the voxmesh dataset folder with the reference samples")
     evaluate.add_argument("--split", default=None, help="only this split of the reference (default: all)")
     evaluate.add_argument("--sync-weights", default=None, help="SyncNet-3D weights for the sync score")
-    evaluate.add_argument("--out", default=None, help="write OUT.json and OUT.md (default: PRED/results)")
+    evaluate.add_argument("--out", default=None, help="write OUT.json and OUT.md (default: the first PRED/results)")
 
     sync = commands.add_parser("sync", help="the SyncNet-3D lip-sync model: train it, score clips")
     sync_commands = sync.add_subparsers(dest="sync_command", required=True)
@@ -103,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         return _preview(args.output, args.key, args.out)
     if args.command == "eval":
         return _eval(args)
+    if args.command == "train":
+        return _train(args)
+    if args.command == "generate":
+        return _generate(args)
     if args.command == "backends":
         return _backends()
     if args.command == "convert-flame":
@@ -206,16 +235,63 @@ def _convert_flame(args) -> int:
 
 def _eval(args) -> int:
     from voxmesh.metrics.evaluate import evaluate, markdown_table, write_results
-    try:
-        results = evaluate(args.pred, args.ref, args.split, args.sync_weights)
-    except (FileNotFoundError, NotADirectoryError) as error:
-        print(f"voxmesh eval: {error}", file=sys.stderr)
+    names = args.name or [os.path.basename(os.path.normpath(pred)) for pred in args.pred]
+    if len(names) != len(args.pred):
+        print("voxmesh eval: give one --name per --pred", file=sys.stderr)
         return 2
-    for key in results["predictions_without_reference"]:
-        print(f"voxmesh eval: {key}.npy has no reference sample in {args.ref}", file=sys.stderr)
-    print(markdown_table(results), end="")
-    json_path, _ = write_results(results, args.out or os.path.join(args.pred, "results"))
+    table = {}
+    for name, pred in zip(names, args.pred):
+        try:
+            table[name] = evaluate(pred, args.ref, args.split, args.sync_weights)
+        except (FileNotFoundError, NotADirectoryError) as error:
+            print(f"voxmesh eval: {error}", file=sys.stderr)
+            return 2
+        for key in table[name]["predictions_without_reference"]:
+            print(f"voxmesh eval: {pred}/{key}.npy has no reference sample in {args.ref}", file=sys.stderr)
+    print(markdown_table(table), end="")
+    json_path, _ = write_results(table, args.out or os.path.join(args.pred[0], "results"))
     print(f"results: {json_path}")
+    return 0
+
+
+def _train(args) -> int:
+    from voxmesh.models.config import load_config
+    from voxmesh.pipelines.train import train
+    try:
+        config = load_config(args.config, args.set)
+        losses = train(config, resume=args.resume)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"voxmesh train: {error}", file=sys.stderr)
+        return 2
+    if losses:
+        print(f"trained {config.kind} to step {len(losses)}: loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
+              f"run folder: {os.path.abspath(config.out)}")
+    return 0
+
+
+def _generate(args) -> int:
+    import numpy as np
+
+    from voxmesh.models.generators import Sampling
+    from voxmesh.pipelines.generate import MotionGenerator, generate_for_split
+    from voxmesh.pipelines.media import MediaError, load_audio
+    from voxmesh.schemas import decode_npy_file
+    sampling = Sampling(temperature=args.temperature, top_p=args.top_p)
+    try:
+        generator = MotionGenerator(args.checkpoint)
+        if args.data:
+            summary = generate_for_split(generator, args.data, args.split, args.out, args.samples, sampling, args.seed)
+            print(f"generated {summary['clips']} clips x {args.samples} samples into {args.out}")
+            return 0
+        reference = decode_npy_file(args.reference) if args.reference else None
+        audio = load_audio(args.audio, video_start=0.0).samples  # an audio file's own clock
+        meshes = generator(audio, reference, samples=args.samples, sampling=sampling,
+                           seed=args.seed)
+    except (MediaError, ValueError, OSError) as error:
+        print(f"voxmesh generate: {error}", file=sys.stderr)
+        return 2
+    np.save(args.out, meshes.mean(0) if args.average else meshes)
+    print(f"wrote {args.out}: {'mean of ' if args.average else ''}{len(meshes)} sample(s) of {meshes.shape[1]} frames")
     return 0
 
 

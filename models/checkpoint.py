@@ -1,0 +1,62 @@
+"""Checkpoints: one ``torch.save`` file per run holding plain tensors, numbers and strings only,
+read back with ``weights_only=True`` (nothing is unpickled), written to a temporary name and
+renamed into place so that a killed run never leaves a torn file.
+
+Contents: ``format``, ``config`` (the run config as a dict), ``step``, ``model`` and ``optimizer``
+state dicts, ``stats`` (normalization, see :mod:`.normalization`), ``rng`` (torch's CPU generator
+state), ``losses`` (one per step so far).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from .config import RunConfig
+from .generators import CodeTalkerGenerator, FaceFormerGenerator, ProbabilisticGenerator
+from .normalization import Stats
+from .tokenizer import MotionTokenizer
+
+FORMAT = "voxmesh-model-1"
+
+
+def save_checkpoint(path: str, **contents) -> None:
+    temporary = f"{path}.tmp"
+    torch.save({"format": FORMAT, **contents}, temporary)
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint (a run folder's last.pt, written by `voxmesh train`)")
+    contents = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(contents, dict) or contents.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a voxmesh checkpoint (format {FORMAT})")
+    return contents
+
+
+def build_model(config: RunConfig, stats: Stats) -> nn.Module:
+    """The untrained model a config describes, sized for the stats' motion and feature dimensions."""
+    motion_dim, feature_dim = stats.motion_mean.numel(), stats.feature_mean.numel()
+    if config.kind == "tokenizer":
+        return MotionTokenizer(motion_dim, config.tokenizer)
+    if config.kind == "faceformer":
+        model = FaceFormerGenerator(motion_dim, feature_dim, config.generator)
+    else:
+        tokenizer = MotionTokenizer(motion_dim, config.tokenizer)
+        generator = ProbabilisticGenerator if config.kind == "probabilistic" else CodeTalkerGenerator
+        model = generator(motion_dim, feature_dim, config.generator, tokenizer)
+    model.context = config.data.window // model.frames_per_step
+    return model
+
+
+def load_model(path: str) -> tuple[nn.Module, Stats, RunConfig]:
+    """A trained model from its checkpoint, on the CPU, in evaluation mode."""
+    contents = load_checkpoint(path)
+    config = RunConfig.from_dict(contents["config"], source=path)
+    stats = Stats.from_dict(contents["stats"])
+    model = build_model(config, stats)
+    model.load_state_dict(contents["model"])
+    return model.eval(), stats, config

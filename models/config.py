@@ -1,0 +1,129 @@
+"""Run configuration: one TOML file per run, sections matching the dataclasses below.
+
+```toml
+kind = "probabilistic"            # tokenizer | probabilistic | codetalker | faceformer
+out = "runs/probabilistic"        # run folder: last.pt, log.jsonl, config.toml
+tokenizer_checkpoint = "runs/rvq/last.pt"   # probabilistic and codetalker
+
+[data]        # DataConfig
+[tokenizer]   # TokenizerConfig (kind = "tokenizer"; generators take it from their tokenizer)
+[generator]   # GeneratorConfig
+[train]       # TrainSettings
+```
+
+Any value can be overridden on the command line with ``--set section.name=value`` (the value
+in TOML syntax; a bare word is a string).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+
+from .data import DataConfig
+from .generators import GeneratorConfig
+from .tokenizer import TokenizerConfig
+
+KINDS = ("tokenizer", "probabilistic", "codetalker", "faceformer")
+NEEDS_TOKENIZER = ("probabilistic", "codetalker")
+
+
+@dataclasses.dataclass
+class TrainSettings:
+    steps: int = 2000
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup: int = 100            # steps of linear learning-rate warm-up
+    grad_clip: float = 1.0
+    log_every: int = 50
+    checkpoint_every: int = 500
+    device: str = "auto"         # auto | cpu | cuda
+    amp: bool = True             # bfloat16 autocast on CUDA (ignored on CPU)
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class RunConfig:
+    kind: str
+    out: str
+    tokenizer_checkpoint: str = ""
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
+    generator: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
+    train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "RunConfig":
+        values = dict(values)
+        for name in SECTIONS:
+            values[name] = _section(SECTIONS[name], values.get(name, {}), f"{source} [{name}]")
+        unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}")
+        for required in ("kind", "out"):
+            if not values.get(required):
+                raise ValueError(f"{source}: `{required}` is required")
+        config = cls(**values)
+        if config.kind not in KINDS:
+            raise ValueError(f"{source}: kind must be one of {', '.join(KINDS)}, not {config.kind!r}")
+        if config.kind in NEEDS_TOKENIZER and not config.tokenizer_checkpoint:
+            raise ValueError(f"{source}: kind {config.kind} needs tokenizer_checkpoint (a trained tokenizer's last.pt)")
+        if not config.data.dataset:
+            raise ValueError(f"{source}: data.dataset is required (the folder written by `voxmesh build`)")
+        return config
+
+
+SECTIONS = {"data": DataConfig, "tokenizer": TokenizerConfig, "generator": GeneratorConfig, "train": TrainSettings}
+
+
+def _section(cls, values: dict, source: str):
+    names = {field.name: field for field in dataclasses.fields(cls)}
+    unknown = set(values) - set(names)
+    if unknown:
+        raise ValueError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(names)}")
+    return cls(**values)
+
+
+def apply_override(values: dict, override: str) -> None:
+    """Apply ``section.name=value`` (or ``name=value``) to the parsed TOML ``values``."""
+    path, separator, text = override.partition("=")
+    if not separator:
+        raise ValueError(f"--set {override}: expected name=value, e.g. train.steps=100")
+    try:
+        value = tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    *sections, name = path.strip().split(".")
+    target = values
+    for section in sections:
+        target = target.setdefault(section, {})
+    target[name] = value
+
+
+def load_config(path: str, overrides: list[str] = ()) -> RunConfig:
+    """Read a run's TOML file and apply ``--set`` overrides."""
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path}: {error}") from error
+    for override in overrides:
+        apply_override(values, override)
+    return RunConfig.from_dict(values, source=path)
+
+
+def to_toml(config: RunConfig) -> str:
+    """The config as TOML (scalars only, as every field is)."""
+    def line(name, value):
+        text = ("true" if value else "false") if isinstance(value, bool) else (
+            json.dumps(value) if isinstance(value, str) else repr(value))
+        return f"{name} = {text}"
+    values = config.to_dict()
+    lines = [line(name, value) for name, value in values.items() if name not in SECTIONS]
+    for section in SECTIONS:
+        lines += ["", f"[{section}]"] + [line(name, value) for name, value in values[section].items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,214 @@
+"""The speech-to-motion generators, all autoregressive over time with a causal ALiBi transformer,
+conditioned on speech (aligned, added to each step's input) and on a style vector from a reference
+clip of the same speaker:
+
+- :class:`ProbabilisticGenerator`: Yang et al. (CVPR 2024). A temporal transformer over code steps;
+  at each step a small depth transformer predicts the RVQ codes level by level, coarse to fine,
+  from the temporal state and the codes of the lower levels. Sampled with temperature and top-p.
+- :class:`CodeTalkerGenerator`: CodeTalker (Xing et al., CVPR 2023). Regresses the next code
+  step's latent and snaps it to the nearest codebook entry; trained with a latent loss and a
+  motion loss through the frozen decoder. Deterministic.
+- :class:`FaceFormerGenerator`: FaceFormer (Fan et al., CVPR 2022). Regresses the next frame's
+  motion directly. Deterministic.
+
+Every model takes normalized tensors (see :mod:`.normalization`): ``motion`` (B, T, D),
+``features`` (B, T, F) speech features at 25 fps, ``reference`` (B, L, D) or None; ``forward``
+returns the training loss and logged values, ``generate`` normalized motion (N, B, T, D).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .layers import SpeechEncoder, StyleEncoder, Transformer
+from .tokenizer import MotionTokenizer
+
+
+@dataclasses.dataclass
+class GeneratorConfig:
+    dim: int = 128
+    layers: int = 2            # temporal transformer
+    heads: int = 4
+    speech_layers: int = 1     # bidirectional transformer over the speech features
+    depth_layers: int = 1      # depth transformer over RVQ levels (probabilistic model)
+    dropout: float = 0.1
+    style_dropout: float = 0.1  # fraction of training windows without their reference
+
+
+@dataclasses.dataclass
+class Sampling:
+    """How the probabilistic model picks codes: temperature 0 takes the most likely code; top-p
+    keeps the smallest set of codes whose probability reaches ``top_p`` (Holtzman et al., 2020)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+    def pick(self, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if self.temperature <= 0:
+            return logits.argmax(-1)
+        probabilities = torch.softmax(logits.float() / self.temperature, -1)
+        if self.top_p < 1:
+            ordered, order = probabilities.sort(-1, descending=True)
+            outside = ordered.cumsum(-1) - ordered > self.top_p
+            probabilities = torch.zeros_like(probabilities).scatter(-1, order, ordered.masked_fill(outside, 0))
+        return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
+
+
+def _pad_to_multiple(features: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Repeat the last frame so that the length is a multiple of ``multiple``."""
+    extra = -features.shape[1] % multiple
+    return torch.cat([features, features[:, -1:].expand(-1, extra, -1)], 1) if extra else features
+
+
+class AutoregressiveGenerator(nn.Module):
+    """What the three models share: speech and style encoders, a start vector and a causal
+    temporal transformer whose step input is speech + style + the embedded previous output."""
+
+    def __init__(self, motion_dim: int, feature_dim: int, config: GeneratorConfig, frames_per_step: int):
+        super().__init__()
+        self.config, self.frames_per_step = config, frames_per_step
+        self.speech = SpeechEncoder(feature_dim, config.dim, config.speech_layers, config.heads, config.dropout,
+                                    frames_per_step)
+        self.style = StyleEncoder(motion_dim, config.dim)
+        self.start = nn.Parameter(torch.zeros(config.dim))
+        self.temporal = Transformer(config.dim, config.layers, config.heads, config.dropout, causal=True)
+        self.context = 0  # steps seen at generation; set from the training window
+
+    def teacher_forced(self, batch: dict, previous: torch.Tensor) -> torch.Tensor:
+        """Temporal states (B, S, dim) given the embedded true outputs ``previous`` (B, S, dim)."""
+        speech = self.speech(batch["features"])
+        style = self.style.with_dropout(batch["reference"], self.config.style_dropout)
+        shifted = torch.cat([self.start.expand(len(previous), 1, -1), previous[:, :-1]], 1)
+        return self.temporal(speech + style[:, None] + shifted)
+
+    def rollout(self, features: torch.Tensor, reference: torch.Tensor | None,
+                step: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Run the temporal transformer step by step over ``features`` (B, T, F); ``step`` takes
+        the state (B, dim), records its output and returns the output embedded for the next step.
+        Attention sees the last ``context`` steps, as in training windows."""
+        speech = self.speech(features)
+        style = self.style(reference, len(features))
+        previous, inputs = self.start.expand(len(features), -1), []
+        for s in range(speech.shape[1]):
+            inputs.append(speech[:, s] + style + previous)
+            window = torch.stack(inputs[-self.context:] if self.context else inputs, 1)
+            previous = step(self.temporal(window)[:, -1])
+
+    @torch.no_grad()
+    def generate(self, features: torch.Tensor, reference: torch.Tensor | None, samples: int = 1,
+                 sampling: Sampling = Sampling(), generator: torch.Generator | None = None) -> torch.Tensor:
+        """Normalized motion (samples, B, T, D) for features (B, T, F)."""
+        n_frames, batch = features.shape[1], len(features)
+        features = _pad_to_multiple(features, self.frames_per_step).repeat(samples, 1, 1)
+        if reference is not None:
+            reference = reference.repeat(samples, 1, 1)
+        motion = self._generate(features, reference, sampling, generator)
+        return motion[:, :n_frames].unflatten(0, (samples, batch))
+
+
+class ProbabilisticGenerator(AutoregressiveGenerator):
+    """Yang et al. (CVPR 2024): two-stage autoregressive prediction of RVQ codes."""
+
+    def __init__(self, motion_dim: int, feature_dim: int, config: GeneratorConfig, tokenizer: MotionTokenizer):
+        super().__init__(motion_dim, feature_dim, config, tokenizer.frames_per_code)
+        self.tokenizer = tokenizer.requires_grad_(False)
+        levels, size = tokenizer.rvq.codebooks.shape[:2]
+        self.code_embeddings = nn.ModuleList(nn.Embedding(size, config.dim) for _ in range(levels))
+        self.level_embedding = nn.Parameter(torch.zeros(levels, config.dim))
+        self.depth = Transformer(config.dim, config.depth_layers, config.heads, config.dropout, causal=True)
+        self.heads = nn.ModuleList(nn.Linear(config.dim, size) for _ in range(levels))
+
+    def embed(self, codes: torch.Tensor) -> torch.Tensor:
+        """(..., levels) codes -> (..., dim): the sum of their level embeddings."""
+        return sum(embedding(codes[..., level]) for level, embedding in enumerate(self.code_embeddings))
+
+    def depth_logits(self, state: torch.Tensor, codes: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of every level given the temporal ``state`` (N, dim) and the codes (N, k) of the
+        levels below (teacher forcing: all levels at once; k < levels while sampling)."""
+        tokens = [state] + [self.code_embeddings[level](codes[:, level]) for level in range(codes.shape[1])]
+        tokens = torch.stack(tokens[:len(self.heads)], 1)  # the last level's codes predict nothing
+        tokens = tokens + self.level_embedding[:tokens.shape[1]]
+        hidden = self.depth(tokens)
+        return [head(hidden[:, level]) for level, head in enumerate(self.heads[:hidden.shape[1]])]
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        self.tokenizer.eval()
+        codes = self.tokenizer.encode(batch["motion"])  # (B, S, levels)
+        state = self.teacher_forced(batch, self.embed(codes))
+        flat_codes = codes.flatten(0, 1)
+        logits = self.depth_logits(state.flatten(0, 1), flat_codes)
+        losses = [nn.functional.cross_entropy(level_logits.float(), flat_codes[:, level])
+                  for level, level_logits in enumerate(logits)]
+        accuracy = (logits[0].argmax(-1) == flat_codes[:, 0]).float().mean()
+        return sum(losses) / len(losses), {"level0_nll": float(losses[0].detach()), "level0_accuracy": float(accuracy)}
+
+    def _generate(self, features, reference, sampling, generator) -> torch.Tensor:
+        chosen = []
+
+        def step(state: torch.Tensor) -> torch.Tensor:
+            codes = state.new_zeros((len(state), 0), dtype=torch.long)
+            for level in range(len(self.heads)):
+                picked = sampling.pick(self.depth_logits(state, codes)[level], generator)
+                codes = torch.cat([codes, picked[:, None]], 1)
+            chosen.append(codes)
+            return self.embed(codes)
+        self.rollout(features, reference, step)
+        return self.tokenizer.decode(torch.stack(chosen, 1))
+
+
+class CodeTalkerGenerator(AutoregressiveGenerator):
+    """CodeTalker (CVPR 2023): regress the next latent, snap it to the codebook."""
+
+    def __init__(self, motion_dim: int, feature_dim: int, config: GeneratorConfig, tokenizer: MotionTokenizer):
+        super().__init__(motion_dim, feature_dim, config, tokenizer.frames_per_code)
+        self.tokenizer = tokenizer.requires_grad_(False)
+        latent = tokenizer.config.latent
+        self.latent_in, self.latent_out = nn.Linear(latent, config.dim), nn.Linear(config.dim, latent)
+
+    def snap(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> their quantized version, with straight-through gradients."""
+        quantized = self.tokenizer.rvq.lookup(self.tokenizer.rvq.quantize(latents.detach()))
+        return latents + (quantized - latents).detach()
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        self.tokenizer.eval()
+        target = self.tokenizer.rvq.lookup(self.tokenizer.encode(batch["motion"]))
+        predicted = self.latent_out(self.teacher_forced(batch, self.latent_in(target)))
+        latent_loss = nn.functional.mse_loss(predicted, target)
+        motion_loss = nn.functional.mse_loss(self.tokenizer.decode_latents(self.snap(predicted)), batch["motion"])
+        return latent_loss + motion_loss, {"latent": float(latent_loss.detach()), "motion": float(motion_loss.detach())}
+
+    def _generate(self, features, reference, sampling, generator) -> torch.Tensor:
+        chosen = []
+
+        def step(state: torch.Tensor) -> torch.Tensor:
+            chosen.append(self.snap(self.latent_out(state)))
+            return self.latent_in(chosen[-1])
+        self.rollout(features, reference, step)
+        return self.tokenizer.decode_latents(torch.stack(chosen, 1))
+
+
+class FaceFormerGenerator(AutoregressiveGenerator):
+    """FaceFormer (CVPR 2022): regress the next frame's motion."""
+
+    def __init__(self, motion_dim: int, feature_dim: int, config: GeneratorConfig):
+        super().__init__(motion_dim, feature_dim, config, frames_per_step=1)
+        self.motion_in, self.motion_out = nn.Linear(motion_dim, config.dim), nn.Linear(config.dim, motion_dim)
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        predicted = self.motion_out(self.teacher_forced(batch, self.motion_in(batch["motion"])))
+        loss = nn.functional.mse_loss(predicted, batch["motion"])
+        return loss, {"motion": float(loss.detach())}
+
+    def _generate(self, features, reference, sampling, generator) -> torch.Tensor:
+        chosen = []
+
+        def step(state: torch.Tensor) -> torch.Tensor:
+            chosen.append(self.motion_out(state))
+            return self.motion_in(chosen[-1])
+        self.rollout(features, reference, step)
+        return torch.stack(chosen, 1)

@@ -1,0 +1,90 @@
+"""``voxmesh generate``: meshes from speech with a trained generator.
+
+- one audio file (any format FFmpeg reads; resampled to 16 kHz mono) with an optional reference
+  clip (a (T, V, 3) ``.npy`` mesh sequence of the target speaker, e.g. a sample's ``mesh.npy``)
+  -> one ``.npy`` of shape (N, T, V, 3), or (T, V, 3) with ``--average``;
+- every sample of a dataset split -> ``{key}.npy`` per clip in a folder, the input of
+  ``voxmesh eval``. Each clip's style reference is another clip of the same speaker in the split
+  (none when the speaker has one clip), and its template is the clip's own mean face (the role of
+  the neutral template VOCASET-style benchmarks give the models).
+
+Meshes are the template plus the generated motion, in the dataset's units and canonical head frame.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+
+from voxmesh.models.audio import audio_features
+from voxmesh.models.checkpoint import load_model
+from voxmesh.models.data import AUDIO_SCALE
+from voxmesh.models.generators import Sampling
+from voxmesh.schemas import SAMPLES_PER_FRAME, is_valid_key, iter_samples
+
+
+class MotionGenerator:
+    """A trained generator with its normalization and speech features, ready to generate."""
+
+    def __init__(self, checkpoint: str):
+        self.model, self.stats, self.config = load_model(checkpoint)
+        if self.config.kind == "tokenizer":
+            raise ValueError(f"{checkpoint} is a tokenizer; generate with a generator checkpoint "
+                             f"(probabilistic, codetalker or faceformer)")
+        self.features = audio_features(self.config.data.audio_model)
+        self.reference_frames = self.config.data.window
+
+    def reference_motion(self, reference: np.ndarray) -> torch.Tensor:
+        """A reference clip (T, V, 3) -> its first window of normalized motion (1, L, D)."""
+        mesh = torch.from_numpy(np.asarray(reference, dtype=np.float32))
+        motion = mesh - mesh.mean(0)
+        return self.stats.normalize_motion(motion[None, :self.reference_frames])
+
+    @torch.no_grad()
+    def __call__(self, audio: np.ndarray, reference: np.ndarray | None = None, template: np.ndarray | None = None,
+                 samples: int = 1, sampling: Sampling = Sampling(), seed: int = 0) -> np.ndarray:
+        """Meshes (samples, T, V, 3), T = audio length in 25 fps frames, for float 16 kHz ``audio``.
+        The template is ``template``, else the reference's mean face, else the training mean face."""
+        n_frames = int(round(len(audio) / SAMPLES_PER_FRAME))
+        if n_frames < 1:
+            raise ValueError("the audio is shorter than one frame (40 ms)")
+        waveform = torch.from_numpy(np.asarray(audio, dtype=np.float32))[None]
+        features = self.stats.normalize_features(self.features(waveform, n_frames))
+        style = self.reference_motion(reference) if reference is not None else None
+        generator = torch.Generator().manual_seed(seed)
+        motion = self.model.generate(features, style, samples, sampling, generator)[:, 0]
+        if template is None:
+            template = reference.mean(0) if reference is not None else self.stats.template_mean.numpy()
+        return (self.stats.denormalize_motion(motion).numpy() + np.asarray(template, np.float32)).astype(np.float32)
+
+
+def generate_for_split(generator: MotionGenerator, dataset: str, split: str | None, out_dir: str,
+                       samples: int, sampling: Sampling, seed: int) -> dict:
+    """``{key}.npy`` (samples, T, V, 3) for every clip of ``split``; returns what was done."""
+    topology = generator.stats.topology
+    references: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for sample in iter_samples(dataset, split):  # two clips per speaker suffice as references
+        kept = references.setdefault(sample.meta.speaker, [])
+        if len(kept) < 2:
+            kept.append((sample.key, sample.mesh[:generator.reference_frames]))
+    os.makedirs(out_dir, exist_ok=True)
+    done: dict[str, str | None] = {}
+    for index, sample in enumerate(iter_samples(dataset, split)):
+        if not is_valid_key(sample.key):  # keys name files here
+            raise ValueError(f"{dataset}: sample key {sample.key!r} is not a valid voxmesh key; run `voxmesh validate`")
+        if sample.meta.topology != topology:
+            raise ValueError(f"{sample.key} has topology {sample.meta.topology}; the model was trained on {topology}")
+        reference_key, reference = next(((key, mesh) for key, mesh in references[sample.meta.speaker]
+                                         if key != sample.key), (None, None))
+        meshes = generator(sample.audio.astype(np.float32) * AUDIO_SCALE, reference,
+                           template=sample.mesh.mean(0), samples=samples, sampling=sampling, seed=seed + index)
+        np.save(os.path.join(out_dir, f"{sample.key}.npy"), meshes[:, :len(sample.mesh)])
+        done[sample.key] = reference_key
+    summary = {"clips": len(done), "samples": samples, "temperature": sampling.temperature, "top_p": sampling.top_p,
+               "seed": seed, "references": done}
+    with open(os.path.join(out_dir, "generation.json"), "w") as f:
+        json.dump(summary, f, indent=1, sort_keys=True)
+    return summary

@@ -1,0 +1,145 @@
+"""``voxmesh train --config RUN.toml``: train a tokenizer or a generator from voxmesh shards.
+
+One process, or several under ``torchrun`` (``WORLD_SIZE`` set: a process group over gloo on CPU,
+NCCL on CUDA; the model wrapped in DistributedDataParallel; every process draws its own windows;
+the logged loss is the mean over processes; process 0 writes the run folder).
+
+The run folder (``out`` in the config) holds ``config.toml``, ``log.jsonl`` (one line per
+``log_every`` steps) and ``last.pt``, written every ``checkpoint_every`` steps and at the end.
+``--resume`` continues from ``last.pt``: model, optimizer, random state and step are restored and
+the (deterministic) window stream is replayed to that step, so the loss curve continues exactly as
+if the run had not stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from voxmesh.models.audio import audio_features
+from voxmesh.models.checkpoint import build_model, load_checkpoint, save_checkpoint
+from voxmesh.models.config import NEEDS_TOKENIZER, RunConfig, TokenizerConfig, to_toml
+from voxmesh.models.data import make_loader, training_stream
+from voxmesh.models.normalization import Stats, compute_stats
+
+
+def prepare_batch(raw: dict, features: nn.Module, stats: Stats, device: torch.device) -> dict:
+    """A loader batch -> the normalized tensors the models take (see :mod:`voxmesh.models.generators`)."""
+    motion = raw["motion"].to(device)
+    with torch.no_grad():
+        frame_features = features(raw["audio"].to(device), motion.shape[1])
+    return {"motion": stats.normalize_motion(motion), "reference": stats.normalize_motion(raw["reference"].to(device)),
+            "features": stats.normalize_features(frame_features)}
+
+
+def _distributed(device_setting: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); joins the process group when started by torchrun."""
+    use_cuda = device_setting == "cuda" or (device_setting == "auto" and torch.cuda.is_available())
+    if device_setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device = cuda, but no CUDA device is visible to torch")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    return rank, world, device
+
+
+def _initial_state(config: RunConfig, features: nn.Module) -> tuple[RunConfig, Stats, dict | None]:
+    """The config (a generator takes its tokenizer's settings), normalization statistics and the
+    tokenizer's weights for generators that need one."""
+    if config.kind not in NEEDS_TOKENIZER:
+        return config, compute_stats(config.data, features), None
+    tokenizer = load_checkpoint(config.tokenizer_checkpoint)
+    tokenizer_config = RunConfig.from_dict(tokenizer["config"], source=config.tokenizer_checkpoint)
+    if tokenizer_config.kind != "tokenizer":
+        raise ValueError(f"{config.tokenizer_checkpoint} is a {tokenizer_config.kind} checkpoint, not a tokenizer")
+    config = RunConfig.from_dict({**config.to_dict(), "tokenizer": vars(TokenizerConfig(**tokenizer_config.to_dict()["tokenizer"]))})
+    return config, Stats.from_dict(tokenizer["stats"]), tokenizer["model"]
+
+
+def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = print) -> list[float]:
+    """Train to ``config.train.steps``; returns the loss of every step (of this run and the ones
+    it resumed)."""
+    settings = config.train
+    rank, world, device = _distributed(settings.device)
+    torch.manual_seed(settings.seed)  # the same initial weights in every process
+    features = audio_features(config.data.audio_model).to(device)
+    last = os.path.join(config.out, "last.pt")
+    checkpoint = load_checkpoint(last) if resume else None
+    if checkpoint:
+        config = RunConfig.from_dict({**checkpoint["config"], "train": vars(settings)}, source=last)
+        stats, tokenizer_weights = Stats.from_dict(checkpoint["stats"]), None
+    else:
+        config, stats, tokenizer_weights = _initial_state(config, features)
+    model = build_model(config, stats)
+    if tokenizer_weights is not None:
+        model.tokenizer.load_state_dict(tokenizer_weights)
+    model.to(device)
+    stats = stats.to(device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr,
+                                  weight_decay=settings.weight_decay)
+    step, losses = 0, []
+    if checkpoint:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        step, losses = checkpoint["step"], list(checkpoint["losses"])
+        torch.set_rng_state(checkpoint["rng"])
+        log(f"resumed {last} at step {step}")
+    else:
+        torch.manual_seed(settings.seed + rank)  # dropout and code restarts differ between processes
+    wrapped = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and settings.amp
+                else contextlib.nullcontext())
+    if rank == 0:
+        os.makedirs(config.out, exist_ok=True)
+        with open(os.path.join(config.out, "config.toml"), "w") as f:
+            f.write(to_toml(config))
+
+    def save():
+        save_checkpoint(last, config=config.to_dict(), step=step, model=model.state_dict(),
+                        optimizer=optimizer.state_dict(), stats=stats.to("cpu").to_dict(),
+                        rng=torch.get_rng_state(), losses=losses)
+
+    batches = iter(make_loader(training_stream(config.data), config.data))
+    for _ in range(step):  # replay the window stream to where the checkpoint stopped
+        next(batches)
+    model.train()
+    started, first_step = time.perf_counter(), step
+    while step < settings.steps:
+        batch = prepare_batch(next(batches), features, stats, device)
+        for group in optimizer.param_groups:
+            group["lr"] = settings.lr * min(1.0, (step + 1) / max(settings.warmup, 1))
+        with autocast:
+            loss, values = wrapped(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        optimizer.step()
+        step += 1
+        mean_loss = loss.detach().float()
+        if world > 1:
+            dist.all_reduce(mean_loss)
+            mean_loss /= world
+        losses.append(float(mean_loss))
+        if rank == 0 and (step % settings.log_every == 0 or step == settings.steps):
+            rate = (step - first_step) * config.data.batch_size * world / (time.perf_counter() - started)
+            record = {"step": step, "loss": losses[-1], **values, "windows_per_s": round(rate, 1)}
+            with open(os.path.join(config.out, "log.jsonl"), "a") as f:
+                f.write(json.dumps(record) + "\n")
+            log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+        if rank == 0 and (step % settings.checkpoint_every == 0 or step == settings.steps):
+            save()
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return losses
