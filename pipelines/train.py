@@ -88,6 +88,9 @@ def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = 
     stats = stats.to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr,
                                   weight_decay=settings.weight_decay)
+    # The loader draws its base seed from torch's generator when its iterator is made: make it
+    # before the generator is set to the run's (or the checkpoint's) state.
+    batches = iter(make_loader(training_stream(config.data), config.data))
     step, losses = 0, []
     if checkpoint:
         model.load_state_dict(checkpoint["model"])
@@ -110,7 +113,6 @@ def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = 
                         optimizer=optimizer.state_dict(), stats=stats.to("cpu").to_dict(),
                         rng=torch.get_rng_state(), losses=losses)
 
-    batches = iter(make_loader(training_stream(config.data), config.data))
     for _ in range(step):  # replay the window stream to where the checkpoint stopped
         next(batches)
     model.train()

@@ -1,0 +1,281 @@
+"""The training stage end to end on real shards: the demo input and (where present) the real clips,
+built into 2-second clips, then every model trained for a few hundred steps through `voxmesh train`,
+generated from with `voxmesh generate`, and scored with `voxmesh eval`."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import MEDIA_ENV, REAL_CLIPS
+from voxmesh.cli import main
+from voxmesh.metrics.motion import lip_vertex_error
+from voxmesh.models.checkpoint import load_checkpoint, load_model
+from voxmesh.models.config import load_config
+from voxmesh.models.data import DataConfig, evaluation_stream, make_loader, training_stream
+from voxmesh.models.generators import Sampling
+from voxmesh.pipelines.build import BuildConfig, local_pipeline_args, run_build
+from voxmesh.pipelines.clips import ClipRules
+from voxmesh.pipelines.demo import make_demo_input
+from voxmesh.pipelines.generate import MotionGenerator
+from voxmesh.pipelines.inputs import SplitFractions
+from voxmesh.schemas import get_topology, iter_samples
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "models", "configs")
+WINDOW = 32
+SMALL = ["--set", f"data.window={WINDOW}", "--set", "data.batch_size=8", "--set", "train.log_every=10",
+         "--set", "train.warmup=20"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    inputs = tmp_path_factory.mktemp("training_inputs")
+    make_demo_input(str(inputs / "demo"))
+    media = os.path.abspath(os.environ.get(MEDIA_ENV, os.path.join(os.path.dirname(__file__), "..", "..", "shared", "media")))
+    for name in REAL_CLIPS:
+        if os.path.isfile(os.path.join(media, name)):
+            shutil.copy(os.path.join(media, name), inputs / name)
+    output = str(tmp_path_factory.mktemp("training_data") / "dataset")
+    config = BuildConfig(input=str(inputs), output=output, inputs_per_shard=1, splits=SplitFractions(1.0, 0.0, 0.0),
+                         rules=ClipRules(min_seconds=1.0, max_seconds=2.0))
+    run_build(config, local_pipeline_args(2))
+    return output
+
+
+def train_run(tmp_path_factory, dataset: str, config: str, steps: int, *extra: str) -> str:
+    out = str(tmp_path_factory.mktemp(config))
+    args = ["train", "--config", os.path.join(CONFIGS, f"{config}.toml"), "--set", f"data.dataset={dataset}",
+            "--set", f"out={out}", "--set", f"train.steps={steps}", *SMALL, *extra]
+    assert main(args) == 0
+    return out
+
+
+def losses(run: str) -> list[float]:
+    return list(load_checkpoint(os.path.join(run, "last.pt"))["losses"])
+
+
+@pytest.fixture(scope="module")
+def rvq(tmp_path_factory, dataset):
+    return train_run(tmp_path_factory, dataset, "rvq", 300, "--set", "tokenizer.hidden=128")
+
+
+@pytest.fixture(scope="module")
+def probabilistic(tmp_path_factory, dataset, rvq):
+    return train_run(tmp_path_factory, dataset, "probabilistic", 300, "--set", f"tokenizer_checkpoint={rvq}/last.pt",
+                     "--set", "generator.dim=64")
+
+
+@pytest.fixture(scope="module")
+def codetalker(tmp_path_factory, dataset):
+    vq = train_run(tmp_path_factory, dataset, "vq", 200, "--set", "tokenizer.hidden=128")
+    return train_run(tmp_path_factory, dataset, "codetalker", 200, "--set", f"tokenizer_checkpoint={vq}/last.pt",
+                     "--set", "generator.dim=64")
+
+
+@pytest.fixture(scope="module")
+def faceformer(tmp_path_factory, dataset):
+    return train_run(tmp_path_factory, dataset, "faceformer", 200, "--set", "generator.dim=64")
+
+
+def test_windows_carry_aligned_audio_and_a_reference_from_another_clip(dataset):
+    config = DataConfig(dataset=dataset, window=WINDOW, shuffle_buffer=16)
+    stream = training_stream(config)
+    windows = [w for _, w in zip(range(60), stream)]
+    topology = get_topology(windows[0]["topology"])
+    for window in windows:
+        assert window["motion"].shape == (WINDOW, topology.n_vertices, 3)
+        assert window["audio"].shape == (WINDOW * 640,) and window["audio"].dtype == np.float32
+        assert np.abs(window["motion"].mean(axis=0)).max() < np.abs(window["template"]).max()
+    by_motion = {w["motion"].tobytes(): w for w in windows}
+    from_other_clips = [w for w in windows if w["reference"].tobytes() != w["motion"].tobytes()]
+    assert len(from_other_clips) > len(windows) // 2
+    for window in from_other_clips:
+        source = by_motion.get(window["reference"].tobytes())
+        if source is not None:
+            assert source["speaker"] == window["speaker"] and source["key"] != window["key"]
+    assert stream.pipeline[-1].stats.self_references < len(windows) // 2
+
+
+def test_training_stream_is_deterministic_per_seed_and_distinct_per_node(dataset, monkeypatch):
+    config = DataConfig(dataset=dataset, window=WINDOW, shuffle_buffer=16)
+
+    def keys(seed):
+        cfg = DataConfig(**{**vars(config), "seed": seed})
+        return [w["key"] + str(w["motion"][0, 0]) for _, w in zip(range(30), training_stream(cfg))]
+    assert keys(0) == keys(0)
+    assert keys(0) != keys(1)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert keys(0) != keys(1) and keys(0) == keys(0)
+
+
+def test_evaluation_stream_reads_every_clip_once(dataset):
+    config = DataConfig(dataset=dataset, window=WINDOW)
+    keys = [w["key"] for w in evaluation_stream(config)]
+    clips = [s for s in iter_samples(dataset) if s.meta.n_frames >= WINDOW]
+    assert sorted(set(keys)) == sorted(s.key for s in clips)
+    assert len(keys) == sum(s.meta.n_frames // WINDOW for s in clips)
+
+
+def test_loader_batches(dataset):
+    config = DataConfig(dataset=dataset, window=WINDOW, batch_size=4, shuffle_buffer=8)
+    batch = next(iter(make_loader(training_stream(config), config)))
+    assert batch["motion"].shape[:2] == (4, WINDOW) and batch["audio"].shape == (4, WINDOW * 640)
+    assert batch["reference"].shape == batch["motion"].shape and len(batch["key"]) == 4
+
+
+def test_tokenizer_reconstructs_better_than_the_per_vertex_mean(dataset, rvq):
+    model, stats, config = load_model(os.path.join(rvq, "last.pt"))
+    reconstruction_errors, mean_errors = [], []
+    for window in evaluation_stream(DataConfig(dataset=dataset, window=WINDOW)):
+        motion = torch.from_numpy(window["motion"])[None]
+        normalized = stats.normalize_motion(motion)
+        with torch.no_grad():
+            reconstructed = stats.denormalize_motion(model.decode(model.encode(normalized)))
+        per_vertex_mean = stats.denormalize_motion(torch.zeros_like(normalized))
+        reconstruction_errors.append(float((reconstructed - motion).norm(dim=-1).mean()))
+        mean_errors.append(float((per_vertex_mean - motion).norm(dim=-1).mean()))
+    assert np.mean(reconstruction_errors) < 0.7 * np.mean(mean_errors), (np.mean(reconstruction_errors), np.mean(mean_errors))
+
+
+@pytest.mark.parametrize("run", ["probabilistic", "codetalker", "faceformer"])
+def test_generator_loss_falls(run, request):
+    curve = losses(request.getfixturevalue(run))
+    assert np.isfinite(curve).all()
+    assert np.mean(curve[-20:]) < 0.8 * np.mean(curve[:20]), (np.mean(curve[:20]), np.mean(curve[-20:]))
+
+
+@pytest.fixture(scope="module")
+def speech(media_dir):
+    from voxmesh.pipelines.media import load_audio
+    return load_audio(os.path.join(media_dir, "harvard_16k.wav"), video_start=0.0).samples[:16000 * 3]
+
+
+def test_temperature_zero_is_deterministic_and_sampling_diverse(probabilistic, speech):
+    generator = MotionGenerator(os.path.join(probabilistic, "last.pt"))
+    greedy = [generator(speech, samples=2, sampling=Sampling(temperature=0), seed=seed) for seed in (0, 1)]
+    assert greedy[0].shape == (2, 75, generator.stats.template_mean.shape[0], 3)
+    assert np.array_equal(greedy[0], greedy[1]) and np.array_equal(greedy[0][0], greedy[0][1])
+    sampled = generator(speech, samples=4, sampling=Sampling(temperature=1.0), seed=0)
+    from voxmesh.metrics.motion import diversity
+    assert diversity(sampled) > 0
+    assert np.array_equal(sampled, generator(speech, samples=4, sampling=Sampling(temperature=1.0), seed=0))
+
+
+def test_deterministic_baselines_ignore_sampling(codetalker, faceformer, speech):
+    for run in (codetalker, faceformer):
+        generator = MotionGenerator(os.path.join(run, "last.pt"))
+        meshes = generator(speech, samples=2, sampling=Sampling(temperature=1.0), seed=3)
+        assert np.isfinite(meshes).all() and np.allclose(meshes[0], meshes[1], atol=1e-4)  # up to batched float sums
+
+
+def test_averaging_samples_lowers_lip_error(dataset, probabilistic):
+    generator = MotionGenerator(os.path.join(probabilistic, "last.pt"))
+    topology = get_topology(generator.stats.topology)
+    single, averaged = [], []
+    for index, sample in enumerate(iter_samples(dataset)):
+        meshes = generator(sample.audio.astype(np.float32) / 32768, template=sample.mesh.mean(0), samples=8,
+                           sampling=Sampling(temperature=1.0), seed=index)[:, :len(sample.mesh)]
+        single.append(float(lip_vertex_error(meshes, sample.mesh[None], topology.lip_idx).mean()))
+        averaged.append(float(lip_vertex_error(meshes.mean(0), sample.mesh, topology.lip_idx)))
+    assert np.mean(averaged) < np.mean(single), (np.mean(averaged), np.mean(single))
+
+
+def test_generate_and_eval_give_a_results_table(dataset, probabilistic, faceformer, tmp_path, capsys):
+    predictions = {}
+    for name, run, samples in (("probabilistic", probabilistic, 3), ("faceformer", faceformer, 1)):
+        predictions[name] = str(tmp_path / name)
+        assert main(["generate", "--checkpoint", os.path.join(run, "last.pt"), "--data", dataset, "--split", "train",
+                     "--out", predictions[name], "--samples", str(samples)]) == 0
+    clips = [s.key for s in iter_samples(dataset)]
+    assert sorted(f[:-4] for f in os.listdir(predictions["probabilistic"]) if f.endswith(".npy")) == sorted(clips)
+    generation = json.load(open(os.path.join(predictions["probabilistic"], "generation.json")))
+    assert sum(ref is not None for ref in generation["references"].values()) == len(clips)
+    capsys.readouterr()
+    assert main(["eval", "--pred", predictions["probabilistic"], "--pred", predictions["faceformer"],
+                 "--ref", dataset, "--out", str(tmp_path / "results")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| model | LVE | MVE | FDD | l_cover | l_mean | Div |")
+    assert table[2].startswith("| probabilistic |") and table[3].startswith("| faceformer | ")
+    assert table[3].split(" | ")[4:7] == ["-", "-", "-"]
+    results = json.load(open(tmp_path / "results.json"))
+    assert results["probabilistic"]["clips"] == results["faceformer"]["clips"] == len(clips)
+    assert "diversity" in results["probabilistic"] and "diversity" not in results["faceformer"]
+
+
+def test_generate_from_an_audio_file_with_a_reference(probabilistic, dataset, media_dir, tmp_path):
+    sample = next(iter_samples(dataset))
+    np.save(tmp_path / "reference.npy", sample.mesh)
+    out = str(tmp_path / "speech.npy")
+    assert main(["generate", "--checkpoint", os.path.join(probabilistic, "last.pt"),
+                 "--audio", os.path.join(media_dir, "harvard_16k.wav"), "--reference", str(tmp_path / "reference.npy"),
+                 "--out", out, "--samples", "3", "--top-p", "0.9", "--average"]) == 0
+    meshes = np.load(out)
+    assert meshes.shape == (270, sample.mesh.shape[1], 3)  # 10.8 s at 25 fps, the mean of 3 samples
+    assert np.abs(meshes.mean(0) - sample.mesh.mean(0)).max() < 0.5
+
+
+def test_resume_continues_the_same_loss_curve(tmp_path_factory, dataset, rvq):
+    common = ["--set", f"tokenizer_checkpoint={rvq}/last.pt", "--set", "generator.dim=64",
+              "--set", "train.checkpoint_every=15"]
+    straight = losses(train_run(tmp_path_factory, dataset, "probabilistic", 30, *common))
+    out = str(tmp_path_factory.mktemp("resumed"))
+    args = ["train", "--config", os.path.join(CONFIGS, "probabilistic.toml"), "--set", f"data.dataset={dataset}",
+            "--set", f"out={out}", *SMALL, *common]
+    assert main([*args, "--set", "train.steps=15"]) == 0
+    assert main([*args, "--set", "train.steps=30", "--resume"]) == 0
+    assert losses(out) == straight
+
+
+def test_two_process_torchrun_on_cpu(tmp_path, dataset, rvq):
+    out = str(tmp_path / "ddp")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "voxmesh",
+               "train", "--config", os.path.join(CONFIGS, "probabilistic.toml"), "--set", f"data.dataset={dataset}",
+               "--set", f"out={out}", "--set", f"tokenizer_checkpoint={rvq}/last.pt", "--set", "train.steps=20",
+               "--set", "generator.dim=64", *SMALL]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = load_checkpoint(os.path.join(out, "last.pt"))
+    assert checkpoint["step"] == 20 and np.isfinite(checkpoint["losses"]).all()
+    log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
+    assert [record["step"] for record in log] == [10, 20]
+
+
+def test_pretrained_speech_features_from_a_local_folder(tmp_path, dataset):
+    transformers = pytest.importorskip("transformers")
+    from voxmesh.models.audio import PretrainedSpeechFeatures
+    config = transformers.Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=64, conv_dim=(16, 16), conv_stride=(5, 4),
+                                         conv_kernel=(10, 8), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    transformers.Wav2Vec2Model(config).save_pretrained(tmp_path / "speech_model")
+    features = PretrainedSpeechFeatures(str(tmp_path / "speech_model"))
+    assert features(torch.zeros(2, 32 * 640), 32).shape == (2, 32, 32)
+    out = str(tmp_path / "run")
+    assert main(["train", "--config", os.path.join(CONFIGS, "faceformer.toml"), "--set", f"data.dataset={dataset}",
+                 "--set", f"out={out}", "--set", "train.steps=3", "--set", f"data.audio_model={tmp_path}/speech_model",
+                 "--set", "generator.dim=32", *SMALL]) == 0
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        PretrainedSpeechFeatures(str(tmp_path / "missing"))
+
+
+def test_bad_configs_and_checkpoints_are_named(tmp_path, capsys, dataset):
+    path = tmp_path / "run.toml"
+    path.write_text('kind = "tokenizer"\nout = "x"\n[data]\ndataset = "d"\nwindwo = 3\n')
+    with pytest.raises(ValueError, match=r"run.toml \[data\]: unknown setting\(s\) windwo"):
+        load_config(str(path))
+    assert main(["train", "--config", str(path)]) == 2
+    assert "windwo" in capsys.readouterr().err
+    path.write_text('kind = "probabilistic"\nout = "x"\n[data]\ndataset = "d"\n')
+    with pytest.raises(ValueError, match="tokenizer_checkpoint"):
+        load_config(str(path))
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "voxmesh-model-1", "payload": Sampling()}, evil)  # an arbitrary object: refused
+    with pytest.raises(Exception, match="Unsupported global|WeightsUnpickler"):
+        load_checkpoint(str(evil))
+    assert main(["generate", "--checkpoint", str(tmp_path / "none.pt"), "--audio", "x.wav", "--out", "y.npy"]) == 2
+    assert "none.pt: no such checkpoint" in capsys.readouterr().err
