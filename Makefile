@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench bench-train install clean
 
 install: $(INSTALLED)
 
@@ -23,6 +23,9 @@ test: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/bench_build.py
+
+bench-train: $(INSTALLED)
+	$(BIN)/python bench/bench_train.py
 
 clean:
 	rm -rf out build *.egg-info
