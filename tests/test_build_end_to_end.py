@@ -210,10 +210,10 @@ def test_eval_reports_zero_error_for_the_truth_and_more_for_noise(built, tmp_pat
         np.save(noisy / f"{sample.key}.npy", samples)
     np.save(noisy / "unknown_key_x_000_000.npy", np.zeros((5, 478, 3), np.float32))
     assert main(["eval", "--pred", str(truth), "--ref", output]) == 0
-    exact = json.load(open(truth / "results.json"))
+    exact = json.load(open(truth / "results.json"))["truth"]
     assert exact["clips"] == 3 and exact["lip_vertex_error"] == 0 and exact["fdd"] == 0
     assert main(["eval", "--pred", str(noisy), "--ref", output, "--out", str(tmp_path / "noisy_results")]) == 0
-    noise = json.load(open(tmp_path / "noisy_results.json"))
+    noise = json.load(open(tmp_path / "noisy_results.json"))["noisy"]
     assert noise["lip_vertex_error"] > 0.05 and noise["diversity"] > 0
     assert noise["coverage_lip_error"] <= noise["lip_vertex_error"] + 1e-9
     assert noise["mean_sample_lip_error"] < noise["lip_vertex_error"]  # averaging samples cancels noise
