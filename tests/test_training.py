@@ -279,3 +279,26 @@ def test_bad_configs_and_checkpoints_are_named(tmp_path, capsys, dataset):
         load_checkpoint(str(evil))
     assert main(["generate", "--checkpoint", str(tmp_path / "none.pt"), "--audio", "x.wav", "--out", "y.npy"]) == 2
     assert "none.pt: no such checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["tokenizer", "probabilistic", "codetalker", "faceformer"])
+def test_every_model_takes_any_topology_size(kind):
+    """FLAME's 5023 vertices: one training step and a generation, on random tensors."""
+    from voxmesh.models.checkpoint import build_model
+    from voxmesh.models.config import RunConfig
+    from voxmesh.models.normalization import Stats
+    vertices, features = 5023, 160
+    stats = Stats(motion_mean=torch.zeros(3 * vertices), motion_std=torch.tensor(1.0), feature_mean=torch.zeros(features),
+                  feature_std=torch.ones(features), template_mean=torch.zeros(vertices, 3), topology="flame", windows=1)
+    config = RunConfig.from_dict({"kind": kind, "out": "unused", "tokenizer_checkpoint": "unused",
+                                  "data": {"dataset": "unused", "window": 8},
+                                  "tokenizer": {"hidden": 32, "codebook_size": 16}, "generator": {"dim": 32}})
+    model = build_model(config, stats).train()
+    batch = {"motion": torch.randn(2, 8, 3 * vertices), "reference": torch.randn(2, 8, 3 * vertices),
+             "features": torch.randn(2, 8, features)}
+    loss, _ = model(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    if kind != "tokenizer":
+        motion = model.eval().generate(batch["features"][:1, :7], None, samples=2)
+        assert motion.shape == (2, 1, 7, 3 * vertices) and torch.isfinite(motion).all()
