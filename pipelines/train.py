@@ -25,7 +25,7 @@ from torch import nn
 
 from voxmesh.models.audio import audio_features
 from voxmesh.models.checkpoint import build_model, load_checkpoint, save_checkpoint
-from voxmesh.models.config import NEEDS_TOKENIZER, RunConfig, TokenizerConfig, to_toml
+from voxmesh.models.config import NEEDS_TOKENIZER, RunConfig, to_toml
 from voxmesh.models.data import make_loader, training_stream
 from voxmesh.models.normalization import Stats, compute_stats
 
@@ -63,7 +63,7 @@ def _initial_state(config: RunConfig, features: nn.Module) -> tuple[RunConfig, S
     tokenizer_config = RunConfig.from_dict(tokenizer["config"], source=config.tokenizer_checkpoint)
     if tokenizer_config.kind != "tokenizer":
         raise ValueError(f"{config.tokenizer_checkpoint} is a {tokenizer_config.kind} checkpoint, not a tokenizer")
-    config = RunConfig.from_dict({**config.to_dict(), "tokenizer": vars(TokenizerConfig(**tokenizer_config.to_dict()["tokenizer"]))})
+    config = RunConfig.from_dict({**config.to_dict(), "tokenizer": tokenizer_config.to_dict()["tokenizer"]})
     return config, Stats.from_dict(tokenizer["stats"]), tokenizer["model"]
 
 
