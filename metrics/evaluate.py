@@ -1,5 +1,6 @@
-"""``voxmesh eval --pred DIR --ref OUT``: all motion metrics for a set of predictions against the
-reference samples of a voxmesh dataset, as a JSON file and a Markdown table.
+"""``voxmesh eval --pred DIR [--pred DIR2 ...] --ref OUT``: all motion metrics for one or more
+models' predictions against the reference samples of a voxmesh dataset, as a JSON file and a
+Markdown table with a row per model.
 
 Predictions are ``{key}.npy`` files in ``DIR``: (T, V, 3) for one sample per clip, or (N, T, V, 3)
 for N samples of the same audio (then l_cover, l_mean and diversity are reported too). A
@@ -27,51 +28,71 @@ COLUMNS = {  # name in the table: (key in the results, format)
 }
 
 
-def evaluate(pred_dir: str, ref_dir: str, split: str | None = None, sync_weights: str | None = None) -> dict:
-    """Metrics averaged over the clips that have a prediction; counts of what was compared."""
-    predictions = {name[:-4]: os.path.join(pred_dir, name) for name in os.listdir(pred_dir) if name.endswith(".npy")}
-    if not predictions:
-        raise FileNotFoundError(f"no {{key}}.npy predictions in {pred_dir}")
+def evaluate(pred_dirs: dict[str, str], ref_dir: str, split: str | None = None,
+             sync_weights: str | None = None) -> dict[str, dict]:
+    """Per model (name -> its predictions folder): metrics averaged over the clips it has a
+    prediction for, and counts of what was compared. The reference shards are read once for all
+    models."""
+    predictions = {name: _prediction_files(folder) for name, folder in pred_dirs.items()}
     sync_model = None
     if sync_weights:
         from .syncnet import load_syncnet
         sync_model, _ = load_syncnet(sync_weights)
-    per_clip: dict[str, list[float]] = {}
-    pred_features, ref_features, found = [], [], set()
+    per_clip: dict[str, dict[str, list[float]]] = {name: {} for name in predictions}
+    features: dict[str, tuple[list, list]] = {name: ([], []) for name in predictions}
+    found: dict[str, set[str]] = {name: set() for name in predictions}
     for sample in iter_samples(ref_dir, split):
-        if sample.key not in predictions:
-            continue
-        found.add(sample.key)
-        topology = get_topology(sample.meta.topology)
-        pred = decode_npy_file(predictions[sample.key])
-        samples = pred if pred.ndim == 4 else pred[None]
-        n = min(samples.shape[1], len(sample.mesh))
-        samples, truth = samples[:, :n].astype(np.float64), sample.mesh[:n].astype(np.float64)
-        first, audio = samples[0], sample.audio[:n * SAMPLES_PER_FRAME]
-        values = {
-            "lip_vertex_error": lip_vertex_error(first, truth, topology.lip_idx),
-            "mean_vertex_error": mean_vertex_error(first, truth),
-            "fdd": upper_face_dynamics_deviation(first, truth, topology.upper_face_idx),
-            "mean_abs_av_offset": abs(estimate_offset(first, audio, topology).offset),
-        }
-        if len(samples) > 1:
-            values["coverage_lip_error"] = coverage_lip_error(samples, truth, topology.lip_idx)
-            values["mean_sample_lip_error"] = mean_sample_lip_error(samples, truth, topology.lip_idx)
-            values["diversity"] = diversity(samples)
-        if sync_model is not None:
-            from .syncnet import Clip, sync_score
-            values["sync_score"] = sync_score(sync_model, Clip.from_arrays(first, audio, topology))
-        for name, value in values.items():
-            per_clip.setdefault(name, []).append(float(value))
-        pred_features.append(motion_features(first, topology.lip_idx))
-        ref_features.append(motion_features(truth, topology.lip_idx))
-    unknown = sorted(set(predictions) - found)
+        for name, files in predictions.items():
+            if sample.key not in files:
+                continue
+            found[name].add(sample.key)
+            values, pred_features, ref_features = _clip_metrics(decode_npy_file(files[sample.key]), sample, sync_model)
+            for metric, value in values.items():
+                per_clip[name].setdefault(metric, []).append(float(value))
+            features[name][0].append(pred_features)
+            features[name][1].append(ref_features)
+    return {name: _summary(per_clip[name], *features[name], found[name], predictions[name]) for name in predictions}
+
+
+def _prediction_files(folder: str) -> dict[str, str]:
+    files = {name[:-4]: os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".npy")}
+    if not files:
+        raise FileNotFoundError(f"no {{key}}.npy predictions in {folder}")
+    return files
+
+
+def _clip_metrics(pred: np.ndarray, sample, sync_model) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """One clip's metrics, and the motion features of prediction and reference for the FD."""
+    topology = get_topology(sample.meta.topology)
+    samples = pred if pred.ndim == 4 else pred[None]
+    n = min(samples.shape[1], len(sample.mesh))
+    samples, truth = samples[:, :n].astype(np.float64), sample.mesh[:n].astype(np.float64)
+    first, audio = samples[0], sample.audio[:n * SAMPLES_PER_FRAME]
+    values = {
+        "lip_vertex_error": lip_vertex_error(first, truth, topology.lip_idx),
+        "mean_vertex_error": mean_vertex_error(first, truth),
+        "fdd": upper_face_dynamics_deviation(first, truth, topology.upper_face_idx),
+        "mean_abs_av_offset": abs(estimate_offset(first, audio, topology).offset),
+    }
+    if len(samples) > 1:
+        values["coverage_lip_error"] = coverage_lip_error(samples, truth, topology.lip_idx)
+        values["mean_sample_lip_error"] = mean_sample_lip_error(samples, truth, topology.lip_idx)
+        values["diversity"] = diversity(samples)
+    if sync_model is not None:
+        from .syncnet import Clip, sync_score
+        values["sync_score"] = sync_score(sync_model, Clip.from_arrays(first, audio, topology))
+    return values, motion_features(first, topology.lip_idx), motion_features(truth, topology.lip_idx)
+
+
+def _summary(per_clip: dict[str, list[float]], pred_features: list, ref_features: list, found: set[str],
+             files: dict[str, str]) -> dict:
     results = {name: float(np.mean(values)) for name, values in per_clip.items()}
-    pred_features, ref_features = np.concatenate(pred_features or [np.zeros((0, 1))]), np.concatenate(ref_features or [np.zeros((0, 1))])
+    pred_features = np.concatenate(pred_features or [np.zeros((0, 1))])
+    ref_features = np.concatenate(ref_features or [np.zeros((0, 1))])
     if len(pred_features) > pred_features.shape[1] and len(ref_features) > ref_features.shape[1]:
         results["frechet_distance"] = frechet_distance(pred_features, ref_features)
     results["clips"] = len(found)
-    results["predictions_without_reference"] = unknown
+    results["predictions_without_reference"] = sorted(set(files) - found)
     return results
 
 

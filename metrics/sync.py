@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 from scipy import signal
 
-from voxmesh.schemas import SAMPLE_RATE, SAMPLES_PER_FRAME, Topology
+from voxmesh.schemas import SAMPLE_RATE, SAMPLES_PER_FRAME, Topology, pcm_to_float
 
 SPEECH_BAND = signal.butter(4, [300, 3000], btype="bandpass", fs=SAMPLE_RATE, output="sos")
 
@@ -38,8 +38,7 @@ def mouth_opening(mesh: np.ndarray, topology: Topology) -> np.ndarray:
 def loudness(audio: np.ndarray) -> np.ndarray:
     """Per 25 fps frame, log RMS of its 640 samples in the speech band (int16 or float audio)."""
     n_frames = len(audio) // SAMPLES_PER_FRAME
-    scale = 32768.0 if np.issubdtype(audio.dtype, np.integer) else 1.0
-    band = signal.sosfiltfilt(SPEECH_BAND, audio[:n_frames * SAMPLES_PER_FRAME].astype(np.float64) / scale)
+    band = signal.sosfiltfilt(SPEECH_BAND, pcm_to_float(audio[:n_frames * SAMPLES_PER_FRAME]).astype(np.float64))
     return np.log(np.sqrt((band.reshape(n_frames, SAMPLES_PER_FRAME) ** 2).mean(axis=1)) + 1e-3)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from voxmesh.schemas import SAMPLE_RATE, SAMPLES_PER_FRAME, Topology, get_topology
+from voxmesh.schemas import SAMPLE_RATE, SAMPLES_PER_FRAME, Topology, get_topology, pcm_to_float
 
 WINDOW = 5  # frames (0.2 s)
 N_MELS, N_FFT, HOP = 40, 512, 160
@@ -84,8 +84,7 @@ class Clip:
         lips = mesh[:, topology.lip_idx].astype(np.float32)
         lips = lips - lips.mean(axis=0)
         lips = lips / (lips.std() + 1e-6)
-        wave = audio.astype(np.float32) / (32768.0 if np.issubdtype(audio.dtype, np.integer) else 1.0)
-        return cls(lips=lips, audio=wave)
+        return cls(lips=lips, audio=pcm_to_float(audio))
 
 
 def _windows(clip: Clip, starts: np.ndarray, shifts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,10 +30,7 @@ import torch
 import webdataset as wds
 from webdataset.utils import make_seed, pytorch_worker_info
 
-from voxmesh.schemas import SAMPLES_PER_FRAME, decode_members, shard_paths
-
-AUDIO_SCALE = 1.0 / 32768.0  # int16 PCM -> [-1, 1)
-
+from voxmesh.schemas import SAMPLES_PER_FRAME, decode_members, pcm_to_float, shard_paths
 
 @dataclasses.dataclass
 class DataConfig:
@@ -51,7 +48,8 @@ class DataConfig:
 
 @dataclasses.dataclass
 class LoaderStats:
-    """What the window stages saw, for the training log."""
+    """What the window stages saw; kept on the stage (``stream.pipeline[-1].stats``) of a stream
+    read in this process (a DataLoader worker keeps its own copy)."""
 
     clips: int = 0
     clips_too_short: int = 0
@@ -73,16 +71,15 @@ def cut_windows(items: Iterable[dict], length: int, rng: random.Random | None,
     offset in ``[0, T mod length]`` (offset 0 without ``rng``). Each window is a dict with
     ``key``, ``speaker``, ``topology``, ``motion`` (length, V, 3) float32, ``template`` (V, 3) float32 and
     ``audio`` (length * 640,) float32. Clips shorter than one window give none (counted)."""
+    stats = stats or LoaderStats()
     for item in items:
         meta = item["meta.json"]
         mesh = item["mesh.npy"].astype(np.float32)
-        audio = item["audio.npy"].astype(np.float32) * AUDIO_SCALE
-        if stats:
-            stats.clips += 1
+        audio = pcm_to_float(item["audio.npy"])
+        stats.clips += 1
         count = len(mesh) // length
         if count == 0:
-            if stats:
-                stats.clips_too_short += 1
+            stats.clips_too_short += 1
             continue
         template = mesh.mean(axis=0)
         offset = rng.randint(0, len(mesh) - count * length) if rng else 0
@@ -90,8 +87,7 @@ def cut_windows(items: Iterable[dict], length: int, rng: random.Random | None,
             start = offset + i * length
             window_audio = audio[start * SAMPLES_PER_FRAME:(start + length) * SAMPLES_PER_FRAME]
             window_audio = np.pad(window_audio, (0, length * SAMPLES_PER_FRAME - len(window_audio)))
-            if stats:
-                stats.windows += 1
+            stats.windows += 1
             yield {"key": meta["key"], "speaker": meta["speaker"], "topology": meta["topology"],
                    "motion": mesh[start:start + length] - template,
                    "template": template, "audio": window_audio}
@@ -102,6 +98,7 @@ def pair_references(windows: Iterable[dict], rng: random.Random, cache_size: int
     """Add ``reference`` (length, V, 3): the motion of a window of another clip of the same speaker,
     drawn from a per-speaker cache of the last ``cache_size`` windows seen. A window whose speaker
     has no other clip in the cache yet is its own reference (counted in ``self_references``)."""
+    stats = stats or LoaderStats()
     cache: dict[str, list[dict]] = {}
     for window in windows:
         seen = cache.setdefault(window["speaker"], [])
@@ -110,8 +107,7 @@ def pair_references(windows: Iterable[dict], rng: random.Random, cache_size: int
             reference = rng.choice(others)["motion"]
         else:
             reference = window["motion"]
-            if stats:
-                stats.self_references += 1
+            stats.self_references += 1
         seen.append(window)
         del seen[:-cache_size]
         yield {**window, "reference": reference}

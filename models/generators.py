@@ -86,17 +86,20 @@ class AutoregressiveGenerator(nn.Module):
         return self.temporal(speech + style[:, None] + shifted)
 
     def rollout(self, features: torch.Tensor, reference: torch.Tensor | None,
-                step: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        """Run the temporal transformer step by step over ``features`` (B, T, F); ``step`` takes
-        the state (B, dim), records its output and returns the output embedded for the next step.
-        Attention sees the last ``context`` steps, as in training windows."""
+                step: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Run the temporal transformer step by step over ``features`` (B, T, F); ``step`` maps the
+        state (B, dim) to (the step's output, that output embedded as the next step's input).
+        Attention sees the last ``context`` steps, as in training windows. Returns the outputs
+        stacked along time (B, S, ...)."""
         speech = self.speech(features)
         style = self.style(reference, len(features))
-        previous, inputs = self.start.expand(len(features), -1), []
+        previous, inputs, outputs = self.start.expand(len(features), -1), [], []
         for s in range(speech.shape[1]):
             inputs.append(speech[:, s] + style + previous)
             window = torch.stack(inputs[-self.context:] if self.context else inputs, 1)
-            previous = step(self.temporal(window)[:, -1])
+            output, previous = step(self.temporal(window)[:, -1])
+            outputs.append(output)
+        return torch.stack(outputs, 1)
 
     @torch.no_grad()
     def generate(self, features: torch.Tensor, reference: torch.Tensor | None, samples: int = 1,
@@ -147,17 +150,13 @@ class ProbabilisticGenerator(AutoregressiveGenerator):
         return sum(losses) / len(losses), {"level0_nll": float(losses[0].detach()), "level0_accuracy": float(accuracy)}
 
     def _generate(self, features, reference, sampling, generator) -> torch.Tensor:
-        chosen = []
-
-        def step(state: torch.Tensor) -> torch.Tensor:
+        def step(state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             codes = state.new_zeros((len(state), 0), dtype=torch.long)
             for level in range(len(self.heads)):
                 picked = sampling.pick(self.depth_logits(state, codes)[level], generator)
                 codes = torch.cat([codes, picked[:, None]], 1)
-            chosen.append(codes)
-            return self.embed(codes)
-        self.rollout(features, reference, step)
-        return self.tokenizer.decode(torch.stack(chosen, 1))
+            return codes, self.embed(codes)
+        return self.tokenizer.decode(self.rollout(features, reference, step))
 
 
 class CodeTalkerGenerator(AutoregressiveGenerator):
@@ -183,13 +182,10 @@ class CodeTalkerGenerator(AutoregressiveGenerator):
         return latent_loss + motion_loss, {"latent": float(latent_loss.detach()), "motion": float(motion_loss.detach())}
 
     def _generate(self, features, reference, sampling, generator) -> torch.Tensor:
-        chosen = []
-
-        def step(state: torch.Tensor) -> torch.Tensor:
-            chosen.append(self.snap(self.latent_out(state)))
-            return self.latent_in(chosen[-1])
-        self.rollout(features, reference, step)
-        return self.tokenizer.decode_latents(torch.stack(chosen, 1))
+        def step(state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            latent = self.snap(self.latent_out(state))
+            return latent, self.latent_in(latent)
+        return self.tokenizer.decode_latents(self.rollout(features, reference, step))
 
 
 class FaceFormerGenerator(AutoregressiveGenerator):
@@ -205,10 +201,7 @@ class FaceFormerGenerator(AutoregressiveGenerator):
         return loss, {"motion": float(loss.detach())}
 
     def _generate(self, features, reference, sampling, generator) -> torch.Tensor:
-        chosen = []
-
-        def step(state: torch.Tensor) -> torch.Tensor:
-            chosen.append(self.motion_out(state))
-            return self.motion_in(chosen[-1])
-        self.rollout(features, reference, step)
-        return torch.stack(chosen, 1)
+        def step(state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            motion = self.motion_out(state)
+            return motion, self.motion_in(motion)
+        return self.rollout(features, reference, step)

@@ -28,15 +28,15 @@ class Stats:
     windows: int
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return dict(vars(self))
 
     @classmethod
     def from_dict(cls, values: dict) -> "Stats":
         return cls(**values)
 
     def to(self, device) -> "Stats":
-        return Stats(**{name: value.to(device) if torch.is_tensor(value) else value
-                        for name, value in dataclasses.asdict(self).items()})
+        return dataclasses.replace(self, **{name: value.to(device) for name, value in vars(self).items()
+                                            if torch.is_tensor(value)})
 
     def normalize_motion(self, motion: torch.Tensor) -> torch.Tensor:
         """(B, T, V, 3) -> (B, T, 3V)."""

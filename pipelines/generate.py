@@ -21,9 +21,9 @@ import torch
 
 from voxmesh.models.audio import audio_features
 from voxmesh.models.checkpoint import load_model
-from voxmesh.models.data import AUDIO_SCALE
 from voxmesh.models.generators import Sampling
-from voxmesh.schemas import SAMPLES_PER_FRAME, is_valid_key, iter_samples
+from voxmesh.schemas import (SAMPLES_PER_FRAME, is_valid_key, iter_samples, load_samples, pcm_to_float,
+                             read_manifest)
 
 
 class MotionGenerator:
@@ -65,11 +65,13 @@ def generate_for_split(generator: MotionGenerator, dataset: str, split: str | No
                        samples: int, sampling: Sampling, seed: int) -> dict:
     """``{key}.npy`` (samples, T, V, 3) for every clip of ``split``; returns what was done."""
     topology = generator.stats.topology
-    references: dict[str, list[tuple[str, np.ndarray]]] = {}
-    for sample in iter_samples(dataset, split):  # two clips per speaker suffice as references
-        kept = references.setdefault(sample.meta.speaker, [])
-        if len(kept) < 2:
-            kept.append((sample.key, sample.mesh[:generator.reference_frames]))
+    candidates: dict[str, list[str]] = {}  # two clips per speaker suffice as references
+    for row in read_manifest(dataset, ["key", "split", "speaker"]):
+        kept = candidates.setdefault(row["speaker"], [])
+        if (split is None or row["split"] == split) and len(kept) < 2:
+            kept.append(row["key"])
+    meshes_of = {key: sample.mesh[:generator.reference_frames]
+                 for key, sample in load_samples(dataset, [k for keys in candidates.values() for k in keys]).items()}
     os.makedirs(out_dir, exist_ok=True)
     done: dict[str, str | None] = {}
     for index, sample in enumerate(iter_samples(dataset, split)):
@@ -77,9 +79,9 @@ def generate_for_split(generator: MotionGenerator, dataset: str, split: str | No
             raise ValueError(f"{dataset}: sample key {sample.key!r} is not a valid voxmesh key; run `voxmesh validate`")
         if sample.meta.topology != topology:
             raise ValueError(f"{sample.key} has topology {sample.meta.topology}; the model was trained on {topology}")
-        reference_key, reference = next(((key, mesh) for key, mesh in references[sample.meta.speaker]
-                                         if key != sample.key), (None, None))
-        meshes = generator(sample.audio.astype(np.float32) * AUDIO_SCALE, reference,
+        reference_key = next((key for key in candidates[sample.meta.speaker] if key != sample.key), None)
+        reference = meshes_of.get(reference_key)
+        meshes = generator(pcm_to_float(sample.audio), reference,
                            template=sample.mesh.mean(0), samples=samples, sampling=sampling, seed=seed + index)
         np.save(os.path.join(out_dir, f"{sample.key}.npy"), meshes[:, :len(sample.mesh)])
         done[sample.key] = reference_key

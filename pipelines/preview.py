@@ -4,31 +4,15 @@ hear whether lips and speech agree. Rendering is plain NumPy + Pillow (no displa
 
 from __future__ import annotations
 
-import os
-
 import av
 import numpy as np
-import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from voxmesh.schemas import FPS, SAMPLE_RATE, Sample, get_topology, iter_tar_samples
-from voxmesh.schemas.shards import SHARDS_DIR
+from voxmesh.schemas import FPS, SAMPLE_RATE, Sample, get_topology, load_samples, pcm_to_float
 
 from .media import MediaError, encode_audio, iter_frames, local_path
 
 LIGHT = np.array([0.3, 0.4, 1.0]) / np.linalg.norm([0.3, 0.4, 1.0])
-
-
-def load_sample(output: str, key: str) -> Sample:
-    """The sample called ``key``, found through the manifest; KeyError naming the key if absent."""
-    manifest = pq.read_table(os.path.join(output, "manifest.parquet"), columns=["key", "shard"]).to_pylist()
-    shard = next((r["shard"] for r in manifest if r["key"] == key), None)
-    if shard is None:
-        raise KeyError(f"no sample {key!r} in {output}/manifest.parquet")
-    for found, members in iter_tar_samples(os.path.join(output, SHARDS_DIR, f"{shard}.tar")):
-        if found == key:
-            return Sample.from_members(members)
-    raise KeyError(f"sample {key!r} is in the manifest but not in shard {shard}; run `voxmesh validate`")
 
 
 def render_mesh(vertices: np.ndarray, faces: np.ndarray, size: int, centre: np.ndarray, extent: float) -> np.ndarray:
@@ -74,7 +58,7 @@ def source_crops(sample: Sample, size: int) -> list[np.ndarray] | None:
 
 def write_preview(output: str, key: str, out_path: str, size: int = 384) -> str:
     """Render the sample ``key`` of the dataset in ``output`` to ``out_path`` (H.264 + AAC mp4)."""
-    sample = load_sample(output, key)
+    sample = load_samples(output, [key])[key]
     faces = get_topology(sample.meta.topology).faces
     low, high = sample.mesh.reshape(-1, 3).min(axis=0), sample.mesh.reshape(-1, 3).max(axis=0)
     centre, extent = (low + high) / 2, float((high - low)[:2].max() / 2)
@@ -89,5 +73,5 @@ def write_preview(output: str, key: str, out_path: str, size: int = 384) -> str:
                 picture = np.concatenate([crops[t], picture], axis=1)
             container.mux(video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")))
         container.mux(video.encode())
-        encode_audio(container, audio, sample.audio.astype(np.float32) / 32768.0)
+        encode_audio(container, audio, pcm_to_float(sample.audio))
     return out_path

@@ -1,15 +1,16 @@
-"""Reading a voxmesh dataset back, streaming, through WebDataset."""
+"""Reading a voxmesh dataset back: streaming through WebDataset, or chosen samples by key."""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Iterator
+from typing import Iterable, Iterator
 
+import pyarrow.parquet as pq
 import webdataset as wds
 
 from .sample import Sample, SampleMeta, decode_npy
-from .shards import SHARDS_DIR, committed_stats
+from .shards import SHARDS_DIR, committed_stats, iter_tar_samples
 
 
 def shard_paths(out_dir: str, split: str | None = None) -> list[str]:
@@ -52,3 +53,25 @@ def iter_samples(out_dir: str, split: str | None = None) -> Iterator[Sample]:
         yield Sample(meta=SampleMeta.from_dict(item["meta.json"]), mesh=item["mesh.npy"],
                      pose=item["pose.npy"], audio=item["audio.npy"], lmk2d=item["lmk2d.npy"],
                      coeffs=item.get("coeffs.npy"))
+
+
+def read_manifest(out_dir: str, columns: list[str] | None = None) -> list[dict]:
+    """The rows of ``manifest.parquet`` (only ``columns`` when given)."""
+    return pq.read_table(os.path.join(out_dir, "manifest.parquet"), columns=columns).to_pylist()
+
+
+def load_samples(out_dir: str, keys: Iterable[str]) -> dict[str, Sample]:
+    """The samples called ``keys``, found through the manifest; each shard holding one is read
+    once. KeyError naming the first key that is missing."""
+    shard_of = {row["key"]: row["shard"] for row in read_manifest(out_dir, ["key", "shard"])}
+    wanted = set(keys)
+    for key in sorted(wanted - set(shard_of)):
+        raise KeyError(f"no sample {key!r} in {out_dir}/manifest.parquet")
+    found: dict[str, Sample] = {}
+    for shard in sorted({shard_of[key] for key in wanted}):
+        for key, members in iter_tar_samples(os.path.join(out_dir, SHARDS_DIR, f"{shard}.tar")):
+            if key in wanted:
+                found[key] = Sample.from_members(members)
+    for key in sorted(wanted - set(found)):
+        raise KeyError(f"sample {key!r} is in the manifest but not in shard {shard_of[key]}; run `voxmesh validate`")
+    return found

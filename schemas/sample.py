@@ -121,6 +121,18 @@ class Sample:
                    coeffs=None if coeffs is None else decode_npy(coeffs))
 
 
+def pcm_to_float(audio: np.ndarray) -> np.ndarray:
+    """``audio.npy``'s int16 PCM as float32 in [-1, 1); float audio is returned as float32."""
+    if np.issubdtype(audio.dtype, np.integer):
+        return audio.astype(np.float32) / 32768.0
+    return audio.astype(np.float32, copy=False)
+
+
+def float_to_pcm(audio: np.ndarray) -> np.ndarray:
+    """Float audio in [-1, 1] as the int16 PCM of ``audio.npy`` (rounded, clipped)."""
+    return np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
+
+
 def encode_npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)

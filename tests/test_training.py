@@ -24,7 +24,7 @@ from voxmesh.pipelines.clips import ClipRules
 from voxmesh.pipelines.demo import make_demo_input
 from voxmesh.pipelines.generate import MotionGenerator
 from voxmesh.pipelines.inputs import SplitFractions
-from voxmesh.schemas import get_topology, iter_samples
+from voxmesh.schemas import get_topology, iter_samples, pcm_to_float
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "models", "configs")
 WINDOW = 32
@@ -179,7 +179,7 @@ def test_averaging_samples_lowers_lip_error(dataset, probabilistic):
     topology = get_topology(generator.stats.topology)
     single, averaged = [], []
     for index, sample in enumerate(iter_samples(dataset)):
-        meshes = generator(sample.audio.astype(np.float32) / 32768, template=sample.mesh.mean(0), samples=8,
+        meshes = generator(pcm_to_float(sample.audio), template=sample.mesh.mean(0), samples=8,
                            sampling=Sampling(temperature=1.0), seed=index)[:, :len(sample.mesh)]
         single.append(float(lip_vertex_error(meshes, sample.mesh[None], topology.lip_idx).mean()))
         averaged.append(float(lip_vertex_error(meshes.mean(0), sample.mesh, topology.lip_idx)))

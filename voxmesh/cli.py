@@ -236,16 +236,15 @@ def _convert_flame(args) -> int:
 def _eval(args) -> int:
     from voxmesh.metrics.evaluate import evaluate, markdown_table, write_results
     names = args.name or [os.path.basename(os.path.normpath(pred)) for pred in args.pred]
-    if len(names) != len(args.pred):
-        print("voxmesh eval: give one --name per --pred", file=sys.stderr)
+    if len(names) != len(args.pred) or len(set(names)) != len(names):
+        print("voxmesh eval: give one distinct --name per --pred", file=sys.stderr)
         return 2
-    table = {}
+    try:
+        table = evaluate(dict(zip(names, args.pred)), args.ref, args.split, args.sync_weights)
+    except (FileNotFoundError, NotADirectoryError) as error:
+        print(f"voxmesh eval: {error}", file=sys.stderr)
+        return 2
     for name, pred in zip(names, args.pred):
-        try:
-            table[name] = evaluate(pred, args.ref, args.split, args.sync_weights)
-        except (FileNotFoundError, NotADirectoryError) as error:
-            print(f"voxmesh eval: {error}", file=sys.stderr)
-            return 2
         for key in table[name]["predictions_without_reference"]:
             print(f"voxmesh eval: {pred}/{key}.npy has no reference sample in {args.ref}", file=sys.stderr)
     print(markdown_table(table), end="")
