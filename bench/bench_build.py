@@ -143,7 +143,7 @@ def main() -> None:
             os.makedirs(os.path.join(inputs, f"copy{copy:03d}"))
             for path in paths:
                 os.symlink(path, os.path.join(inputs, f"copy{copy:03d}", os.path.basename(path)))
-        config = BuildConfig(input=inputs, output=os.path.join(tmp, "out"), inputs_per_shard=1)
+        config = BuildConfig(input=inputs, output=os.path.join(tmp, "out"), inputs_per_part=1)
         summary, wall, _ = timed(lambda: run_build(config, local_pipeline_args(args.workers)))
     frames_in = n_frames * args.repeat
     report["end_to_end_frames"] = frames_in

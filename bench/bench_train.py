@@ -45,7 +45,7 @@ def build_dataset(folder: str) -> str:
         if name.endswith(".mp4"):
             shutil.copy(os.path.join(MEDIA, name), inputs)
     assert voxmesh(["build", "--input", inputs, "--output", output, "--max-clip-seconds", "2",
-                    "--min-clip-seconds", "1", "--split-fractions", "1,0,0", "--inputs-per-shard", "1"]) == 0
+                    "--min-clip-seconds", "1", "--split-fractions", "1,0,0", "--shard-max-samples", "4"]) == 0
     return output
 
 

@@ -1,11 +1,13 @@
 """``voxmesh build``: the Apache Beam pipeline from input videos to committed shards, then the
 manifest, the failures table and ``dataset.json``.
 
-Shape of the pipeline: the launcher discovers and plans (a pure function of the inputs and the
-config), Beam runs one ``BuildShard`` per planned shard on any worker (decode, reconstruct, cut,
-write the tar, commit the stats), and the launcher assembles the tables from the committed stats.
-A shard's inputs stream through one worker, so no frames or meshes cross a shuffle and memory is
-bounded by one chunk of frames and one face track's results.
+Shape of the pipeline: the launcher discovers and plans parts (a pure function of the inputs and
+the config); Beam runs one ``BuildPart`` per planned part on any worker (decode, reconstruct,
+cut, write the part's tar, commit its stats); once every part is committed, one step plans the
+shards (``packing``: bounded by samples and bytes) and ``PackShard`` writes them on any worker;
+the launcher assembles the tables from the committed shard stats and removes the parts. A part's
+inputs stream through one worker, so no frames or meshes cross a shuffle and memory is bounded by
+one chunk of frames and one face track's results.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from voxmesh.schemas.shards import SHARDS_DIR, write_atomic
 from .clips import ClipRules
 from .faces import FaceDetector, TrackRules
 from .card import write_dataset_card, write_wids_indexes
-from .inputs import ShardTask, SplitFractions, assign_splits, discover, identify, plan_shards
+from .inputs import PartTask, SplitFractions, assign_splits, discover, identify, plan_parts
+from .packing import PARTS_DIR, PackShard, ShardLimits, remaining_packs, remove_parts
 from .progress import ProgressReporter
 from .report import summarize
 from .video import failure, process_video
@@ -49,7 +52,8 @@ class BuildConfig:
     rules: ClipRules = ClipRules()
     tracking: TrackRules = TrackRules()
     splits: SplitFractions = SplitFractions()
-    inputs_per_shard: int = 32
+    inputs_per_part: int = 8
+    shard_limits: ShardLimits = ShardLimits()
     chunk_size: int = 64
     resume: bool = False
 
@@ -69,7 +73,7 @@ class SampleSpool:
         self._metas.append(sample.meta)
 
     def replay(self) -> Iterator[tuple[SampleMeta, dict[str, bytes]]]:
-        self._tar.close()
+        self._close_tar()
         self._file.seek(0)
         for meta, (key, members) in zip(self._metas, iter_tar_samples(self._file)):
             assert key == meta.key, (key, meta.key)
@@ -79,11 +83,17 @@ class SampleSpool:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._close_tar()
         self._file.close()
 
+    def _close_tar(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+            self._tar = None
 
-class BuildShard(beam.DoFn):
-    """Writes one planned shard: every input of the task becomes samples or failure records; an
+
+class BuildPart(beam.DoFn):
+    """Writes one planned part: every input of the task becomes samples or failure records; an
     exception inside one input becomes an ``internal_error`` record for that input only."""
 
     def __init__(self, config: BuildConfig):
@@ -95,9 +105,10 @@ class BuildShard(beam.DoFn):
         self.backend = backend_class(self.config.backend)()
         self.backend.setup()
 
-    def process(self, task: ShardTask):
+    def process(self, task: PartTask):
         counters = Counter()
-        with ShardWriter(self.config.output, task.split, task.index, [i.uri for i in task.items]) as writer:
+        with ShardWriter(self.config.output, task.split, task.index, [i.uri for i in task.items],
+                         folder=PARTS_DIR) as writer:
             for item in task.items:
                 with SampleSpool() as spool:
                     try:
@@ -141,19 +152,30 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
     raws = discover(config.input)
     items, early_failures = identify(raws)
     split_of_speaker, split_failures = assign_splits(items, config.splits)
-    tasks = plan_shards(items, split_of_speaker, config.inputs_per_shard)
+    tasks = plan_parts(items, split_of_speaker, config.inputs_per_part)
     _prepare_output(config)
-    done = {s.shard for s in committed_stats(config.output)}
-    todo = [t for t in tasks if t.name not in done]
-    if todo:
+    if not {i.uri for t in tasks for i in t.items} <= inputs_in_shards(config.output):
+        done = {s.shard for s in committed_stats(config.output, PARTS_DIR)}
+        todo = [t for t in tasks if t.name not in done]
         options = PipelineOptions(pipeline_args or local_pipeline_args())
         with ProgressReporter(config.output, todo, enabled=progress):
             with beam.Pipeline(options=options) as pipeline:
                 (pipeline
-                 | "Plan" >> beam.Create(todo)
-                 | "Spread" >> beam.Reshuffle()
-                 | "BuildShard" >> beam.ParDo(BuildShard(config)))
-    return finalize(config, tasks, early_failures + split_failures, n_discovered=len(raws))
+                 | "PlanParts" >> beam.Create(todo)
+                 | "SpreadParts" >> beam.Reshuffle()
+                 | "BuildPart" >> beam.ParDo(BuildPart(config))
+                 | "AllPartsCommitted" >> beam.combiners.Count.Globally()
+                 | "PlanShards" >> beam.FlatMap(remaining_packs, config.output, [t.name for t in tasks],
+                                                config.shard_limits)
+                 | "SpreadShards" >> beam.Reshuffle()
+                 | "PackShard" >> beam.ParDo(PackShard(config.output)))
+    summary = finalize(config, tasks, early_failures + split_failures, n_discovered=len(raws))
+    remove_parts(config.output)
+    return summary
+
+
+def inputs_in_shards(output: str) -> set[str]:
+    return {uri for stats in committed_stats(output) for uri in stats.inputs}
 
 
 def _prepare_output(config: BuildConfig) -> None:
@@ -167,22 +189,25 @@ def _prepare_output(config: BuildConfig) -> None:
 
 
 def remove_temporary_files(output: str) -> None:
-    for folder in (output, os.path.join(output, SHARDS_DIR)):
+    for folder in (output, os.path.join(output, SHARDS_DIR), os.path.join(output, PARTS_DIR)):
         if os.path.isdir(folder):
             for name in os.listdir(folder):
                 if ".tmp-" in name:
                     os.remove(os.path.join(folder, name))
 
 
-def finalize(config: BuildConfig, tasks: list[ShardTask], early_failures: list[FailureRecord],
+def finalize(config: BuildConfig, tasks: list[PartTask], early_failures: list[FailureRecord],
              n_discovered: int) -> dict:
-    """Write the manifest, the failures table and ``dataset.json`` from the committed shards of
-    this plan, check that every input is accounted for, and return the summary."""
-    planned = {t.name for t in tasks}
-    stats: list[ShardStats] = [s for s in committed_stats(config.output) if s.shard in planned]
-    missing = sorted(planned - {s.shard for s in stats})
-    if missing:
-        raise RuntimeError(f"shards {', '.join(missing[:5])} were not committed; rerun with --resume")
+    """Write the manifest, the failures table and ``dataset.json`` from the committed shards,
+    check that they hold exactly the planned inputs, and return the summary."""
+    stats: list[ShardStats] = committed_stats(config.output)
+    planned = {i.uri for t in tasks for i in t.items}
+    in_shards = [uri for s in stats for uri in s.inputs]
+    if set(in_shards) != planned or len(in_shards) != len(planned):
+        missing, foreign = sorted(planned - set(in_shards)), sorted(set(in_shards) - planned)
+        raise RuntimeError(f"the shards in {config.output} do not hold exactly the planned inputs "
+                           f"(missing {missing[:3]}, not planned {foreign[:3]}); rerun with --resume, "
+                           f"or build into a new folder if the inputs or the config changed")
     rows = [row for s in stats for row in s.samples]
     failures = early_failures + [FailureRecord(**f) for s in stats for f in s.failures]
     write_manifest(rows, os.path.join(config.output, "manifest.parquet"))

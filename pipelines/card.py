@@ -43,7 +43,9 @@ def write_dataset_card(output: str, dataset: dict, rows: list[dict], failures: l
         "",
         f"`voxmesh build --input {config['input']} --backend {config['backend']} "
         f"--min-clip-seconds {config['rules']['min_seconds']} --max-clip-seconds {config['rules']['max_seconds']} "
-        f"--min-confidence {config['rules']['min_confidence']} --inputs-per-shard {config['inputs_per_shard']}`",
+        f"--min-confidence {config['rules']['min_confidence']} --inputs-per-part {config['inputs_per_part']} "
+        f"--shard-max-samples {config['shard_limits']['max_samples']} "
+        f"--shard-max-mb {config['shard_limits']['max_bytes'] / 2 ** 20:g}`",
         "",
         "Versions: " + ", ".join(f"{name} {version}" for name, version in sorted(versions.items())) + ".",
         "",

@@ -131,7 +131,7 @@ def run_demo(output: str, workers: int | None) -> int:
     shutil.rmtree(output, ignore_errors=True)
     print(f"generating the synthetic demo input in {input_dir} ...")
     make_demo_input(input_dir)
-    config = BuildConfig(input=input_dir, output=dataset_dir, inputs_per_shard=1)
+    config = BuildConfig(input=input_dir, output=dataset_dir, inputs_per_part=1)
     summary = run_build(config, local_pipeline_args(workers), progress=True)
     problems, counts = validate_dataset(dataset_dir)
     for problem in problems:

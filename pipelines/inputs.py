@@ -1,4 +1,5 @@
-"""Finding inputs, naming them, assigning speaker-disjoint splits, and planning shards.
+"""Finding inputs, naming them, assigning speaker-disjoint splits, and planning the parts that
+the build writes (and then packs into shards, see ``packing``).
 
 Inputs come from a folder (searched recursively), a glob, or a listing (``.csv`` or ``.parquet``
 with a ``uri`` column and optional ``speaker``, ``video``, ``utterance``, ``split`` columns). URIs
@@ -8,7 +9,7 @@ matching Beam extra is installed.
 Ids not given by a listing come from the path: ``.../{speaker}/{video}/{utterance}.mp4``
 (VoxCeleb2's layout) gives all three; ``{speaker}/{utterance}.mp4`` uses the file stem as video
 id; a lone file is its own speaker. The plan is a pure function of the set of inputs and the
-config, so a rerun (or a resumed run) over the same inputs assigns every input to the same shard.
+config, so a rerun (or a resumed run) over the same inputs assigns every input to the same part.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ class InputItem:
 
 
 @dataclasses.dataclass(frozen=True)
-class ShardTask:
-    """One shard to write: its split, index and the inputs assigned to it, in key order."""
+class PartTask:
+    """One part to write: its split, index and the inputs assigned to it, in key order."""
 
     split: str
     index: int
@@ -218,12 +219,13 @@ def assign_splits(items: list[InputItem], fractions: SplitFractions) -> tuple[di
     return splits, failures
 
 
-def plan_shards(items: list[InputItem], split_of_speaker: dict[str, str], inputs_per_shard: int) -> list[ShardTask]:
-    """Assign inputs to shards: per split, order inputs by a hash of their id (so that a shard
-    mixes speakers), cut into groups of ``inputs_per_shard``; inside a shard, key order. Inputs
-    whose speaker has no split are left out (the caller recorded them as failures)."""
-    if inputs_per_shard < 1:
-        raise ValueError("inputs_per_shard must be at least 1")
+def plan_parts(items: list[InputItem], split_of_speaker: dict[str, str], inputs_per_part: int) -> list[PartTask]:
+    """Assign inputs to parts: per split, order inputs by a hash of their id (so that a part, and
+    the shard it lands in, mixes speakers), cut into groups of ``inputs_per_part``; inside a part,
+    key order. Inputs whose speaker has no split are left out (the caller recorded them as
+    failures)."""
+    if inputs_per_part < 1:
+        raise ValueError("inputs_per_part must be at least 1")
     by_split: dict[str, list[InputItem]] = {}
     for item in items:
         if item.speaker in split_of_speaker:
@@ -231,7 +233,7 @@ def plan_shards(items: list[InputItem], split_of_speaker: dict[str, str], inputs
     tasks = []
     for split in sorted(by_split):
         ordered = sorted(by_split[split], key=lambda i: (stable_unit(f"shard:{i.key_prefix}"), i.key_prefix))
-        for index, start in enumerate(range(0, len(ordered), inputs_per_shard)):
-            group = sorted(ordered[start:start + inputs_per_shard], key=lambda i: i.key_order)
-            tasks.append(ShardTask(split, index, tuple(group)))
+        for index, start in enumerate(range(0, len(ordered), inputs_per_part)):
+            group = sorted(ordered[start:start + inputs_per_part], key=lambda i: i.key_order)
+            tasks.append(PartTask(split, index, tuple(group)))
     return tasks

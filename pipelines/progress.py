@@ -1,4 +1,4 @@
-"""A live progress line for local runs, read from the shards committed so far (so it works with
+"""A live progress line for local runs, read from the parts committed so far (so it works with
 any runner whose workers write to a folder this process can see)."""
 
 from __future__ import annotations
@@ -9,16 +9,17 @@ import threading
 import time
 
 from voxmesh.schemas import FPS, ShardStats
-from voxmesh.schemas.shards import SHARDS_DIR
+
+from .packing import PARTS_DIR
 
 
 class ProgressReporter:
-    """While active, print every ``interval`` seconds (2 on a terminal, 30 in a log): shards and
+    """While active, print every ``interval`` seconds (2 on a terminal, 30 in a log): parts and
     inputs done of the total, clips, failures, and seconds of clips produced per second."""
 
     def __init__(self, output: str, tasks: list, enabled: bool = True, interval: float | None = None,
                  stream=sys.stderr):
-        self.directory = os.path.join(output, SHARDS_DIR)
+        self.directory = os.path.join(output, PARTS_DIR)
         self.names = {t.name for t in tasks}
         self.total_inputs = sum(len(t.items) for t in tasks)
         self.enabled, self.stream = enabled, stream
@@ -47,7 +48,7 @@ class ProgressReporter:
         failures = sum(len(s.failures) for s in self._seen.values())
         seconds = sum(r["n_frames"] for s in self._seen.values() for r in s.samples) / FPS
         elapsed = max(time.monotonic() - self._start, 1e-9)
-        return (f"[voxmesh] shards {len(self._seen)}/{len(self.names)} · inputs {inputs}/{self.total_inputs} · "
+        return (f"[voxmesh] parts {len(self._seen)}/{len(self.names)} · inputs {inputs}/{self.total_inputs} · "
                 f"clips {clips} · failures {failures} · {seconds / elapsed:.1f} s of clips per s")
 
     def _refresh(self) -> None:

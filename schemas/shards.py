@@ -54,11 +54,11 @@ class ShardWriter:
     tar is removed and nothing is left behind.
     """
 
-    def __init__(self, out_dir: str, split: str, index: int, inputs: list[str]):
+    def __init__(self, out_dir: str, split: str, index: int, inputs: list[str], folder: str = SHARDS_DIR):
         self.name = shard_name(split, index)
         self.split = split
         self.inputs = list(inputs)
-        self.directory = os.path.join(out_dir, SHARDS_DIR)
+        self.directory = os.path.join(out_dir, folder)
         os.makedirs(self.directory, exist_ok=True)
         self.tar_path = os.path.join(self.directory, f"{self.name}.tar")
         self.stats_path = os.path.join(self.directory, f"{self.name}.stats.json")
@@ -115,9 +115,9 @@ def write_atomic(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def committed_stats(out_dir: str) -> list[ShardStats]:
-    """Stats of every committed shard under ``out_dir``, sorted by shard name."""
-    directory = os.path.join(out_dir, SHARDS_DIR)
+def committed_stats(out_dir: str, folder: str = SHARDS_DIR) -> list[ShardStats]:
+    """Stats of every committed shard in ``out_dir/folder``, sorted by shard name."""
+    directory = os.path.join(out_dir, folder)
     if not os.path.isdir(directory):
         return []
     names = sorted(n for n in os.listdir(directory) if n.endswith(".stats.json"))

@@ -8,7 +8,7 @@ import pytest
 from skimage import data
 
 from conftest import write_video
-from test_media import numbered_frames, read_numbers
+from test_media import numbered_frames
 from voxmesh.pipelines.clips import ClipRules
 from voxmesh.pipelines.faces import FaceDetector, FacePass, TrackRules, build_tracks
 from voxmesh.pipelines.inputs import InputItem

@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from voxmesh.pipelines.inputs import (InputItem, RawInput, SplitFractions, assign_splits, discover, identify,
-                                      plan_shards, split_of)
+from voxmesh.pipelines.inputs import (InputItem, SplitFractions, assign_splits, discover, identify,
+                                      plan_parts, split_of)
 from voxmesh.schemas import is_valid_key, make_key, sanitize_id
 
 
@@ -44,13 +44,13 @@ def test_glob_discovery_takes_ids_below_the_glob_root(tmp_path):
     assert len(raws) == 1 and identify(raws)[0][0].input_id == "spk/vid/00001"
 
 
-def test_splits_are_speaker_disjoint_stable_and_shards_cover_every_input(tmp_path):
+def test_splits_are_speaker_disjoint_stable_and_parts_cover_every_input(tmp_path):
     items = [InputItem(f"/v/{s}/{u}.mp4", f"id{s:05d}", "vid", f"{u:05d}") for s in range(50) for u in range(3)]
     fractions = SplitFractions(0.8, 0.1, 0.1)
     splits, failures = assign_splits(items, fractions)
     assert failures == []
-    tasks = plan_shards(items, splits, inputs_per_shard=7)
-    assert tasks == plan_shards(list(reversed(items)), splits, inputs_per_shard=7)
+    tasks = plan_parts(items, splits, inputs_per_part=7)
+    assert tasks == plan_parts(list(reversed(items)), splits, inputs_per_part=7)
     assigned = [i for t in tasks for i in t.items]
     assert sorted(assigned, key=lambda i: i.uri) == sorted(items, key=lambda i: i.uri)
     split_of_speaker = {}
@@ -93,8 +93,8 @@ def test_listing_without_a_uri_column_is_refused_with_the_file_named(tmp_path):
         discover(str(listing))
 
 
-def test_inputs_in_a_shard_come_in_the_order_of_their_sample_keys():
+def test_inputs_in_a_part_come_in_the_order_of_their_sample_keys():
     items = [InputItem("/a", "id1", "v", "1-2"), InputItem("/b", "id1", "v", "1")]
-    task, = plan_shards(items, {"id1": "train"}, inputs_per_shard=10)
+    task, = plan_parts(items, {"id1": "train"}, inputs_per_part=10)
     keys = [make_key(i.speaker, i.video, i.utterance, 0, 0) for i in task.items]
     assert keys == sorted(keys) and len(set(keys)) == 2

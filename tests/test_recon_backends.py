@@ -18,7 +18,7 @@ from voxmesh.cli import main
 from voxmesh.pipelines.demo import find_mouth, open_mouth
 from voxmesh.recon import backend_class, backend_classes
 from voxmesh.recon.flame import MODEL_ENV, FlameModel, fit_flame
-from voxmesh.recon.flame_convert import convert_flame, load_untrusted_pickle
+from voxmesh.recon.flame_convert import load_untrusted_pickle
 from voxmesh.recon.testing import check_backend
 
 

@@ -24,6 +24,7 @@ from voxmesh.pipelines.clips import ClipRules
 from voxmesh.pipelines.demo import make_demo_input
 from voxmesh.pipelines.generate import MotionGenerator
 from voxmesh.pipelines.inputs import SplitFractions
+from voxmesh.pipelines.packing import ShardLimits
 from voxmesh.schemas import get_topology, iter_samples, pcm_to_float
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "models", "configs")
@@ -41,7 +42,8 @@ def dataset(tmp_path_factory) -> str:
         if os.path.isfile(os.path.join(media, name)):
             shutil.copy(os.path.join(media, name), inputs / name)
     output = str(tmp_path_factory.mktemp("training_data") / "dataset")
-    config = BuildConfig(input=str(inputs), output=output, inputs_per_shard=1, splits=SplitFractions(1.0, 0.0, 0.0),
+    config = BuildConfig(input=str(inputs), output=output, inputs_per_part=1, shard_limits=ShardLimits(max_samples=4),
+                         splits=SplitFractions(1.0, 0.0, 0.0),
                          rules=ClipRules(min_seconds=1.0, max_seconds=2.0))
     run_build(config, local_pipeline_args(2))
     return output

@@ -11,6 +11,7 @@ import sys
 from voxmesh.pipelines.build import BuildConfig, local_pipeline_args, run_build
 from voxmesh.pipelines.clips import ClipRules
 from voxmesh.pipelines.inputs import SplitFractions
+from voxmesh.pipelines.packing import ShardLimits
 from voxmesh.recon import BackendUnavailable
 from voxmesh.schemas import validate_dataset
 
@@ -105,11 +106,15 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
                         help="frames; clips whose estimated audio-visual offset is larger are flagged")
     parser.add_argument("--drop-av-offset", action="store_true",
                         help="drop those clips instead (an input left with none fails with reason av_offset)")
-    parser.add_argument("--inputs-per-shard", type=int, default=BuildConfig.inputs_per_shard)
+    parser.add_argument("--inputs-per-part", type=int, default=BuildConfig.inputs_per_part,
+                        help="inputs one worker processes in one go before they are packed into shards")
+    parser.add_argument("--shard-max-samples", type=int, default=ShardLimits.max_samples)
+    parser.add_argument("--shard-max-mb", type=float, default=ShardLimits.max_bytes / 2 ** 20,
+                        help="MiB; a shard stays under this unless one part alone is larger")
     parser.add_argument("--split-fractions", default="0.9,0.05,0.05", metavar="TRAIN,VAL,TEST",
                         help="speaker-hash split fractions, for inputs whose listing gives no split")
     parser.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores)")
-    parser.add_argument("--resume", action="store_true", help="keep committed shards and build the rest")
+    parser.add_argument("--resume", action="store_true", help="keep committed parts and shards and build the rest")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
 def _build(args, beam_args: list[str]) -> int:
     try:
         config = BuildConfig(
-            input=args.input, output=args.output, backend=args.backend, inputs_per_shard=args.inputs_per_shard,
+            input=args.input, output=args.output, backend=args.backend, inputs_per_part=args.inputs_per_part,
+            shard_limits=ShardLimits(args.shard_max_samples, int(args.shard_max_mb * 2 ** 20)),
             rules=ClipRules(min_seconds=args.min_clip_seconds, max_seconds=args.max_clip_seconds,
                             min_confidence=args.min_confidence, max_av_offset=args.max_av_offset,
                             drop_av_offset=args.drop_av_offset),

@@ -1,17 +1,17 @@
-"""BuildShard, the DoFn that writes one shard, called directly: an exception inside one input
-becomes that input's failure record and the shard is still committed."""
+"""BuildPart, the DoFn that writes one part, called directly: an exception inside one input
+becomes that input's failure record and the part is still committed."""
 
 import json
 import os
 
 from voxmesh.pipelines import build
-from voxmesh.pipelines.build import BuildConfig, BuildShard
-from voxmesh.pipelines.inputs import InputItem, ShardTask
+from voxmesh.pipelines.build import BuildConfig, BuildPart
+from voxmesh.pipelines.inputs import InputItem, PartTask
 from test_schema_and_validate import make_sample
 from voxmesh.pipelines.video import VideoResult
 
 
-def test_an_exception_in_one_input_is_a_failure_row_not_a_failed_shard(tmp_path, monkeypatch):
+def test_an_exception_in_one_input_is_a_failure_row_not_a_failed_part(tmp_path, monkeypatch):
     def process_video(item, *args, sink, **kwargs):
         if item.utterance == "1":
             sink(make_sample("s", 0))  # a sample already produced before the crash must not land
@@ -20,14 +20,14 @@ def test_an_exception_in_one_input_is_a_failure_row_not_a_failed_shard(tmp_path,
 
     monkeypatch.setattr(build, "process_video", process_video)
     config = BuildConfig(input=str(tmp_path), output=str(tmp_path / "out"))
-    task = ShardTask("train", 0, (InputItem("/x/1.mp4", "s", "v", "1"), InputItem("/x/2.mp4", "s", "v", "2")))
-    shard = BuildShard(config)
-    shard.setup()
+    task = PartTask("train", 0, (InputItem("/x/1.mp4", "s", "v", "1"), InputItem("/x/2.mp4", "s", "v", "2")))
+    part = BuildPart(config)
+    part.setup()
     try:
-        assert list(shard.process(task)) == ["train-000000"]
+        assert list(part.process(task)) == ["train-000000"]
     finally:
-        shard.teardown()
-    with open(os.path.join(config.output, "shards", "train-000000.stats.json")) as f:
+        part.teardown()
+    with open(os.path.join(config.output, "parts", "train-000000.stats.json")) as f:
         stats = json.load(f)
     assert stats["inputs"] == ["/x/1.mp4", "/x/2.mp4"] and stats["samples"] == []
     failure, = stats["failures"]
