@@ -34,6 +34,10 @@ setup(
         # torch: the learned sync model and the training stage. Install the CPU build 2.13.0 first
         # on machines without a GPU (the Makefile does), or pip pulls several GB of CUDA packages.
         "torch": ["torch==2.13.0"],
+        # fan3d: face-alignment's own dependencies but opencv-python, which would overwrite the cv2
+        # of mediapipe's opencv-contrib-python; face-alignment itself is then installed with
+        # `pip install --no-deps face-alignment==1.5.0` (the Makefile does).
+        "fan3d": ["torch==2.13.0", "numba>=0.60", "tqdm"],
         # speech: HuBERT / wav2vec 2.0 features from a local model folder (data.audio_model).
         "speech": ["transformers>=5.23,<6"],
         "test": ["pytest>=8", "wids==0.1.11", "transformers>=5.23,<6"],
@@ -43,6 +47,7 @@ setup(
         "voxmesh.recon_backends": [
             "mediapipe = voxmesh.recon.mediapipe_mesh:MediaPipeFaceMesh",
             "flame = voxmesh.recon.flame:FlameBackend",
+            "fan3d = voxmesh.recon.fan3d:Fan3D",
         ],
     },
 )

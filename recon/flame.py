@@ -22,19 +22,11 @@ import torch
 from voxmesh.schemas import Topology, register_topology
 
 from .base import Reconstruction, ReconstructionBackend
+from .ibug68 import MEDIAPIPE_68, MOUTH_68, NOSE_TIP_68
 from .mediapipe_mesh import MediaPipeFaceMesh, N_POINTS
 
 MODEL_ENV = "VOXMESH_FLAME_MODEL"
 TOPOLOGY = "flame5023"
-# MediaPipe Face Mesh indices of the 68 iBUG landmarks (jaw 0-16, brows 17-26, nose 27-35, eyes
-# 36-47, mouth 48-67): an approximate correspondence; the static 51-point embedding uses 17-67.
-MEDIAPIPE_68 = np.array([
-    162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,
-    70, 63, 105, 66, 107, 336, 296, 334, 293, 300,
-    168, 197, 5, 4, 75, 97, 2, 326, 305,
-    33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,
-    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181, 78, 82, 13, 312, 308, 317, 14, 87])
-MOUTH_68, NOSE_TIP_68 = np.arange(48, 68), 30
 
 
 def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:

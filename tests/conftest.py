@@ -44,3 +44,11 @@ def write_video(path: str, frames: np.ndarray, fps=25, audio: np.ndarray | None 
         container.mux(stream.encode())
         if sound is not None:
             encode_audio(container, sound, audio, sample_rate)
+
+
+
+@pytest.fixture(scope="session")
+def fan3d_weights(tmp_path_factory) -> dict[str, str]:
+    """Random-weight fan3d checkpoints (see fan3d_synthetic.py): {"fan": path, "depth": path}."""
+    from fan3d_synthetic import write_random_fan3d_weights
+    return write_random_fan3d_weights(str(tmp_path_factory.mktemp("fan3d_weights")))

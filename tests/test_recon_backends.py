@@ -1,6 +1,6 @@
-"""Every registered backend passes the conformance suite; the FLAME fitter, its model format and
-the restricted unpickler (FLAME itself cannot be downloaded: a synthetic FLAME-format model is
-built here)."""
+"""Every registered backend passes the conformance suite (fan3d with weights made in the test);
+the FLAME fitter, its model format and the restricted unpickler (FLAME itself cannot be
+downloaded: a synthetic FLAME-format model is built here)."""
 
 import os
 import pickle
@@ -17,6 +17,7 @@ from flame_synthetic import synthetic_flame
 from voxmesh.cli import main
 from voxmesh.pipelines.demo import find_mouth, open_mouth
 from voxmesh.recon import backend_class, backend_classes
+from voxmesh.recon.fan3d import WEIGHTS_ENV
 from voxmesh.recon.flame import MODEL_ENV, FlameModel, fit_flame
 from voxmesh.recon.flame_convert import load_untrusted_pickle
 from voxmesh.recon.testing import check_backend
@@ -37,7 +38,8 @@ def talking_frames(n: int = 8) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", sorted(backend_classes()))
-def test_every_registered_backend_conforms(name, flame_model_file):
+def test_every_registered_backend_conforms(name, flame_model_file, fan3d_weights, monkeypatch):
+    monkeypatch.setenv(WEIGHTS_ENV, os.path.dirname(fan3d_weights["fan"]))
     cls = backend_class(name)  # raises with the reason if it cannot run here
     result = check_backend(cls(), talking_frames())
     assert result.valid.all()
