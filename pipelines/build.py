@@ -153,8 +153,9 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
     items, early_failures = identify(raws)
     split_of_speaker, split_failures = assign_splits(items, config.splits)
     tasks = plan_parts(items, split_of_speaker, config.inputs_per_part)
+    planned = {item.uri for task in tasks for item in task.items}
     _prepare_output(config)
-    if not {i.uri for t in tasks for i in t.items} <= inputs_in_shards(config.output):
+    if not planned <= inputs_in_shards(config.output):
         done = {s.shard for s in committed_stats(config.output, PARTS_DIR)}
         todo = [t for t in tasks if t.name not in done]
         options = PipelineOptions(pipeline_args or local_pipeline_args())
@@ -169,7 +170,7 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
                                                 config.shard_limits)
                  | "SpreadShards" >> beam.Reshuffle()
                  | "PackShard" >> beam.ParDo(PackShard(config.output)))
-    summary = finalize(config, tasks, early_failures + split_failures, n_discovered=len(raws))
+    summary = finalize(config, planned, early_failures + split_failures, n_discovered=len(raws))
     remove_parts(config.output)
     return summary
 
@@ -196,12 +197,11 @@ def remove_temporary_files(output: str) -> None:
                     os.remove(os.path.join(folder, name))
 
 
-def finalize(config: BuildConfig, tasks: list[PartTask], early_failures: list[FailureRecord],
+def finalize(config: BuildConfig, planned: set[str], early_failures: list[FailureRecord],
              n_discovered: int) -> dict:
     """Write the manifest, the failures table and ``dataset.json`` from the committed shards,
-    check that they hold exactly the planned inputs, and return the summary."""
+    check that they hold exactly the ``planned`` input URIs, and return the summary."""
     stats: list[ShardStats] = committed_stats(config.output)
-    planned = {i.uri for t in tasks for i in t.items}
     in_shards = [uri for s in stats for uri in s.inputs]
     if set(in_shards) != planned or len(in_shards) != len(planned):
         missing, foreign = sorted(planned - set(in_shards)), sorted(set(in_shards) - planned)

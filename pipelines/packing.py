@@ -57,17 +57,17 @@ def plan_packs(parts: list[ShardStats], limits: ShardLimits) -> list[PackTask]:
         by_split[part.split].append(part)
     tasks = []
     for split in sorted(by_split):
-        group: list[str] = []
+        groups: list[list[str]] = []
         n_samples = n_bytes = 0
         for part in by_split[split]:
-            if group and (n_samples + len(part.samples) > limits.max_samples
-                          or n_bytes + part.n_bytes > limits.max_bytes):
-                tasks.append(PackTask(split, sum(t.split == split for t in tasks), tuple(group)))
-                group, n_samples, n_bytes = [], 0, 0
-            group.append(part.shard)
+            if not groups or (n_samples + len(part.samples) > limits.max_samples
+                              or n_bytes + part.n_bytes > limits.max_bytes):
+                groups.append([])
+                n_samples = n_bytes = 0
+            groups[-1].append(part.shard)
             n_samples += len(part.samples)
             n_bytes += part.n_bytes
-        tasks.append(PackTask(split, sum(t.split == split for t in tasks), tuple(group)))
+        tasks += [PackTask(split, index, tuple(group)) for index, group in enumerate(groups)]
     return tasks
 
 
@@ -87,10 +87,7 @@ def pack_shard(output: str, task: PackTask) -> None:
     """Write and commit one shard from its parts (nothing to do if it is already committed)."""
     if os.path.exists(os.path.join(output, SHARDS_DIR, f"{task.name}.stats.json")):
         return
-    parts = []
-    for name in task.parts:
-        with open(os.path.join(output, PARTS_DIR, f"{name}.stats.json"), "rb") as f:
-            parts.append(ShardStats.from_json(f.read()))
+    parts = [ShardStats.read(os.path.join(output, PARTS_DIR, f"{name}.stats.json")) for name in task.parts]
     inputs = [uri for part in parts for uri in part.inputs]
     with ShardWriter(output, task.split, task.index, inputs) as writer:
         streams = [iter_tar_samples(os.path.join(output, PARTS_DIR, f"{name}.tar")) for name in task.parts]

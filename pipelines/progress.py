@@ -57,8 +57,7 @@ class ProgressReporter:
         for name in os.listdir(self.directory):
             shard = name[:-len(".stats.json")]
             if name.endswith(".stats.json") and shard in self.names and shard not in self._seen:
-                with open(os.path.join(self.directory, name), "rb") as f:
-                    self._seen[shard] = ShardStats.from_json(f.read())
+                self._seen[shard] = ShardStats.read(os.path.join(self.directory, name))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -31,7 +31,7 @@ from scipy.spatial import Delaunay
 from voxmesh.schemas import Topology, get_topology
 
 from .base import Reconstruction, ReconstructionBackend
-from .ibug68 import BROWS_68, EYES_68, MEDIAPIPE_68, MOUTH_68, NOSE_68, NOSE_TIP_68
+from .ibug68 import BROWS_68, EYES_68, JAW_68, MEDIAPIPE_68, MOUTH_68, NOSE_68, NOSE_TIP_68
 from .pose import remove_pose
 
 WEIGHTS_ENV = "VOXMESH_FAN3D_DIR"
@@ -39,7 +39,7 @@ TOPOLOGY = "fan68"
 N_POINTS = 68
 # Eye corners and the nose: the landmarks that move least with expression.
 STABLE_IDX = np.concatenate([NOSE_68, [36, 39, 42, 45]])
-JAW_ENDS = (0, 16)
+JAW_ENDS = JAW_68[[0, -1]]
 # The pipeline's crops are centred on the smoothed face box with a side of 1.8 box sides
 # (pipelines.faces.TrackRules.crop_scale; a test keeps the two equal).
 CROP_FACE_FRACTION = 1 / 1.8
@@ -65,6 +65,11 @@ def weight_urls() -> dict[str, str]:
     return {role: models_urls[key] for role, key in WEIGHT_KEYS.items()}
 
 
+def weight_files() -> dict[str, str]:
+    """The checkpoint file names face-alignment gives the weights: ``{"fan": ..., "depth": ...}``."""
+    return {role: posixpath.basename(urlparse(url).path) for role, url in weight_urls().items()}
+
+
 def weight_folders() -> list[str]:
     import torch
     folders = [os.environ[WEIGHTS_ENV]] if os.environ.get(WEIGHTS_ENV) else []
@@ -73,9 +78,8 @@ def weight_folders() -> list[str]:
 
 def find_weights() -> dict[str, str] | None:
     """``{"fan": path, "depth": path}`` from the first folder that holds both, else None."""
-    names = {role: posixpath.basename(urlparse(url).path) for role, url in weight_urls().items()}
     for folder in weight_folders():
-        paths = {role: os.path.join(folder, name) for role, name in names.items()}
+        paths = {role: os.path.join(folder, name) for role, name in weight_files().items()}
         if all(os.path.isfile(path) for path in paths.values()):
             return paths
     return None
@@ -99,7 +103,7 @@ def load_state_dict(path: str) -> dict:
 def orient_depth(points: np.ndarray) -> np.ndarray:
     """(N, 68, 3) landmarks with depth negated where needed so that depth grows away from the
     camera: the nose tip nearer than the two ends of the jaw line."""
-    nearer = points[:, NOSE_TIP_68, 2] < points[:, list(JAW_ENDS), 2].mean(axis=1)
+    nearer = points[:, NOSE_TIP_68, 2] < points[:, JAW_ENDS, 2].mean(axis=1)
     return np.where(nearer[:, None, None], points, points * np.array([1.0, 1.0, -1.0]))
 
 
@@ -132,10 +136,9 @@ class Fan3D(ReconstructionBackend):
             return (f"face_alignment cannot be imported ({error}); install it with "
                     f"`pip install --no-deps face-alignment==1.5.0 numba` (see the README)")
         if find_weights() is None:
-            urls = weight_urls()
-            names = " and ".join(posixpath.basename(urlparse(url).path) for url in urls.values())
-            return (f"the weights {names} are not in {' or '.join(weight_folders())}; download "
-                    f"{' and '.join(urls.values())} into one of them (or set {WEIGHTS_ENV})")
+            return (f"the weights {' and '.join(weight_files().values())} are not in "
+                    f"{' or '.join(weight_folders())}; download {' and '.join(weight_urls().values())} "
+                    f"into one of them (or set {WEIGHTS_ENV})")
         return None
 
     def setup(self) -> None:

@@ -46,6 +46,11 @@ class ShardStats:
     def from_json(cls, data: bytes) -> "ShardStats":
         return cls(**json.loads(data))
 
+    @classmethod
+    def read(cls, path: str) -> "ShardStats":
+        with open(path, "rb") as f:
+            return cls.from_json(f.read())
+
 
 class ShardWriter:
     """Writes one shard. Samples must come in strictly increasing key order.
@@ -121,11 +126,7 @@ def committed_stats(out_dir: str, folder: str = SHARDS_DIR) -> list[ShardStats]:
     if not os.path.isdir(directory):
         return []
     names = sorted(n for n in os.listdir(directory) if n.endswith(".stats.json"))
-    stats = []
-    for name in names:
-        with open(os.path.join(directory, name), "rb") as f:
-            stats.append(ShardStats.from_json(f.read()))
-    return stats
+    return [ShardStats.read(os.path.join(directory, name)) for name in names]
 
 
 def iter_tar_samples(source) -> Iterator[tuple[str, dict[str, bytes]]]:

@@ -60,8 +60,7 @@ def validate_dataset(out_dir: str) -> tuple[list[Problem], Counter]:
 def _check_shard(stem: str, name: str, keys_seen: dict[str, str], counts: Counter) -> list[Problem]:
     problems = []
     try:
-        with open(f"{stem}.stats.json", "rb") as f:
-            stats = ShardStats.from_json(f.read())
+        stats = ShardStats.read(f"{stem}.stats.json")
         listed = {row["key"] for row in stats.samples}
     except (OSError, ValueError, TypeError, KeyError) as error:
         problems.append(Problem(name, "", f"unreadable stats JSON: {error}"))

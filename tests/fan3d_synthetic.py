@@ -6,16 +6,14 @@ frame is the same."""
 from __future__ import annotations
 
 import os
-import posixpath
-from urllib.parse import urlparse
 
 
 def write_random_fan3d_weights(folder: str, seed: int = 0) -> dict[str, str]:
     import torch
     from face_alignment.models import FAN, ResNetDepth
 
-    from voxmesh.recon.fan3d import weight_urls
-    paths = {role: os.path.join(folder, posixpath.basename(urlparse(url).path)) for role, url in weight_urls().items()}
+    from voxmesh.recon.fan3d import weight_files
+    paths = {role: os.path.join(folder, name) for role, name in weight_files().items()}
     torch.manual_seed(seed)
     torch.save(FAN(4).state_dict(), paths["fan"])
     torch.save({"state_dict": {f"module.{k}": v for k, v in ResNetDepth().state_dict().items()}}, paths["depth"])
