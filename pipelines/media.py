@@ -19,7 +19,7 @@ import av
 import numpy as np
 import soxr
 
-from voxmesh.schemas import FPS, SAMPLE_RATE, Reason, Stage
+from voxmesh.schemas import FPS, SAMPLE_RATE, Reason, Stage, float_to_pcm, pcm_to_float
 
 
 class MediaError(Exception):
@@ -217,12 +217,18 @@ class ChunkBuffer:
 
 @dataclasses.dataclass(frozen=True)
 class Audio:
-    """16 kHz mono float32 samples; sample ``j`` plays at ``j / 16000`` s after the first video
-    frame. ``offset`` is the audio stream's start minus the first video frame's time, in seconds
-    (positive: the audio starts later, and was padded with silence)."""
+    """16 kHz mono speech as the int16 PCM that ``audio.npy`` stores; sample ``j`` plays at
+    ``j / 16000`` s after the first video frame. ``offset`` is the audio stream's start minus the
+    first video frame's time, in seconds (positive: the audio starts later, and was padded with
+    silence)."""
 
-    samples: np.ndarray
+    pcm: np.ndarray
     offset: float
+
+    @property
+    def samples(self) -> np.ndarray:
+        """The speech as float32 in [-1, 1) (a new array on each call)."""
+        return pcm_to_float(self.pcm)
 
 
 def _as_float(data: np.ndarray) -> np.ndarray:
@@ -235,33 +241,36 @@ def _as_float(data: np.ndarray) -> np.ndarray:
     return data.astype(np.float32)
 
 
-class GrowingBuffer:
-    """A float32 array appended to in place (capacity doubles), so that decoding a long stream
-    makes one large allocation instead of one small array per audio frame."""
+class PcmBuffer:
+    """An int16 array appended to in place. It is sized from the container's duration up front,
+    so that a long stream makes one allocation of its final size (the capacity doubles only when
+    the container under-reports), and it never holds the whole stream as float."""
 
-    def __init__(self, capacity: int = SAMPLE_RATE * 16):
-        self.array = np.empty(max(capacity, 1), dtype=np.float32)
+    def __init__(self, capacity: int):
+        self.array = np.empty(max(capacity, 1), dtype=np.int16)
         self.size = 0
 
     def append(self, values: np.ndarray) -> None:
+        """Append float samples in [-1, 1] (converted to PCM) or int16 PCM."""
         if self.size + len(values) > len(self.array):
-            grown = np.empty(max(2 * len(self.array), self.size + len(values)), dtype=np.float32)
+            grown = np.empty(max(2 * len(self.array), self.size + len(values)), dtype=np.int16)
             grown[:self.size] = self.array[:self.size]
             self.array = grown
-        self.array[self.size:self.size + len(values)] = values
+        self.array[self.size:self.size + len(values)] = float_to_pcm(values) if values.dtype.kind == "f" else values
         self.size += len(values)
 
-    def take(self) -> np.ndarray:
-        return self.array[:self.size]
+    def take(self, skip: int = 0) -> np.ndarray:
+        """The samples after the first ``skip`` (a view)."""
+        return self.array[min(skip, self.size):self.size]
 
 
 def load_audio(path: str, video_start: float | None = None) -> Audio:
     """Decode the first audio stream, mix to mono, resample to 16 kHz (soxr, very high quality,
     streaming) and align it to the first video frame, whose time ``video_start`` is probed when
-    not given. Raises :class:`MediaError`."""
+    not given: an audio stream that starts later is padded with silence, one that starts earlier
+    is cut. Memory is the int16 result plus one decoded frame. Raises :class:`MediaError`."""
     if video_start is None:
         video_start = probe(path).video_start
-    buffer = GrowingBuffer()
     try:
         with av.open(path) as container:
             if not container.streams.audio:
@@ -270,10 +279,13 @@ def load_audio(path: str, video_start: float | None = None) -> Audio:
             rate = stream.sample_rate
             resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="VHQ") \
                 if rate != SAMPLE_RATE else None
+            duration = float(container.duration or 0) / av.time_base
+            buffer = PcmBuffer(int((duration + 1.0) * SAMPLE_RATE))
             audio_start = None
             for frame in decoded_until_broken(container, stream):
                 if audio_start is None and frame.pts is not None:
                     audio_start = _seconds(frame.pts, stream.time_base)
+                    buffer.append(np.zeros(max(0, _samples(audio_start - video_start)), dtype=np.int16))
                 data = _as_float(frame.to_ndarray())
                 mono = data.mean(axis=0) if frame.format.is_planar else \
                     data.reshape(-1, len(frame.layout.channels)).mean(axis=1)
@@ -284,11 +296,9 @@ def load_audio(path: str, video_start: float | None = None) -> Audio:
         raise MediaError(Reason.DECODE_ERROR, Stage.DECODE, f"{path}: audio decoding failed ({error})")
     if audio_start is None:
         raise MediaError(Reason.NO_AUDIO_STREAM, Stage.DECODE, f"{path}: the audio stream has no samples")
-    samples = buffer.take()
     offset = audio_start - video_start
-    shift = int(round(offset * SAMPLE_RATE))
-    if shift > 0:
-        samples = np.concatenate([np.zeros(shift, dtype=np.float32), samples])
-    elif shift < 0:
-        samples = samples[-shift:]
-    return Audio(samples=samples, offset=offset)
+    return Audio(pcm=buffer.take(skip=max(0, -_samples(offset))), offset=offset)
+
+
+def _samples(seconds: float) -> int:
+    return int(round(seconds * SAMPLE_RATE))

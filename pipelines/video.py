@@ -15,8 +15,7 @@ import numpy as np
 from voxmesh.metrics.quality import jitter, lip_motion
 from voxmesh.metrics.sync import estimate_offset
 from voxmesh.recon import Reconstruction, ReconstructionBackend
-from voxmesh.schemas import (FPS, SAMPLES_PER_FRAME, FailureRecord, Reason, Sample, SampleMeta, Stage,
-                             float_to_pcm, make_key)
+from voxmesh.schemas import FPS, SAMPLES_PER_FRAME, FailureRecord, Reason, Sample, SampleMeta, Stage, make_key
 
 from .clips import ClipRules, frame_problems, reason_for_no_clip, segment
 from .faces import FaceDetector, FacePass, Track, TrackRules, build_tracks, crop, crop_transform
@@ -58,9 +57,7 @@ def process_video(item: InputItem, split: str, backend: ReconstructionBackend, d
                 return VideoResult([], [failure(item, Stage.PROBE, Reason.TOO_SHORT,
                                                 f"{item.uri}: {info.duration:.2f} s < min clip {rules.min_seconds} s")])
             audio = load_audio(path, info.video_start)
-            pcm = float_to_pcm(audio.samples)
-            audio_offset = audio.offset
-            del audio
+            pcm, audio_offset = audio.pcm, audio.offset
             seen = FacePass.run(iter_frames(path, chunk_size), detector, track_rules)
             tracks, problems = build_tracks(seen, track_rules)
             n_frames = len(seen.boxes)
