@@ -1,13 +1,17 @@
 """Faces before reconstruction: shot cuts, face detection, tracks of the dominant face, crops.
 
-Pass 1 over a video (:class:`FacePass`) detects faces on every 25 fps frame (MediaPipe's bundled
-full-range BlazeFace) and shot cuts (a content change of a 32x32 grey thumbnail). Tracks are then
+Pass 1 over a video (:class:`FacePass`) looks for shot cuts on every 25 fps frame (a content
+change of a 32x32 grey thumbnail) and detects faces (MediaPipe's bundled full-range BlazeFace) on
+every ``detect_every``-th frame of a shot, counted from the shot's first frame. Tracks are then
 built offline from those detections (:func:`build_tracks`): the dominant face is followed by box
 overlap, with a gap allowance for missed detections; a shot cut, a jump of the box, or a longer
-gap ends a track. Boxes are interpolated over gaps and smoothed. A frame with two comparable
-faces (the second at least half the area of the first) belongs to no track: whose face speaks is
-unknown there, so it is marked ``multiple_faces`` and never attributed to one of them. Pass 2
-crops every tracked frame to a fixed square around its smoothed box (:func:`crop`).
+gap ends a track, and a track runs on to the frame before the next look. Boxes are interpolated
+between detections and smoothed. A frame with two comparable faces (the second at least half the
+area of the first) belongs to no track: whose face speaks is unknown there, so it is marked
+``multiple_faces`` and never attributed to one of them. Pass 2 crops every tracked frame to a
+fixed square around its smoothed box (:func:`crop`), and the reconstruction checks every one of
+those frames again (a crop without exactly one face is not used), so a face that leaves or a
+second face that enters between two looks is still caught.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from voxmesh.schemas import Reason
 @dataclasses.dataclass(frozen=True)
 class TrackRules:
     comparable_area: float = 0.5   # a second face this large (relative area) makes a frame ambiguous
+    detect_every: int = 5          # face detection on every n-th frame of a shot (the detector is the costliest step)
     min_iou: float = 0.3           # box overlap that continues a track from one observation to the next
-    max_gap: int = 5               # frames without a detection that a track bridges
+    max_gap: int = 14              # frames without a detection that a track bridges (two missed looks at every 5th)
     smooth_frames: int = 9         # centred moving average of box centre and size
     crop_scale: float = 1.8        # crop side / largest side of the box
     crop_size: int = 256           # crops are crop_size x crop_size pixels
@@ -85,20 +90,26 @@ class FaceDetector:
 
 @dataclasses.dataclass
 class FacePass:
-    """What pass 1 saw: per frame the detected boxes, and the frames that start a new shot."""
+    """What pass 1 saw: per frame the detected boxes (None on a frame that was not looked at),
+    and the frames that start a new shot."""
 
-    boxes: list[np.ndarray]
+    boxes: list[np.ndarray | None]
     cuts: set[int]
 
     @classmethod
     def run(cls, chunks, detector: FaceDetector, rules: TrackRules) -> "FacePass":
         cut_detector = ShotCutDetector(rules)
-        boxes, cuts = [], set()
+        boxes: list[np.ndarray | None] = []
+        cuts: set[int] = set()
+        shot_start = 0
         for chunk in chunks:
             for frame in chunk:
+                t = len(boxes)
                 if cut_detector.is_cut(frame):
-                    cuts.add(len(boxes))
-                boxes.append(detector.detect(frame))
+                    cuts.add(t)
+                    shot_start = t
+                looked_at = (t - shot_start) % rules.detect_every == 0
+                boxes.append(detector.detect(frame) if looked_at else None)
         return cls(boxes, cuts)
 
 
@@ -141,15 +152,24 @@ def frame_status(boxes: np.ndarray, rules: TrackRules) -> tuple[Reason | None, n
 
 
 def build_tracks(seen: FacePass, rules: TrackRules) -> tuple[list[Track], list[Reason | None]]:
-    """Tracks of the dominant face and, per frame, the reason it is in no track (None if it is)."""
-    statuses, observations = zip(*(frame_status(b, rules) for b in seen.boxes)) if seen.boxes else ((), ())
-    statuses = list(statuses)
+    """Tracks of the dominant face and, per frame, the reason it is in no track (None if it is).
+    A frame that was not looked at has the status of the last frame that was."""
+    statuses: list[Reason | None] = []
+    observations: list[np.ndarray | None] = []
+    for boxes in seen.boxes:
+        if boxes is None:
+            statuses.append(statuses[-1] if statuses else Reason.NO_FACE)
+            observations.append(None)
+        else:
+            status, box = frame_status(boxes, rules)
+            statuses.append(status)
+            observations.append(box)
     runs: list[list[tuple[int, np.ndarray]]] = []
     for t, box in enumerate(observations):
         if t in seen.cuts and runs and runs[-1]:
             runs.append([])  # a cut ends the track even without a gap
         if box is None:
-            if statuses[t] is not Reason.NO_FACE and runs and runs[-1]:
+            if seen.boxes[t] is not None and statuses[t] is not Reason.NO_FACE and runs and runs[-1]:
                 runs.append([])  # ambiguous or too small: never bridged
             continue
         if runs and runs[-1]:
@@ -162,7 +182,7 @@ def build_tracks(seen: FacePass, rules: TrackRules) -> tuple[list[Track], list[R
     for run in (r for r in runs if r):
         frames = np.array([t for t, _ in run])
         boxes = np.stack([b for _, b in run])
-        start, end = int(frames[0]), int(frames[-1]) + 1
+        start, end = int(frames[0]), _end_before_next_look(seen, int(frames[-1]))
         filled = np.stack([np.interp(np.arange(start, end), frames, boxes[:, k]) for k in range(4)], axis=1)
         smoothed = _smooth(filled, rules.smooth_frames)
         parts = -(-(end - start) // rules.max_track_frames)
@@ -172,6 +192,15 @@ def build_tracks(seen: FacePass, rules: TrackRules) -> tuple[list[Track], list[R
         for t in range(start, end):
             statuses[t] = None  # bridged gaps included
     return tracks, statuses
+
+
+def _end_before_next_look(seen: FacePass, last: int) -> int:
+    """The end (exclusive) of a track last seen at frame ``last``: it holds through the frames
+    after it that were not looked at, up to the next look or shot cut."""
+    end = last + 1
+    while end < len(seen.boxes) and seen.boxes[end] is None and end not in seen.cuts:
+        end += 1
+    return end
 
 
 def _smooth(boxes: np.ndarray, window: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from voxmesh.pipelines.inputs import InputItem
 from voxmesh.pipelines.media import iter_frames, load_audio, probe
 from voxmesh.pipelines.video import process_video
 from voxmesh.recon.mediapipe_mesh import MediaPipeFaceMesh
+from voxmesh.schemas import Reason
 
 FACE = data.astronaut()[0:256, 96:352]  # a real face, 256 x 256
 
@@ -67,21 +68,25 @@ def test_a_face_that_leaves_the_frame_ends_its_clip(models, tmp_path):
 
 def test_a_hard_cut_between_two_real_clips_splits_the_tracks(models, media_dir, tmp_path):
     import cv2
-    first = decoded(os.path.join(media_dir, "hdtf_aoc_512_25fps.mp4"))[:100]
-    second = decoded(os.path.join(media_dir, "retalking2_844_25fps.mp4"))[:100]
+    first = decoded(os.path.join(media_dir, "hdtf_aoc_512_25fps.mp4"))[:103]
+    second = decoded(os.path.join(media_dir, "retalking2_844_25fps.mp4"))[:97]
     second = np.stack([cv2.resize(f, (512, 512), interpolation=cv2.INTER_AREA) for f in second])
-    audio = np.concatenate([load_audio(os.path.join(media_dir, name)).samples[:64000]
-                            for name in ("hdtf_aoc_512_25fps.mp4", "retalking2_844_25fps.mp4")])
+    audio = np.concatenate([load_audio(os.path.join(media_dir, name)).samples[:n * 640]
+                            for name, n in (("hdtf_aoc_512_25fps.mp4", 103), ("retalking2_844_25fps.mp4", 97))])
     path = str(tmp_path / "cut.mp4")
     write_video(path, np.concatenate([first, second]), audio=audio)
 
     backend, detector = models
     seen = FacePass.run(iter_frames(path), detector, TrackRules())
-    assert seen.cuts == {100}
+    assert seen.cuts == {103}
+    # detection on every 5th frame of each shot, counted from the shot's first frame
+    looked_at = [t for t, boxes in enumerate(seen.boxes) if boxes is not None]
+    assert looked_at == list(range(0, 103, 5)) + list(range(103, 200, 5))
     tracks, _ = build_tracks(seen, TrackRules())
-    assert [(t.start, t.end) for t in tracks] == [(0, 100), (100, 200)]
+    assert [(t.start, t.end) for t in tracks] == [(0, 103), (103, 200)]
     result = run(models, path)
-    assert [(s.meta.track, s.meta.start_time, s.meta.end_time) for s in result.samples] == [(0, 0.0, 4.0), (1, 4.0, 8.0)]
+    assert [(s.meta.track, s.meta.start_time, s.meta.end_time) for s in result.samples] == [(0, 0.0, 4.12),
+                                                                                            (1, 4.12, 8.0)]
 
 
 def test_no_false_cuts_in_the_real_clips(models, media_dir):
@@ -156,3 +161,20 @@ def test_long_tracks_are_cut_into_equal_parts_and_gaps_are_bridged():
     assert [(t.start, t.end) for t in tracks] == [(0, 15), (15, 30), (30, 45)]
     assert statuses == [None] * 45
     np.testing.assert_allclose(tracks[2].box(31), box[0])
+
+
+def test_tracks_hold_between_looks_and_unlooked_frames_take_the_last_look():
+    face, two = np.array([[10.0, 10.0, 110.0, 110.0]]), np.array([[10.0, 10.0, 110.0, 110.0], [200, 10, 290, 100]])
+    nothing = np.zeros((0, 4))
+
+    def looks(*observed):  # one look, then four frames not looked at
+        return [b for boxes in observed for b in (boxes, None, None, None, None)]
+
+    # a face, a missed look (bridged), the face again, then two comparable faces, then no face
+    seen = FacePass(looks(face, nothing, face, two, nothing), set())
+    tracks, statuses = build_tracks(seen, TrackRules())
+    assert [(t.start, t.end) for t in tracks] == [(0, 15)]
+    assert statuses == [None] * 15 + [Reason.MULTIPLE_FACES] * 5 + [Reason.NO_FACE] * 5
+    # a shot cut ends the track at the cut even between looks
+    seen = FacePass(looks(face, face)[:7] + looks(face), {7})
+    assert [(t.start, t.end) for t in build_tracks(seen, TrackRules())[0]] == [(0, 7), (7, 12)]
