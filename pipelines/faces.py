@@ -38,6 +38,10 @@ class TrackRules:
     min_face_pixels: float = 48.0  # box height below which a face is too small
     max_track_frames: int = 1000   # longer tracks are cut into equal parts (bounds memory per track)
 
+    def __post_init__(self):
+        if self.detect_every < 1:
+            raise ValueError(f"detect_every must be 1 or more (got {self.detect_every})")
+
 
 class ShotCutDetector:
     """Streaming hard-cut detector: frame t starts a new shot when its 32x32 grey thumbnail

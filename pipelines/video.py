@@ -1,7 +1,8 @@
 """One input video in, its samples and failures out.
 
-probe -> audio (16 kHz, aligned) -> pass 1: shot cuts and face detection on every 25 fps frame ->
-tracks of the dominant face -> pass 2: crops of each track -> backend -> cut into clips -> samples.
+probe -> audio (16 kHz, aligned) -> pass 1: shot cuts on every 25 fps frame, face detection on
+every ``detect_every``-th -> tracks of the dominant face -> pass 2: crops of each track -> backend ->
+cut into clips -> samples.
 Decoding twice keeps memory at one chunk of frames whatever the video's length.
 """
 

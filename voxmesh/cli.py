@@ -10,6 +10,7 @@ import sys
 
 from voxmesh.pipelines.build import BuildConfig, local_pipeline_args, run_build
 from voxmesh.pipelines.clips import ClipRules
+from voxmesh.pipelines.faces import TrackRules
 from voxmesh.pipelines.inputs import SplitFractions
 from voxmesh.pipelines.packing import ShardLimits
 from voxmesh.recon import BackendUnavailable
@@ -106,6 +107,9 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
                         help="frames; clips whose estimated audio-visual offset is larger are flagged")
     parser.add_argument("--drop-av-offset", action="store_true",
                         help="drop those clips instead (an input left with none fails with reason av_offset)")
+    parser.add_argument("--detect-every", type=int, default=TrackRules.detect_every,
+                        help="run the face detector on every n-th frame of a shot (1: every frame); the "
+                             "reconstruction still checks every frame of a track")
     parser.add_argument("--inputs-per-part", type=int, default=BuildConfig.inputs_per_part,
                         help="inputs one worker processes in one go before they are packed into shards")
     parser.add_argument("--shard-max-samples", type=int, default=ShardLimits.max_samples)
@@ -155,6 +159,7 @@ def _build(args, beam_args: list[str]) -> int:
             rules=ClipRules(min_seconds=args.min_clip_seconds, max_seconds=args.max_clip_seconds,
                             min_confidence=args.min_confidence, max_av_offset=args.max_av_offset,
                             drop_av_offset=args.drop_av_offset),
+            tracking=TrackRules(detect_every=args.detect_every),
             splits=SplitFractions(*(float(f) for f in args.split_fractions.split(","))),
             resume=args.resume)
         summary = run_build(config, beam_args or local_pipeline_args(args.workers), progress=True)
