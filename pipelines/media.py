@@ -251,12 +251,12 @@ class PcmBuffer:
         self.size = 0
 
     def append(self, values: np.ndarray) -> None:
-        """Append float samples in [-1, 1] (converted to PCM) or int16 PCM."""
+        """Append float samples in [-1, 1], converted to PCM."""
         if self.size + len(values) > len(self.array):
             grown = np.empty(max(2 * len(self.array), self.size + len(values)), dtype=np.int16)
             grown[:self.size] = self.array[:self.size]
             self.array = grown
-        self.array[self.size:self.size + len(values)] = float_to_pcm(values) if values.dtype.kind == "f" else values
+        self.array[self.size:self.size + len(values)] = float_to_pcm(values)
         self.size += len(values)
 
     def take(self, skip: int = 0) -> np.ndarray:
@@ -285,7 +285,7 @@ def load_audio(path: str, video_start: float | None = None) -> Audio:
             for frame in decoded_until_broken(container, stream):
                 if audio_start is None and frame.pts is not None:
                     audio_start = _seconds(frame.pts, stream.time_base)
-                    buffer.append(np.zeros(max(0, _samples(audio_start - video_start)), dtype=np.int16))
+                    buffer.append(np.zeros(max(0, _samples(audio_start - video_start)), dtype=np.float32))
                 data = _as_float(frame.to_ndarray())
                 mono = data.mean(axis=0) if frame.format.is_planar else \
                     data.reshape(-1, len(frame.layout.channels)).mean(axis=1)
