@@ -10,10 +10,6 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/voxmesh
-COPY setup.py constraints.txt ./
-COPY voxmesh voxmesh
-COPY schemas schemas
-COPY recon recon
-COPY pipelines pipelines
-COPY metrics metrics
+# The whole build context, filtered by .dockerignore: every subpackage comes along by itself.
+COPY . .
 RUN pip install --no-cache-dir -c constraints.txt . && python -c "import voxmesh.pipelines.build"

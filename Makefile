@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test bench bench-train install clean
+.PHONY: demo test lint bench bench-train install clean
 
 install: $(INSTALLED)
 
@@ -12,14 +12,18 @@ $(INSTALLED): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,torch,fan3d]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,lint,torch,fan3d]'
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt face-alignment
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)
 	$(BIN)/voxmesh demo --output out/demo
 
-test: $(INSTALLED)
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q -rs tests
 
 bench: $(INSTALLED)

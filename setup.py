@@ -1,21 +1,22 @@
 """voxmesh: talking-face videos -> speech-driven 3D facial animation benchmark shards.
 
 The repository keeps the design card's top-level folders (schemas/, recon/, pipelines/,
-metrics/); they are installed as subpackages of one import namespace, ``voxmesh``, so that
-nothing generic lands at the top of site-packages.
+metrics/, models/); they are installed as subpackages of one import namespace, ``voxmesh``, so
+that nothing generic lands at the top of site-packages. The one list of them is the set of
+relative symbolic links in ``voxmesh/`` (``voxmesh/schemas -> ../schemas``, ...): through them
+Python, mypy, ruff and editors resolve ``voxmesh.schemas`` to the real files of a checkout, and
+the wheel is built from them (tests/test_packaging.py checks the links, the wheel and the worker
+image's build context).
 """
 
-from setuptools import setup
-
-SUBPACKAGES = ("schemas", "recon", "pipelines", "metrics", "models")
+from setuptools import find_packages, setup
 
 setup(
     name="voxmesh",
     version="0.1.0",
     description="Build and validate speech-driven 3D facial animation datasets from talking-face videos",
     python_requires=">=3.11,<3.12",
-    packages=["voxmesh", *(f"voxmesh.{name}" for name in SUBPACKAGES)],
-    package_dir={"voxmesh": "voxmesh", **{f"voxmesh.{name}": name for name in SUBPACKAGES}},
+    packages=find_packages(include=["voxmesh", "voxmesh.*"]),  # follows the links
     package_data={"voxmesh.schemas": ["topologies/*.npz"], "voxmesh.models": ["configs/*.toml"]},
     install_requires=[
         # 0.10.21 is the last release whose wheel ships the face models (later ones download them).
@@ -41,6 +42,7 @@ setup(
         # speech: HuBERT / wav2vec 2.0 features from a local model folder (data.audio_model).
         "speech": ["transformers>=5.23,<6"],
         "test": ["pytest>=8", "wids==0.1.11", "transformers>=5.23,<6"],
+        "lint": ["ruff==0.17.6", "mypy==2.4.1"],
     },
     entry_points={
         "console_scripts": ["voxmesh = voxmesh.cli:main"],

@@ -6,7 +6,7 @@ In one run on the same frames:
      one process (median of three runs), and the same with voxmesh's pose removal (the backend's
      ``reconstruct``); and the bound that decoding alone puts on the ratio,
      decode fps / (decode fps + ceiling fps): the ratio if the pipeline added nothing but one decode;
-  3. the same per-video work (``process_video``: decode, audio, reconstruct, cut) in a plain
+  3. the same per-video work (``process_input``: decode, audio, reconstruct, cut) in a plain
      ``multiprocessing.Pool`` over all cores, without Beam, to separate Beam's cost from ours, with
      face detection on every frame and on every 5th (the default);
   4. `voxmesh build` end to end over all cores on the shared media repeated to >= 2000 frames.
@@ -26,12 +26,12 @@ import time
 
 import numpy as np
 
-from voxmesh.pipelines.build import BuildConfig, local_pipeline_args, run_build
-from voxmesh.pipelines.clips import ClipRules
-from voxmesh.pipelines.faces import FaceDetector, TrackRules
-from voxmesh.pipelines.inputs import InputItem
-from voxmesh.pipelines.video import process_video
-from voxmesh.pipelines.media import iter_frames
+from voxmesh.pipelines.build.pipeline import BuildConfig, local_pipeline_args, run_build
+from voxmesh.pipelines.ingest.clips import ClipRules
+from voxmesh.pipelines.ingest.faces import FaceDetector, TrackRules
+from voxmesh.pipelines.ingest.frames import iter_frames
+from voxmesh.pipelines.ingest.item import InputItem
+from voxmesh.pipelines.ingest.process import process_input
 from voxmesh.recon.mediapipe_mesh import MediaPipeFaceMesh
 
 CLIPS = ("hdtf_aoc_512_25fps.mp4", "retalking2_844_25fps.mp4", "retalking4_700_30fps.mp4")
@@ -101,7 +101,7 @@ def _init_worker() -> None:
 
 def _process(job: tuple[InputItem, int]) -> int:
     item, detect_every = job
-    return process_video(item, "train", _worker["backend"], _worker["detector"], ClipRules(),
+    return process_input(item, "train", _worker["backend"], _worker["detector"], ClipRules(),
                          TrackRules(detect_every=detect_every)).n_frames
 
 
@@ -157,7 +157,7 @@ def main() -> None:
         pool.map(_process, [(item, 1) for item in items[:args.workers]])  # start-up outside the timing
         for detect_every in (1, TrackRules.detect_every):
             jobs = [(item, detect_every) for item in items]
-            frames, wall, _ = timed(lambda: sum(pool.map(_process, jobs, chunksize=1)))
+            frames, wall, _ = timed(lambda jobs=jobs: sum(pool.map(_process, jobs, chunksize=1)))
             report[f"plain_multiprocessing_detect_every_{detect_every}_fps"] = round(frames / wall, 1)
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,6 @@
 """Benchmark of ingest memory and decode speed (not a test; figures go in the README).
 
-1. Peak resident memory of ``process_video`` (decode, audio, face pass, crops, MediaPipe, clips)
+1. Peak resident memory of ``process_input`` (decode, audio, face pass, crops, MediaPipe, clips)
    on generated 720p talking-face videos of 1 and 10 minutes, each in a fresh process: it must
    stay under 1.5 GB and not grow with duration.
 2. Decode fps per core (PyAV, 25 fps selection, RGB) on the shared media.
@@ -28,7 +28,7 @@ def make_video(path: str, minutes: float) -> None:
     from skimage import data
 
     from voxmesh.pipelines.demo import find_mouth, mouth_openness, open_mouth, speech_like
-    from voxmesh.pipelines.media import encode_audio
+    from voxmesh.pipelines.ingest.audio import encode_audio
     face = data.astronaut()[0:320, 64:384]
     mouth = find_mouth(face)
     seconds = minutes * 60
@@ -51,17 +51,17 @@ def make_video(path: str, minutes: float) -> None:
 def ingest_child(path: str) -> None:
     """Run in a fresh process: ingest one video as a build worker does (samples spooled to a
     temporary tar as each track is done) and print its figures as JSON."""
-    from voxmesh.pipelines.build import SampleSpool
-    from voxmesh.pipelines.clips import ClipRules
-    from voxmesh.pipelines.faces import FaceDetector
-    from voxmesh.pipelines.inputs import InputItem
-    from voxmesh.pipelines.video import process_video
+    from voxmesh.pipelines.build.pipeline import SampleSpool
+    from voxmesh.pipelines.ingest.clips import ClipRules
+    from voxmesh.pipelines.ingest.faces import FaceDetector
+    from voxmesh.pipelines.ingest.item import InputItem
+    from voxmesh.pipelines.ingest.process import process_input
     from voxmesh.recon.mediapipe_mesh import MediaPipeFaceMesh
     backend, detector = MediaPipeFaceMesh(), FaceDetector()
     backend.setup()
     start = time.perf_counter()
     with SampleSpool() as spool:
-        result = process_video(InputItem(path, "s", "v", "0"), "train", backend, detector, ClipRules(),
+        result = process_input(InputItem(path, "s", "v", "0"), "train", backend, detector, ClipRules(),
                                sink=spool.add)
     wall = time.perf_counter() - start
     print(json.dumps({"frames": result.n_frames, "clips": result.n_samples, "seconds": round(wall, 1),
@@ -81,7 +81,7 @@ def peak_resident_mb() -> float:
 
 
 def decode_fps(media: str) -> float:
-    from voxmesh.pipelines.media import iter_frames
+    from voxmesh.pipelines.ingest.frames import iter_frames
     start, n = time.perf_counter(), 0
     for name in CLIPS:
         n += sum(len(chunk) for chunk in iter_frames(os.path.join(media, name)))

@@ -28,8 +28,8 @@ from voxmesh.models.checkpoint import build_model, load_checkpoint
 from voxmesh.models.config import RunConfig, load_config
 from voxmesh.models.data import make_loader, training_stream
 from voxmesh.models.normalization import Stats
+from voxmesh.models.training import prepare_batch, train
 from voxmesh.pipelines.demo import make_demo_input
-from voxmesh.pipelines.train import prepare_batch, train
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "models", "configs")
 MEDIA = os.environ.get("VOXMESH_TEST_MEDIA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "media"))
@@ -110,8 +110,10 @@ def main() -> int:
         loop_seconds = time.perf_counter() - started
         tokenizers[name] = os.path.join(out, "last.pt")
         config = RunConfig.from_dict(load_checkpoint(tokenizers[name])["config"])  # with the tokenizer's settings
+        with open(os.path.join(out, "log.jsonl")) as log:
+            last_entry = json.loads(log.readlines()[-1])
         results[name] = {
-            "train_loop_windows_per_s": round(json.loads(open(os.path.join(out, "log.jsonl")).readlines()[-1])["windows_per_s"], 1),
+            "train_loop_windows_per_s": round(last_entry["windows_per_s"], 1),
             "train_loop_seconds_incl_setup": round(loop_seconds, 1),
             "step_alone_windows_per_s": round(step_rate(config, args.steps // 2), 1),
             "loader_alone_windows_per_s": round(loader_rate(config, args.steps // 2), 1),

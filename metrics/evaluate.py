@@ -15,9 +15,18 @@ import os
 import numpy as np
 
 from voxmesh.schemas import SAMPLES_PER_FRAME, decode_npy_file, get_topology, iter_samples
+from voxmesh.schemas.errors import MissingFileError
 
-from .motion import (coverage_lip_error, diversity, frechet_distance, lip_vertex_error, mean_sample_lip_error,
-                     mean_vertex_error, motion_features, upper_face_dynamics_deviation)
+from .motion import (
+    coverage_lip_error,
+    diversity,
+    frechet_distance,
+    lip_vertex_error,
+    mean_sample_lip_error,
+    mean_vertex_error,
+    motion_features,
+    upper_face_dynamics_deviation,
+)
 from .sync import estimate_offset
 
 COLUMNS = {  # name in the table: (key in the results, format)
@@ -57,7 +66,7 @@ def evaluate(pred_dirs: dict[str, str], ref_dir: str, split: str | None = None,
 def _prediction_files(folder: str) -> dict[str, str]:
     files = {name[:-4]: os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".npy")}
     if not files:
-        raise FileNotFoundError(f"no {{key}}.npy predictions in {folder}")
+        raise MissingFileError(f"no {{key}}.npy predictions in {folder}")
     return files
 
 

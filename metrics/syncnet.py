@@ -17,39 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from voxmesh.schemas import SAMPLE_RATE, SAMPLES_PER_FRAME, Topology, get_topology, pcm_to_float
+from voxmesh.metrics.speech_features import N_MELS, LogMel
+from voxmesh.schemas import SAMPLES_PER_FRAME, Topology, get_topology, pcm_to_float
+from voxmesh.schemas.errors import ConfigError, MissingFileError
 
 WINDOW = 5  # frames (0.2 s)
-N_MELS, N_FFT, HOP = 40, 512, 160
-
-
-def mel_filterbank(n_mels: int = N_MELS, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Triangular filters on the HTK mel scale, (n_mels, n_fft // 2 + 1)."""
-    def mel(f):
-        return 2595.0 * np.log10(1.0 + f / 700.0)
-
-    def hz(m):
-        return 700.0 * (10 ** (m / 2595.0) - 1.0)
-    edges = hz(np.linspace(mel(20.0), mel(sample_rate / 2), n_mels + 2))
-    bins = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising, falling = (bins - lower) / (centre - lower), (upper - bins) / (upper - centre)
-    return np.clip(np.minimum(rising, falling), 0, None).astype(np.float32)
-
-
-class LogMel(nn.Module):
-    """16 kHz waveform (B, S) -> log-mel (B, N_MELS, frames), 10 ms hop, 32 ms window."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("filters", torch.from_numpy(mel_filterbank()))
-        self.register_buffer("window", torch.hann_window(N_FFT))
-
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        spectrum = torch.stft(waveform, N_FFT, HOP, window=self.window, center=True, return_complex=True)
-        return torch.log(self.filters @ spectrum.abs().pow(2) + 1e-6)
-
-
 class SyncNet3D(nn.Module):
     """Embeds a WINDOW-frame window of audio and of lip motion into a shared unit sphere."""
 
@@ -80,7 +52,7 @@ class Clip:
     audio: np.ndarray
 
     @classmethod
-    def from_arrays(cls, mesh: np.ndarray, audio: np.ndarray, topology: Topology) -> "Clip":
+    def from_arrays(cls, mesh: np.ndarray, audio: np.ndarray, topology: Topology) -> Clip:
         lips = mesh[:, topology.lip_idx].astype(np.float32)
         lips = lips - lips.mean(axis=0)
         lips = lips / (lips.std() + 1e-6)
@@ -111,7 +83,7 @@ def train_syncnet(clips: list[Clip], n_lip_vertices: int, steps: int = 300, batc
     torch.manual_seed(seed)
     usable = [c for c in clips if len(c.lips) >= WINDOW + 2 * max_shift]
     if not usable:
-        raise ValueError(f"no clip has the {WINDOW + 2 * max_shift} frames training needs")
+        raise ConfigError(f"no clip has the {WINDOW + 2 * max_shift} frames training needs")
     model = SyncNet3D(n_lip_vertices)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     shifts = np.arange(-max_shift, max_shift + 1)
@@ -167,7 +139,7 @@ def load_syncnet(path: str) -> tuple[SyncNet3D, Topology]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise FileNotFoundError(f"no SyncNet-3D weights at {path}; train them with `voxmesh sync train`") from None
+        raise MissingFileError(f"no SyncNet-3D weights at {path}; train them with `voxmesh sync train`") from None
     model = SyncNet3D(int(checkpoint["n_lip_vertices"]))
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), get_topology(checkpoint["topology"])

@@ -15,8 +15,9 @@ import os
 import torch
 from torch import nn
 
-from voxmesh.metrics.syncnet import HOP, N_MELS, LogMel
+from voxmesh.metrics.speech_features import HOP, N_MELS, LogMel
 from voxmesh.schemas import SAMPLES_PER_FRAME
+from voxmesh.schemas.errors import MissingFileError
 
 HOPS_PER_FRAME = SAMPLES_PER_FRAME // HOP
 
@@ -43,7 +44,7 @@ class PretrainedSpeechFeatures(nn.Module):
         super().__init__()
         config_path = os.path.join(directory, "config.json")
         if not os.path.isfile(config_path):
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{config_path} not found: data.audio_model must be a local folder holding a HuBERT or "
                 f"wav2vec 2.0 model saved with transformers' save_pretrained (config.json and weights); "
                 f"nothing is downloaded")

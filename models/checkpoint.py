@@ -14,6 +14,8 @@ import os
 import torch
 from torch import nn
 
+from voxmesh.schemas.errors import ConfigError, MissingFileError
+
 from .config import RunConfig
 from .generators import CodeTalkerGenerator, FaceFormerGenerator, ProbabilisticGenerator
 from .normalization import Stats
@@ -30,10 +32,10 @@ def save_checkpoint(path: str, **contents) -> None:
 
 def load_checkpoint(path: str) -> dict:
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such checkpoint (a run folder's last.pt, written by `voxmesh train`)")
+        raise MissingFileError(f"{path}: no such checkpoint (a run folder's last.pt, written by `voxmesh train`)")
     contents = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(contents, dict) or contents.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a voxmesh checkpoint (format {FORMAT})")
+        raise ConfigError(f"{path}: not a voxmesh checkpoint (format {FORMAT})")
     return contents
 
 

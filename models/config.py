@@ -21,6 +21,8 @@ import dataclasses
 import json
 import tomllib
 
+from voxmesh.schemas.errors import ConfigError
+
 from .data import DataConfig
 from .generators import GeneratorConfig
 from .tokenizer import TokenizerConfig
@@ -57,23 +59,23 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict, source: str = "config") -> "RunConfig":
+    def from_dict(cls, values: dict, source: str = "config") -> RunConfig:
         values = dict(values)
         for name in SECTIONS:
             values[name] = _section(SECTIONS[name], values.get(name, {}), f"{source} [{name}]")
         unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}")
+            raise ConfigError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}")
         for required in ("kind", "out"):
             if not values.get(required):
-                raise ValueError(f"{source}: `{required}` is required")
+                raise ConfigError(f"{source}: `{required}` is required")
         config = cls(**values)
         if config.kind not in KINDS:
-            raise ValueError(f"{source}: kind must be one of {', '.join(KINDS)}, not {config.kind!r}")
+            raise ConfigError(f"{source}: kind must be one of {', '.join(KINDS)}, not {config.kind!r}")
         if config.kind in NEEDS_TOKENIZER and not config.tokenizer_checkpoint:
-            raise ValueError(f"{source}: kind {config.kind} needs tokenizer_checkpoint (a trained tokenizer's last.pt)")
+            raise ConfigError(f"{source}: kind {config.kind} needs tokenizer_checkpoint (a trained tokenizer's last.pt)")
         if not config.data.dataset:
-            raise ValueError(f"{source}: data.dataset is required (the folder written by `voxmesh build`)")
+            raise ConfigError(f"{source}: data.dataset is required (the folder written by `voxmesh build`)")
         return config
 
 
@@ -84,7 +86,7 @@ def _section(cls, values: dict, source: str):
     names = {field.name: field for field in dataclasses.fields(cls)}
     unknown = set(values) - set(names)
     if unknown:
-        raise ValueError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(names)}")
+        raise ConfigError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(names)}")
     return cls(**values)
 
 
@@ -92,7 +94,7 @@ def apply_override(values: dict, override: str) -> None:
     """Apply ``section.name=value`` (or ``name=value``) to the parsed TOML ``values``."""
     path, separator, text = override.partition("=")
     if not separator:
-        raise ValueError(f"--set {override}: expected name=value, e.g. train.steps=100")
+        raise ConfigError(f"--set {override}: expected name=value, e.g. train.steps=100")
     try:
         value = tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
@@ -110,7 +112,7 @@ def load_config(path: str, overrides: list[str] = ()) -> RunConfig:
         with open(path, "rb") as f:
             values = tomllib.load(f)
     except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"{path}: {error}") from error
+        raise ConfigError(f"{path}: {error}") from error
     for override in overrides:
         apply_override(values, override)
     return RunConfig.from_dict(values, source=path)

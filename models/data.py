@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -31,6 +31,8 @@ import webdataset as wds
 from webdataset.utils import make_seed, pytorch_worker_info
 
 from voxmesh.schemas import SAMPLES_PER_FRAME, decode_members, pcm_to_float, shard_paths
+from voxmesh.schemas.errors import MissingFileError
+
 
 @dataclasses.dataclass
 class DataConfig:
@@ -146,7 +148,7 @@ class _Windows:
 def _split_shards(config: DataConfig) -> list[str]:
     paths = shard_paths(config.dataset, config.split)
     if not paths:
-        raise FileNotFoundError(f"no committed {config.split} shards in {config.dataset}; "
+        raise MissingFileError(f"no committed {config.split} shards in {config.dataset}; "
                                 f"build a dataset with `voxmesh build` or check data.dataset and data.split")
     return paths
 

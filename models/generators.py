@@ -19,7 +19,7 @@ returns the training loss and logged values, ``generate`` normalized motion (N, 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -14,6 +14,8 @@ import dataclasses
 import numpy as np
 import torch
 
+from voxmesh.schemas.errors import ConfigError
+
 from .data import DataConfig, evaluation_stream
 
 
@@ -31,10 +33,10 @@ class Stats:
         return dict(vars(self))
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Stats":
+    def from_dict(cls, values: dict) -> Stats:
         return cls(**values)
 
-    def to(self, device) -> "Stats":
+    def to(self, device) -> Stats:
         return dataclasses.replace(self, **{name: value.to(device) for name, value in vars(self).items()
                                             if torch.is_tensor(value)})
 
@@ -71,10 +73,10 @@ def compute_stats(config: DataConfig, features: torch.nn.Module) -> Stats:
         add("frames", len(motion))
         windows += 1
     if not windows:
-        raise ValueError(f"no {config.window}-frame windows in the {config.split} split of {config.dataset}: "
+        raise ConfigError(f"no {config.window}-frame windows in the {config.split} split of {config.dataset}: "
                          f"clips are shorter than data.window; lower it or build longer clips")
     if len(topologies) > 1:
-        raise ValueError(f"the {config.split} split of {config.dataset} mixes topologies {sorted(topologies)}; "
+        raise ConfigError(f"the {config.split} split of {config.dataset} mixes topologies {sorted(topologies)}; "
                          f"a model is trained on one topology")
     frames = sums["frames"]
     motion_mean = sums["motion"] / frames

@@ -1,4 +1,4 @@
-"""``voxmesh demo``: a synthetic smoke input, built and validated end to end with no download.
+"""The synthetic smoke input of ``voxmesh demo``: built and validated end to end with no download.
 
 The input is made here: scikit-image's bundled photograph ``data.astronaut()`` (a real face)
 whose mouth is warped open and shut by the loudness of a generated speech-like signal (a jittered
@@ -10,15 +10,13 @@ show a failure record. It exercises every stage; it is not speech data.
 from __future__ import annotations
 
 import os
-import shutil
 
 import av
 import numpy as np
 from scipy import signal
 
-from voxmesh.schemas import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, validate_dataset
-
-from .media import encode_audio
+from voxmesh.pipelines.ingest.audio import encode_audio
+from voxmesh.schemas import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 DEMO_SECONDS = 6.0
 UPPER_LIP_INNER, LOWER_LIP_INNER, MOUTH_LEFT, MOUTH_RIGHT = 13, 14, 61, 291
@@ -120,22 +118,3 @@ def make_demo_input(folder: str) -> list[str]:
     with open(broken, "wb") as f:
         f.write(b"this is not a video\n" * 100)
     return paths + [broken]
-
-
-def run_demo(output: str, workers: int | None) -> int:
-    """Generate the input under ``output/input``, build ``output/dataset``, validate, summarise."""
-    from voxmesh.cli import print_summary
-    from voxmesh.pipelines.build import BuildConfig, local_pipeline_args, run_build
-
-    input_dir, dataset_dir = os.path.join(output, "input"), os.path.join(output, "dataset")
-    shutil.rmtree(output, ignore_errors=True)
-    print(f"generating the synthetic demo input in {input_dir} ...")
-    make_demo_input(input_dir)
-    config = BuildConfig(input=input_dir, output=dataset_dir, inputs_per_part=1)
-    summary = run_build(config, local_pipeline_args(workers), progress=True)
-    problems, counts = validate_dataset(dataset_dir)
-    for problem in problems:
-        print(problem)
-    print_summary(summary, dataset_dir)
-    print(f"validate: {counts['samples']} samples in {counts['shards']} shards, {len(problems)} problems")
-    return 1 if problems else 0

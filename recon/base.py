@@ -32,7 +32,7 @@ class Reconstruction:
     def valid(self) -> np.ndarray:
         return (self.n_faces == 1) & np.isfinite(self.mesh).all(axis=(1, 2))
 
-    def to_source(self, transforms: np.ndarray) -> "Reconstruction":
+    def to_source(self, transforms: np.ndarray) -> Reconstruction:
         """Map outputs computed on crops back to source pixels. ``transforms`` (N, 3) holds per
         frame ``(k, x0, y0)`` with crop pixel ``(u, v)`` at source pixel ``(k u + x0, k v + y0)``
         (depth is scaled by ``k`` like x)."""
@@ -46,7 +46,7 @@ class Reconstruction:
             lmk2d=(self.lmk2d * k[:, None, None] + offset[:, None, :]).astype(np.float32))
 
     @staticmethod
-    def concatenate(parts: list["Reconstruction"]) -> "Reconstruction":
+    def concatenate(parts: list[Reconstruction]) -> Reconstruction:
         fields = [f.name for f in dataclasses.fields(Reconstruction)]
         joined = {}
         for name in fields:

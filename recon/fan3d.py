@@ -29,6 +29,7 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 from voxmesh.schemas import Topology, get_topology
+from voxmesh.schemas.errors import ConfigError, MissingFileError
 
 from .base import Reconstruction, ReconstructionBackend
 from .ibug68 import BROWS_68, EYES_68, JAW_68, MEDIAPIPE_68, MOUTH_68, NOSE_68, NOSE_TIP_68
@@ -92,11 +93,11 @@ def load_state_dict(path: str) -> dict:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises several types for a bad file
-        raise ValueError(f"{path}: not a plain tensor checkpoint ({type(error).__name__}: {error}); "
+        raise ConfigError(f"{path}: not a plain tensor checkpoint ({type(error).__name__}: {error}); "
                          f"voxmesh does not unpickle arbitrary objects") from None
     state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a dict of tensors, found {type(raw).__name__}")
+        raise ConfigError(f"{path}: expected a dict of tensors, found {type(raw).__name__}")
     return {name.removeprefix("module."): value for name, value in state.items()}
 
 
@@ -147,14 +148,14 @@ class Fan3D(ReconstructionBackend):
 
         self._files = find_weights()
         if self._files is None:
-            raise FileNotFoundError(self.unavailable_reason())
+            raise MissingFileError(self.unavailable_reason())
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.fan, self.depth = FAN(4), ResNetDepth()
         for network, role in ((self.fan, "fan"), (self.depth, "depth")):
             try:
                 network.load_state_dict(load_state_dict(self._files[role]))
             except RuntimeError as error:
-                raise ValueError(f"{self._files[role]}: does not fit face-alignment's {role} network: {error}") from None
+                raise ConfigError(f"{self._files[role]}: does not fit face-alignment's {role} network: {error}") from None
             network.to(self.device).eval()
 
     def reconstruct(self, frames: np.ndarray) -> Reconstruction:

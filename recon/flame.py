@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from voxmesh.schemas import Topology, register_topology
+from voxmesh.schemas.errors import ConfigError, MissingFileError
 
 from .base import Reconstruction, ReconstructionBackend
 from .ibug68 import MEDIAPIPE_68, MOUTH_68, NOSE_TIP_68
-from .mediapipe_mesh import MediaPipeFaceMesh, N_POINTS
+from .mediapipe_mesh import N_POINTS, MediaPipeFaceMesh
 
 MODEL_ENV = "VOXMESH_FLAME_MODEL"
 TOPOLOGY = "flame5023"
@@ -54,16 +55,16 @@ class FlameModel(torch.nn.Module):
         self.parents = [int(p) for p in arrays["parents"]]
 
     @classmethod
-    def load(cls, path: str) -> "FlameModel":
+    def load(cls, path: str) -> FlameModel:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
         except FileNotFoundError:
-            raise FileNotFoundError(f"no FLAME model at {path}; convert yours with `voxmesh convert-flame`") from None
+            raise MissingFileError(f"no FLAME model at {path}; convert yours with `voxmesh convert-flame`") from None
         missing = {"v_template", "shapedirs", "exprdirs", "posedirs", "J_regressor", "parents", "lbs_weights",
                    "faces", "lmk_faces_idx", "lmk_bary_coords"} - set(arrays)
         if missing:
-            raise ValueError(f"{path} lacks {', '.join(sorted(missing))}; was it made by `voxmesh convert-flame "
+            raise ConfigError(f"{path} lacks {', '.join(sorted(missing))}; was it made by `voxmesh convert-flame "
                              f"--landmarks ...`?")
         return cls(arrays)
 
@@ -210,6 +211,13 @@ def flame_topology(model: FlameModel, n_landmarks: int = N_POINTS) -> Topology:
     stable = np.flatnonzero((nearest >= 17) & (nearest < 48) & (distance < radius))
     return Topology(name=TOPOLOGY, template=template, faces=model.faces.cpu().numpy(), lip_idx=lips,
                     upper_face_idx=upper, stable_idx=stable, n_landmarks=n_landmarks)
+
+
+def register_flame_topology_from_environment() -> None:
+    """Register the ``flame5023`` topology from ``$VOXMESH_FLAME_MODEL`` when it is set (reading
+    a FLAME dataset needs the user's model, which may not be redistributed)."""
+    if os.environ.get(MODEL_ENV):
+        register_topology(flame_topology(FlameModel.load(os.environ[MODEL_ENV])))
 
 
 class FlameBackend(ReconstructionBackend):

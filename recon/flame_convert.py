@@ -13,6 +13,8 @@ import pickle
 
 import numpy as np
 
+from voxmesh.schemas.errors import ConfigError
+
 ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
@@ -39,7 +41,7 @@ class ChumpyArray:
     def value(self) -> np.ndarray:
         if "x" in self.state:
             return np.asarray(self.state["x"])
-        raise ValueError("a chumpy object without a stored value ('x'); convert the model with chumpy installed")
+        raise ConfigError("a chumpy object without a stored value ('x'); convert the model with chumpy installed")
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -73,11 +75,11 @@ def convert_flame(model_path: str, out_path: str, embedding_path: str | None = N
     """Write the npz the ``flame`` backend reads; returns the array shapes written."""
     model = load_untrusted_pickle(model_path)
     if not isinstance(model, dict):
-        raise ValueError(f"{model_path}: expected a dict of arrays, found {type(model).__name__}")
+        raise ConfigError(f"{model_path}: expected a dict of arrays, found {type(model).__name__}")
     missing = [k for k in ("v_template", "shapedirs", "posedirs", "J_regressor", "kintree_table", "weights", "f")
                if k not in model]
     if missing:
-        raise ValueError(f"{model_path}: not a FLAME model (missing {', '.join(missing)})")
+        raise ConfigError(f"{model_path}: not a FLAME model (missing {', '.join(missing)})")
     shapedirs = as_array(model["shapedirs"]).astype(np.float32)
     arrays = {
         "v_template": as_array(model["v_template"]).astype(np.float32),

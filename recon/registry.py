@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
+from voxmesh.schemas.errors import UserError
+
 from .base import ReconstructionBackend
 
 GROUP = "voxmesh.recon_backends"
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(UserError, RuntimeError):
     """A backend that is unknown or cannot run here; the message says what to do."""
 
 

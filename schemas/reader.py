@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import pyarrow.parquet as pq
 import webdataset as wds
 
+from .errors import MissingFileError, SampleNotFound
 from .sample import Sample, SampleMeta, decode_npy
 from .shards import SHARDS_DIR, committed_stats, iter_tar_samples
 
@@ -27,7 +28,7 @@ def open_split(out_dir: str, split: str | None = None) -> wds.WebDataset:
     """
     paths = shard_paths(out_dir, split)
     if not paths:
-        raise FileNotFoundError(f"no committed shards{' of split ' + split if split else ''} "
+        raise MissingFileError(f"no committed shards{' of split ' + split if split else ''} "
                                 f"under {out_dir}; run `voxmesh build` first")
     return wds.WebDataset(paths, shardshuffle=False, empty_check=False).map(decode_members)
 
@@ -66,12 +67,12 @@ def load_samples(out_dir: str, keys: Iterable[str]) -> dict[str, Sample]:
     shard_of = {row["key"]: row["shard"] for row in read_manifest(out_dir, ["key", "shard"])}
     wanted = set(keys)
     for key in sorted(wanted - set(shard_of)):
-        raise KeyError(f"no sample {key!r} in {out_dir}/manifest.parquet")
+        raise SampleNotFound(f"no sample {key!r} in {out_dir}/manifest.parquet")
     found: dict[str, Sample] = {}
     for shard in sorted({shard_of[key] for key in wanted}):
         for key, members in iter_tar_samples(os.path.join(out_dir, SHARDS_DIR, f"{shard}.tar")):
             if key in wanted:
                 found[key] = Sample.from_members(members)
     for key in sorted(wanted - set(found)):
-        raise KeyError(f"sample {key!r} is in the manifest but not in shard {shard_of[key]}; run `voxmesh validate`")
+        raise SampleNotFound(f"sample {key!r} is in the manifest but not in shard {shard_of[key]}; run `voxmesh validate`")
     return found

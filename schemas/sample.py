@@ -73,7 +73,7 @@ class SampleMeta:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, indent=1).encode("utf-8")
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "SampleMeta":
+    def from_dict(cls, raw: dict[str, Any]) -> SampleMeta:
         """Build from a parsed ``meta.json``; raises ``ValueError`` naming missing fields."""
         names = {f.name for f in dataclasses.fields(cls)}
         missing = sorted(f.name for f in dataclasses.fields(cls)
@@ -110,7 +110,7 @@ class Sample:
         return members
 
     @classmethod
-    def from_members(cls, members: dict[str, bytes]) -> "Sample":
+    def from_members(cls, members: dict[str, bytes]) -> Sample:
         meta = SampleMeta.from_dict(json.loads(members["meta.json"]))
         coeffs = members.get("coeffs.npy")
         return cls(meta=meta,

@@ -1,4 +1,5 @@
-"""Writing and reading shards.
+"""Writing and reading the sample tars of a dataset: its shards, and the parts a build packs
+into shards (both are written the same way, by :class:`SampleTarWriter`).
 
 A shard is ``shards/{split}-{index:06d}.tar`` plus ``shards/{split}-{index:06d}.stats.json``.
 The tar is written under a temporary name and renamed into place; the stats JSON is written
@@ -13,11 +14,11 @@ import dataclasses
 import json
 import os
 import tarfile
-from typing import Iterator
+from collections.abc import Iterator
 
 import webdataset as wds
 
-from .sample import Sample, SampleMeta
+from .sample import SampleMeta
 from .tables import FailureRecord, manifest_row
 
 SHARDS_DIR = "shards"
@@ -28,9 +29,10 @@ def shard_name(split: str, index: int) -> str:
 
 
 @dataclasses.dataclass
-class ShardStats:
-    """The commit record of one shard: its samples' manifest rows and the failures of the inputs
-    that were assigned to it, so that every input is accounted for in exactly one shard."""
+class TarStats:
+    """The commit record of one sample tar (a shard, or a part of a build): its samples' manifest
+    rows and the failures of the inputs that were assigned to it, so that every input is
+    accounted for in exactly one shard."""
 
     shard: str
     split: str
@@ -43,17 +45,18 @@ class ShardStats:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, indent=1).encode("utf-8")
 
     @classmethod
-    def from_json(cls, data: bytes) -> "ShardStats":
+    def from_json(cls, data: bytes) -> TarStats:
         return cls(**json.loads(data))
 
     @classmethod
-    def read(cls, path: str) -> "ShardStats":
+    def read(cls, path: str) -> TarStats:
         with open(path, "rb") as f:
             return cls.from_json(f.read())
 
 
-class ShardWriter:
-    """Writes one shard. Samples must come in strictly increasing key order.
+class SampleTarWriter:
+    """Writes one sample tar (a shard, or a part in ``folder``) and its stats. Samples must come
+    in strictly increasing key order.
 
     Use as a context manager; on a clean exit call :meth:`commit` first, otherwise the temporary
     tar is removed and nothing is left behind.
@@ -76,9 +79,6 @@ class ShardWriter:
         self._last_key = ""
         self._committed = False
 
-    def write(self, sample: Sample) -> None:
-        self.write_members(sample.meta, sample.to_members())
-
     def write_members(self, meta: SampleMeta, members: dict[str, bytes]) -> None:
         """Write a sample already encoded by :meth:`Sample.to_members`."""
         if meta.key <= self._last_key:
@@ -91,18 +91,18 @@ class ShardWriter:
         self._failures.append(dataclasses.asdict(
             dataclasses.replace(failure, split=self.split, shard=self.name)))
 
-    def commit(self) -> ShardStats:
+    def commit(self) -> TarStats:
         self._tar.close()
         self._file.close()
         n_bytes = os.path.getsize(self._tmp_path)
         os.replace(self._tmp_path, self.tar_path)
-        stats = ShardStats(shard=self.name, split=self.split, inputs=self.inputs,
+        stats = TarStats(shard=self.name, split=self.split, inputs=self.inputs,
                            samples=self._rows, failures=self._failures, n_bytes=n_bytes)
         write_atomic(self.stats_path, stats.to_json())
         self._committed = True
         return stats
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> SampleTarWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -120,20 +120,20 @@ def write_atomic(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def committed_stats(out_dir: str, folder: str = SHARDS_DIR) -> list[ShardStats]:
+def committed_stats(out_dir: str, folder: str = SHARDS_DIR) -> list[TarStats]:
     """Stats of every committed shard in ``out_dir/folder``, sorted by shard name."""
     directory = os.path.join(out_dir, folder)
     if not os.path.isdir(directory):
         return []
     names = sorted(n for n in os.listdir(directory) if n.endswith(".stats.json"))
-    return [ShardStats.read(os.path.join(directory, name)) for name in names]
+    return [TarStats.read(os.path.join(directory, name)) for name in names]
 
 
 def iter_tar_samples(source) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Yield ``(key, {member: bytes})`` from a shard tar (a path or a binary file object) in file
     order, streaming.
 
-    Members of one sample must be adjacent (as :class:`ShardWriter` writes them). Raises
+    Members of one sample must be adjacent (as :class:`SampleTarWriter` writes them). Raises
     ``tarfile.TarError`` or ``OSError`` for a damaged tar, after the samples read before it.
     """
     key, members = None, {}

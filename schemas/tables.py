@@ -4,7 +4,7 @@ that did not make it), as pyarrow schemas and the plain records they are made fr
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
+from collections.abc import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq

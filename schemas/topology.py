@@ -56,7 +56,7 @@ class Topology:
                  n_landmarks=np.int32(self.n_landmarks))
 
     @classmethod
-    def load(cls, name: str, path) -> "Topology":
+    def load(cls, name: str, path) -> Topology:
         with np.load(path, allow_pickle=False) as data:
             topology = cls(name=name, template=data["template"], faces=data["faces"],
                            lip_idx=data["lip_idx"], upper_face_idx=data["upper_face_idx"],

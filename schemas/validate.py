@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from .keys import is_valid_key
 from .sample import MEMBER_DTYPES, REQUIRED_MEMBERS, SAMPLES_PER_FRAME, SCHEMA_VERSION, decode_npy
-from .shards import SHARDS_DIR, ShardStats, iter_tar_samples
+from .shards import SHARDS_DIR, TarStats, iter_tar_samples
 from .tables import FAILURES_SCHEMA, MANIFEST_SCHEMA
 from .topology import get_topology
 
@@ -60,7 +60,7 @@ def validate_dataset(out_dir: str) -> tuple[list[Problem], Counter]:
 def _check_shard(stem: str, name: str, keys_seen: dict[str, str], counts: Counter) -> list[Problem]:
     problems = []
     try:
-        stats = ShardStats.read(f"{stem}.stats.json")
+        stats = TarStats.read(f"{stem}.stats.json")
         listed = {row["key"] for row in stats.samples}
     except (OSError, ValueError, TypeError, KeyError) as error:
         problems.append(Problem(name, "", f"unreadable stats JSON: {error}"))

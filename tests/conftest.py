@@ -29,7 +29,7 @@ def write_video(path: str, frames: np.ndarray, fps=25, audio: np.ndarray | None 
 
     import av
 
-    from voxmesh.pipelines.media import encode_audio
+    from voxmesh.pipelines.ingest.audio import encode_audio
     with av.open(path, "w", options=container_options or {}) as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"

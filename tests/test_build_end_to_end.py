@@ -13,10 +13,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
-
 from conftest import REAL_CLIPS, write_video
+
 from voxmesh.cli import main
-from voxmesh.pipelines.media import load_audio, probe
+from voxmesh.pipelines.ingest.audio import load_audio
+from voxmesh.pipelines.ingest.probe import probe
 from voxmesh.schemas import get_topology, shard_paths
 
 UPPER_LIP_INNER, LOWER_LIP_INNER = 13, 14

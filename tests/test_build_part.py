@@ -4,21 +4,23 @@ becomes that input's failure record and the part is still committed."""
 import json
 import os
 
-from voxmesh.pipelines import build
-from voxmesh.pipelines.build import BuildConfig, BuildPart
-from voxmesh.pipelines.inputs import InputItem, PartTask
 from test_schema_and_validate import make_sample
-from voxmesh.pipelines.video import VideoResult
+
+from voxmesh.pipelines.build import pipeline as build
+from voxmesh.pipelines.build.inputs import PartTask
+from voxmesh.pipelines.build.pipeline import BuildConfig, BuildPart
+from voxmesh.pipelines.ingest.item import InputItem
+from voxmesh.pipelines.ingest.process import InputResult
 
 
 def test_an_exception_in_one_input_is_a_failure_row_not_a_failed_part(tmp_path, monkeypatch):
-    def process_video(item, *args, sink, **kwargs):
+    def process_input(item, *args, sink, **kwargs):
         if item.utterance == "1":
             sink(make_sample("s", 0))  # a sample already produced before the crash must not land
             raise RuntimeError("boom in the backend")
-        return VideoResult([], [], 0)
+        return InputResult([], [], 0)
 
-    monkeypatch.setattr(build, "process_video", process_video)
+    monkeypatch.setattr(build, "process_input", process_input)
     config = BuildConfig(input=str(tmp_path), output=str(tmp_path / "out"))
     task = PartTask("train", 0, (InputItem("/x/1.mp4", "s", "v", "1"), InputItem("/x/2.mp4", "s", "v", "2")))
     part = BuildPart(config)

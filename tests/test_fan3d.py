@@ -11,10 +11,17 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from voxmesh.cli import main
-from voxmesh.pipelines.faces import TrackRules
+from voxmesh.pipelines.ingest.faces import TrackRules
 from voxmesh.recon import BackendUnavailable, backend_class
-from voxmesh.recon.fan3d import (CROP_FACE_FRACTION, WEIGHTS_ENV, Fan3D, build_topology, find_weights,
-                                 load_state_dict, orient_depth)
+from voxmesh.recon.fan3d import (
+    CROP_FACE_FRACTION,
+    WEIGHTS_ENV,
+    Fan3D,
+    build_topology,
+    find_weights,
+    load_state_dict,
+    orient_depth,
+)
 from voxmesh.recon.pose import remove_pose
 from voxmesh.schemas import get_topology
 
@@ -78,7 +85,7 @@ def test_the_shipped_topology_is_the_derived_one_and_fits_the_pipelines_crops():
     for field in ("template", "faces", "lip_idx", "upper_face_idx", "stable_idx"):
         assert np.array_equal(getattr(shipped, field), getattr(derived, field)), field
     assert shipped.n_vertices == shipped.n_landmarks == 68
-    assert CROP_FACE_FRACTION == pytest.approx(1 / TrackRules().crop_scale)
+    assert pytest.approx(1 / TrackRules().crop_scale) == CROP_FACE_FRACTION
 
 
 def test_depth_is_oriented_so_that_pose_removal_recovers_the_face():

@@ -5,15 +5,17 @@ import os
 
 import numpy as np
 import pytest
-from skimage import data
-
 from conftest import write_video
+from skimage import data
 from test_media import numbered_frames
-from voxmesh.pipelines.clips import ClipRules
-from voxmesh.pipelines.faces import FaceDetector, FacePass, TrackRules, build_tracks
-from voxmesh.pipelines.inputs import InputItem
-from voxmesh.pipelines.media import iter_frames, load_audio, probe
-from voxmesh.pipelines.video import process_video
+
+from voxmesh.pipelines.ingest.audio import load_audio
+from voxmesh.pipelines.ingest.clips import ClipRules
+from voxmesh.pipelines.ingest.faces import FaceDetector, FacePass, TrackRules, build_tracks
+from voxmesh.pipelines.ingest.frames import iter_frames
+from voxmesh.pipelines.ingest.item import InputItem
+from voxmesh.pipelines.ingest.probe import probe
+from voxmesh.pipelines.ingest.process import process_input
 from voxmesh.recon.mediapipe_mesh import MediaPipeFaceMesh
 from voxmesh.schemas import Reason
 
@@ -37,7 +39,7 @@ def speechy_audio(seconds: float, seed: int = 0) -> np.ndarray:
 def run(models, path: str, **rules):
     backend, detector = models
     item = InputItem(path, "spk", "vid", "0")
-    return process_video(item, "train", backend, detector, ClipRules(**rules))
+    return process_input(item, "train", backend, detector, ClipRules(**rules))
 
 
 def decoded(path: str) -> np.ndarray:

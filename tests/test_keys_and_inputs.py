@@ -2,8 +2,15 @@ import os
 
 import pytest
 
-from voxmesh.pipelines.inputs import (InputItem, SplitFractions, assign_splits, discover, identify,
-                                      plan_parts, split_of)
+from voxmesh.pipelines.build.inputs import (
+    InputItem,
+    SplitFractions,
+    assign_splits,
+    discover,
+    identify,
+    plan_parts,
+    split_of,
+)
 from voxmesh.schemas import is_valid_key, make_key, sanitize_id
 
 

@@ -4,9 +4,11 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-
 from conftest import write_video
-from voxmesh.pipelines.media import MediaError, iter_frames, load_audio, probe
+
+from voxmesh.pipelines.ingest.audio import load_audio
+from voxmesh.pipelines.ingest.frames import iter_frames
+from voxmesh.pipelines.ingest.probe import MediaError, probe
 from voxmesh.schemas import Reason
 
 BITS = 8

@@ -2,9 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from voxmesh.metrics.motion import (coverage_lip_error, diversity, frechet_distance, lip_vertex_error,
-                                    mean_sample_lip_error, mean_vertex_error, motion_features,
-                                    upper_face_dynamics_deviation)
+from voxmesh.metrics.motion import (
+    coverage_lip_error,
+    diversity,
+    frechet_distance,
+    lip_vertex_error,
+    mean_sample_lip_error,
+    mean_vertex_error,
+    motion_features,
+    upper_face_dynamics_deviation,
+)
 from voxmesh.metrics.quality import jitter, lip_motion
 from voxmesh.metrics.sync import estimate_offset, loudness, mouth_opening
 from voxmesh.schemas import get_topology

@@ -1,11 +1,18 @@
 """The package, the worker image and the shipped data agree with each other."""
 
+import fnmatch
 import os
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
 
 import numpy as np
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
+SUBPACKAGES = sorted(name for name in os.listdir(os.path.join(ROOT, "voxmesh"))
+                     if os.path.islink(os.path.join(ROOT, "voxmesh", name)))
 
 
 def read(name: str) -> str:
@@ -19,8 +26,77 @@ def test_dockerfile_uses_the_python_and_beam_of_setup_py():
     python = re.search(r'python_requires=">=(3\.\d+)', setup).group(1)
     assert f"FROM apache/beam_python{python}_sdk:{beam}" in dockerfile
     assert f"apache-beam=={beam}" in constraints.splitlines()
-    for folder in ("voxmesh", "schemas", "recon", "pipelines", "metrics"):
-        assert f"COPY {folder} {folder}" in dockerfile
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = read(".dockerignore").splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert not any(p.startswith("!") for p in patterns), "exceptions (!) are not laid out by this test"
+    return patterns
+
+
+def ignored(relative: str, patterns: list[str]) -> bool:
+    """Docker's rule for these patterns: a path is left out when it, or a folder above it, matches."""
+    parts = relative.split("/")
+    prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    for pattern in patterns:
+        bare = pattern[3:] if pattern.startswith("**/") else None
+        if any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes):
+            return True
+        if bare and any(fnmatch.fnmatchcase(part, bare) for part in parts):
+            return True
+    return False
+
+
+def lay_out_build_context(destination: str) -> list[str]:
+    """Copy what the Dockerfile's `COPY . .` copies (the repository less .dockerignore), keeping
+    symbolic links as links, as Docker does. Returns the relative paths copied."""
+    patterns, copied = dockerignore_patterns(), []
+    for folder, dirs, files in os.walk(ROOT):
+        relative_folder = os.path.relpath(folder, ROOT)
+        dirs[:] = [d for d in dirs if not ignored(os.path.normpath(os.path.join(relative_folder, d)), patterns)
+                   and not os.path.islink(os.path.join(folder, d))]
+        links = [d for d in os.listdir(folder) if os.path.islink(os.path.join(folder, d))]
+        for name in files + [link for link in links if link not in files]:
+            relative = os.path.normpath(os.path.join(relative_folder, name))
+            if ignored(relative, patterns):
+                continue
+            target = os.path.join(destination, relative)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            source = os.path.join(ROOT, relative)
+            if os.path.islink(source):
+                os.symlink(os.readlink(source), target)
+            else:
+                shutil.copy2(source, target)
+            copied.append(relative)
+    return copied
+
+
+def test_the_dockerfile_copies_the_whole_filtered_context():
+    dockerfile = read("Dockerfile")
+    assert "COPY . ." in dockerfile
+    assert not re.search(r"^COPY (?!\. \.)(?!--from)", dockerfile, flags=re.M), "copy the context, not folders"
+
+
+def test_a_wheel_built_from_the_docker_context_holds_every_subpackage(tmp_path):
+    context = tmp_path / "context"
+    copied = lay_out_build_context(str(context))
+    assert not [p for p in copied if p.startswith(("tests/", ".venv/", ".git/", "out/"))]
+    assert SUBPACKAGES == ["metrics", "models", "pipelines", "recon", "schemas"]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "wheel"), str(context)], check=True, capture_output=True)
+    (wheel,) = os.listdir(tmp_path / "wheel")
+    names = zipfile.ZipFile(tmp_path / "wheel" / wheel).namelist()
+    for subpackage in SUBPACKAGES:
+        for folder, _, files in os.walk(os.path.join(ROOT, subpackage)):
+            for name in files:
+                if name.endswith(".py"):
+                    relative = os.path.relpath(os.path.join(folder, name), ROOT)
+                    assert f"voxmesh/{relative}" in names, f"{relative} is missing from the wheel"
+    assert "voxmesh/schemas/topologies/mediapipe478.npz" in names
+    assert "voxmesh/models/configs/rvq.toml" in names
+    assert "voxmesh/commands/build.py" in names
+    assert not [n for n in names if n.startswith(("schemas/", "recon/", "metrics/", "models/", "pipelines/"))]
 
 
 def test_mediapipe_backend_is_registered_through_the_entry_point_group():

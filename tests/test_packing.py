@@ -4,10 +4,10 @@ pack interrupted part-way and resumed."""
 import os
 
 import pytest
-
 from test_schema_and_validate import make_sample
-from voxmesh.pipelines.packing import PARTS_DIR, PackTask, ShardLimits, pack_shard, plan_packs, remaining_packs
-from voxmesh.schemas import FailureRecord, ShardWriter, committed_stats, iter_tar_samples
+
+from voxmesh.pipelines.build.packing import PARTS_DIR, PackTask, ShardLimits, pack_shard, plan_packs, remaining_packs
+from voxmesh.schemas import FailureRecord, SampleTarWriter, committed_stats, iter_tar_samples
 
 
 def write_parts(out: str) -> list[str]:
@@ -19,9 +19,9 @@ def write_parts(out: str) -> list[str]:
     for (split, index), clips in layout.items():
         samples = [make_sample(speaker, clip, n_frames=10, seed=clip, split=split) for speaker, clip in clips]
         uris = sorted({s.meta.source_uri for s in samples}) or [f"/data/bad{index}.mp4"]
-        with ShardWriter(out, split, index, uris, folder=PARTS_DIR) as writer:
+        with SampleTarWriter(out, split, index, uris, folder=PARTS_DIR) as writer:
             for sample in samples:
-                writer.write(sample)
+                writer.write_members(sample.meta, sample.to_members())
             if not samples:
                 writer.record_failure(FailureRecord(uris[0], "bad", "probe", "not_a_video", f"{uris[0]}: x"))
             writer.commit()

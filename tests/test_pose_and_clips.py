@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from voxmesh.pipelines.clips import ClipRules, frame_problems, reason_for_no_clip, segment
+from voxmesh.pipelines.ingest.clips import ClipRules, frame_problems, reason_for_no_clip, segment
 from voxmesh.recon.pose import remove_pose, umeyama
 from voxmesh.schemas import Reason, get_topology
 
@@ -62,7 +62,7 @@ def test_frame_problems_and_the_reason_for_no_clip():
     n_faces = np.array([0, 2, 1, 1, 1])
     problems = frame_problems(n_faces, valid=np.array([False, False, True, True, True]),
                               confidence=np.array([0, 0, 0.2, 0.9, 0.9]),
-                              has_audio=np.array([True] * 4 + [False]), rules=rules)
+                              has_audio=np.array([True] * 4 + [False]), clip_rules=rules)
     assert problems == [Reason.NO_FACE, Reason.MULTIPLE_FACES, Reason.LOW_CONFIDENCE, None,
                         Reason.AV_LENGTH_MISMATCH]
     assert reason_for_no_clip(problems) == Reason.TOO_SHORT

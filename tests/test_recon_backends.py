@@ -10,10 +10,10 @@ import types
 import numpy as np
 import pytest
 import torch
+from flame_synthetic import synthetic_flame
 from scipy.spatial.transform import Rotation
 from skimage import data
 
-from flame_synthetic import synthetic_flame
 from voxmesh.cli import main
 from voxmesh.pipelines.demo import find_mouth, open_mouth
 from voxmesh.recon import backend_class, backend_classes
@@ -105,7 +105,8 @@ def test_convert_flame_reads_chumpy_pickles_without_chumpy(tmp_path, capsys):
     model_pkl, embedding_pkl, out = tmp_path / "generic_model.pkl", tmp_path / "embedding.pkl", tmp_path / "flame.npz"
     fake_chumpy_pickle(str(model_pkl), official)
     with open(embedding_pkl, "wb") as f:
-        pickle.dump({"full_lmk_faces_idx": arrays["lmk_faces_idx"][None], "full_lmk_bary_coords": arrays["lmk_bary_coords"][None]}, f)
+        pickle.dump({"full_lmk_faces_idx": arrays["lmk_faces_idx"][None],
+                     "full_lmk_bary_coords": arrays["lmk_bary_coords"][None]}, f)
     assert main(["convert-flame", str(model_pkl), str(out), "--landmarks", str(embedding_pkl), "--n-shape", "6"]) == 0
     model = FlameModel.load(str(out))
     np.testing.assert_allclose(model.exprdirs.numpy(), arrays["exprdirs"])

@@ -9,8 +9,18 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from voxmesh.schemas import (FailureRecord, Sample, SampleMeta, ShardWriter, get_topology, iter_samples,
-                             make_key, validate_dataset, write_failures, write_manifest)
+from voxmesh.schemas import (
+    FailureRecord,
+    Sample,
+    SampleMeta,
+    SampleTarWriter,
+    get_topology,
+    iter_samples,
+    make_key,
+    validate_dataset,
+    write_failures,
+    write_manifest,
+)
 from voxmesh.schemas.sample import encode_npy
 
 TOPOLOGY = get_topology("mediapipe478")
@@ -34,9 +44,9 @@ def make_sample(speaker: str, clip: int, n_frames: int = 30, seed: int = 0, spli
 def write_dataset(out: str, samples_by_shard: dict[tuple[str, int], list[Sample]]) -> None:
     rows = []
     for (split, index), samples in samples_by_shard.items():
-        with ShardWriter(out, split, index, inputs=[s.meta.source_uri for s in samples]) as writer:
+        with SampleTarWriter(out, split, index, inputs=[s.meta.source_uri for s in samples]) as writer:
             for sample in samples:
-                writer.write(sample)
+                writer.write_members(sample.meta, sample.to_members())
             writer.record_failure(FailureRecord("/data/bad.mp4", "bad", "probe", "not_a_video", "x"))
             rows += writer.commit().samples
     write_manifest(rows, os.path.join(out, "manifest.parquet"))
@@ -91,10 +101,11 @@ def test_shards_are_byte_identical_across_writes(tmp_path):
 
 
 def test_writer_refuses_unsorted_keys_and_leaves_nothing_on_failure(tmp_path):
-    with pytest.raises(ValueError, match="not after"):
-        with ShardWriter(str(tmp_path), "train", 0, []) as writer:
-            writer.write(make_sample("spkA", 1))
-            writer.write(make_sample("spkA", 0))
+    with pytest.raises(ValueError, match="not after"), SampleTarWriter(str(tmp_path), "train", 0, []) as writer:
+        sample = make_sample("spkA", 1)
+        writer.write_members(sample.meta, sample.to_members())
+        sample = make_sample("spkA", 0)
+        writer.write_members(sample.meta, sample.to_members())
     assert os.listdir(tmp_path / "shards") == []
 
 

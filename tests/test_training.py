@@ -11,20 +11,20 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import MEDIA_ENV, REAL_CLIPS
+
 from voxmesh.cli import main
 from voxmesh.metrics.motion import lip_vertex_error
 from voxmesh.models.checkpoint import load_checkpoint, load_model
 from voxmesh.models.config import load_config
 from voxmesh.models.data import DataConfig, evaluation_stream, make_loader, training_stream
+from voxmesh.models.generation import MotionGenerator
 from voxmesh.models.generators import Sampling
-from voxmesh.pipelines.build import BuildConfig, local_pipeline_args, run_build
-from voxmesh.pipelines.clips import ClipRules
+from voxmesh.pipelines.build.inputs import SplitFractions
+from voxmesh.pipelines.build.packing import ShardLimits
+from voxmesh.pipelines.build.pipeline import BuildConfig, local_pipeline_args, run_build
 from voxmesh.pipelines.demo import make_demo_input
-from voxmesh.pipelines.generate import MotionGenerator
-from voxmesh.pipelines.inputs import SplitFractions
-from voxmesh.pipelines.packing import ShardLimits
+from voxmesh.pipelines.ingest.clips import ClipRules
 from voxmesh.schemas import get_topology, iter_samples, pcm_to_float
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "models", "configs")
@@ -44,7 +44,7 @@ def dataset(tmp_path_factory) -> str:
     output = str(tmp_path_factory.mktemp("training_data") / "dataset")
     config = BuildConfig(input=str(inputs), output=output, inputs_per_part=1, shard_limits=ShardLimits(max_samples=4),
                          splits=SplitFractions(1.0, 0.0, 0.0),
-                         rules=ClipRules(min_seconds=1.0, max_seconds=2.0))
+                         clip_rules=ClipRules(min_seconds=1.0, max_seconds=2.0))
     run_build(config, local_pipeline_args(2))
     return output
 
@@ -154,7 +154,7 @@ def test_generator_loss_falls(run, request):
 
 @pytest.fixture(scope="module")
 def speech(media_dir):
-    from voxmesh.pipelines.media import load_audio
+    from voxmesh.pipelines.ingest.audio import load_audio
     return load_audio(os.path.join(media_dir, "harvard_16k.wav"), video_start=0.0).samples[:16000 * 3]
 
 

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from voxmesh.schemas import Reason
+from voxmesh.schemas.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +41,7 @@ class TrackRules:
 
     def __post_init__(self):
         if self.detect_every < 1:
-            raise ValueError(f"detect_every must be 1 or more (got {self.detect_every})")
+            raise ConfigError(f"--detect-every must be 1 or more (got {self.detect_every})")
 
 
 class ShotCutDetector:
@@ -48,8 +49,8 @@ class ShotCutDetector:
     differs from frame t-1's by more than ``cut_threshold`` and by ``cut_ratio`` times the median
     change of the last 25 frames."""
 
-    def __init__(self, rules: TrackRules):
-        self.rules = rules
+    def __init__(self, track_rules: TrackRules):
+        self.track_rules = track_rules
         self.previous: np.ndarray | None = None
         self.recent: list[float] = []
 
@@ -61,7 +62,7 @@ class ShotCutDetector:
         if self.previous is not None:
             change = float(np.abs(thumbnail - self.previous).mean())
             baseline = float(np.median(self.recent)) if self.recent else 0.0
-            cut = change > self.rules.cut_threshold and change > self.rules.cut_ratio * baseline
+            cut = change > self.track_rules.cut_threshold and change > self.track_rules.cut_ratio * baseline
             self.recent = [] if cut else (self.recent + [change])[-25:]
         self.previous = thumbnail
         return cut
@@ -101,8 +102,8 @@ class FacePass:
     cuts: set[int]
 
     @classmethod
-    def run(cls, chunks, detector: FaceDetector, rules: TrackRules) -> "FacePass":
-        cut_detector = ShotCutDetector(rules)
+    def run(cls, chunks, detector: FaceDetector, track_rules: TrackRules) -> FacePass:
+        cut_detector = ShotCutDetector(track_rules)
         boxes: list[np.ndarray | None] = []
         cuts: set[int] = set()
         shot_start = 0
@@ -112,7 +113,7 @@ class FacePass:
                 if cut_detector.is_cut(frame):
                     cuts.add(t)
                     shot_start = t
-                looked_at = (t - shot_start) % rules.detect_every == 0
+                looked_at = (t - shot_start) % track_rules.detect_every == 0
                 boxes.append(detector.detect(frame) if looked_at else None)
         return cls(boxes, cuts)
 
@@ -141,21 +142,21 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return intersection / union if union > 0 else 0.0
 
 
-def frame_status(boxes: np.ndarray, rules: TrackRules) -> tuple[Reason | None, np.ndarray | None]:
+def frame_status(boxes: np.ndarray, track_rules: TrackRules) -> tuple[Reason | None, np.ndarray | None]:
     """The one face a frame is about, or why there is none."""
     if len(boxes) == 0:
         return Reason.NO_FACE, None
     areas = np.array([_area(b) for b in boxes])
     order = np.argsort(-areas)
-    if len(boxes) > 1 and areas[order[1]] >= rules.comparable_area * areas[order[0]]:
+    if len(boxes) > 1 and areas[order[1]] >= track_rules.comparable_area * areas[order[0]]:
         return Reason.MULTIPLE_FACES, None
     box = boxes[order[0]]
-    if box[3] - box[1] < rules.min_face_pixels:
+    if box[3] - box[1] < track_rules.min_face_pixels:
         return Reason.FACE_TOO_SMALL, None
     return None, box
 
 
-def build_tracks(seen: FacePass, rules: TrackRules) -> tuple[list[Track], list[Reason | None]]:
+def build_tracks(seen: FacePass, track_rules: TrackRules) -> tuple[list[Track], list[Reason | None]]:
     """Tracks of the dominant face and, per frame, the reason it is in no track (None if it is).
     A frame that was not looked at has the status of the last frame that was."""
     statuses: list[Reason | None] = []
@@ -165,7 +166,7 @@ def build_tracks(seen: FacePass, rules: TrackRules) -> tuple[list[Track], list[R
             statuses.append(statuses[-1] if statuses else Reason.NO_FACE)
             observations.append(None)
         else:
-            status, box = frame_status(boxes, rules)
+            status, box = frame_status(boxes, track_rules)
             statuses.append(status)
             observations.append(box)
     runs: list[list[tuple[int, np.ndarray]]] = []
@@ -178,7 +179,7 @@ def build_tracks(seen: FacePass, rules: TrackRules) -> tuple[list[Track], list[R
             continue
         if runs and runs[-1]:
             last_t, last_box = runs[-1][-1]
-            if t - last_t - 1 <= rules.max_gap and _iou(box, last_box) >= rules.min_iou:
+            if t - last_t - 1 <= track_rules.max_gap and _iou(box, last_box) >= track_rules.min_iou:
                 runs[-1].append((t, box))
                 continue
         runs.append([(t, box)])
@@ -188,8 +189,8 @@ def build_tracks(seen: FacePass, rules: TrackRules) -> tuple[list[Track], list[R
         boxes = np.stack([b for _, b in run])
         start, end = int(frames[0]), _end_before_next_look(seen, int(frames[-1]))
         filled = np.stack([np.interp(np.arange(start, end), frames, boxes[:, k]) for k in range(4)], axis=1)
-        smoothed = _smooth(filled, rules.smooth_frames)
-        parts = -(-(end - start) // rules.max_track_frames)
+        smoothed = _smooth(filled, track_rules.smooth_frames)
+        parts = -(-(end - start) // track_rules.max_track_frames)
         bounds = [start + (end - start) * k // parts for k in range(parts + 1)]
         for low, high in zip(bounds, bounds[1:]):
             tracks.append(Track(len(tracks), low, high, smoothed[low - start:high - start]))
@@ -222,11 +223,11 @@ def _smooth(boxes: np.ndarray, window: int) -> np.ndarray:
     return np.concatenate([centre - size / 2, centre + size / 2], axis=1)
 
 
-def crop_transform(box: np.ndarray, rules: TrackRules) -> tuple[float, float, float]:
+def crop_transform(box: np.ndarray, track_rules: TrackRules) -> tuple[float, float, float]:
     """``(k, x0, y0)`` of the crop around ``box``: crop pixel (u, v) is source pixel
     ``(k u + x0, k v + y0)``."""
-    side = rules.crop_scale * max(box[2] - box[0], box[3] - box[1])
-    k = side / rules.crop_size
+    side = track_rules.crop_scale * max(box[2] - box[0], box[3] - box[1])
+    k = side / track_rules.crop_size
     centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     return k, centre_x - side / 2, centre_y - side / 2
 

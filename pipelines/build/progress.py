@@ -8,9 +8,9 @@ import sys
 import threading
 import time
 
-from voxmesh.schemas import FPS, ShardStats
+from voxmesh.schemas import FPS, TarStats
 
-from .packing import PARTS_DIR
+from voxmesh.pipelines.build.packing import PARTS_DIR
 
 
 class ProgressReporter:
@@ -25,7 +25,7 @@ class ProgressReporter:
         self.enabled, self.stream = enabled, stream
         self.interval = interval if interval is not None else (2.0 if stream.isatty() else 30.0)
         self._stop = threading.Event()
-        self._seen: dict[str, ShardStats] = {}
+        self._seen: dict[str, TarStats] = {}
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._start = 0.0
 
@@ -57,7 +57,7 @@ class ProgressReporter:
         for name in os.listdir(self.directory):
             shard = name[:-len(".stats.json")]
             if name.endswith(".stats.json") and shard in self.names and shard not in self._seen:
-                self._seen[shard] = ShardStats.read(os.path.join(self.directory, name))
+                self._seen[shard] = TarStats.read(os.path.join(self.directory, name))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -17,7 +17,7 @@ import contextlib
 import json
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -28,6 +28,7 @@ from voxmesh.models.checkpoint import build_model, load_checkpoint, save_checkpo
 from voxmesh.models.config import NEEDS_TOKENIZER, RunConfig, to_toml
 from voxmesh.models.data import make_loader, training_stream
 from voxmesh.models.normalization import Stats, compute_stats
+from voxmesh.schemas.errors import ConfigError
 
 
 def prepare_batch(raw: dict, features: nn.Module, stats: Stats, device: torch.device) -> dict:
@@ -43,7 +44,7 @@ def _distributed(device_setting: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device); joins the process group when started by torchrun."""
     use_cuda = device_setting == "cuda" or (device_setting == "auto" and torch.cuda.is_available())
     if device_setting == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device = cuda, but no CUDA device is visible to torch")
+        raise ConfigError("train.device = cuda, but no CUDA device is visible to torch")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
@@ -62,7 +63,7 @@ def _initial_state(config: RunConfig, features: nn.Module) -> tuple[RunConfig, S
     tokenizer = load_checkpoint(config.tokenizer_checkpoint)
     tokenizer_config = RunConfig.from_dict(tokenizer["config"], source=config.tokenizer_checkpoint)
     if tokenizer_config.kind != "tokenizer":
-        raise ValueError(f"{config.tokenizer_checkpoint} is a {tokenizer_config.kind} checkpoint, not a tokenizer")
+        raise ConfigError(f"{config.tokenizer_checkpoint} is a {tokenizer_config.kind} checkpoint, not a tokenizer")
     config = RunConfig.from_dict({**config.to_dict(), "tokenizer": tokenizer_config.to_dict()["tokenizer"]})
     return config, Stats.from_dict(tokenizer["stats"]), tokenizer["model"]
 

@@ -23,7 +23,9 @@ import posixpath
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from voxmesh.pipelines.ingest.item import InputItem
 from voxmesh.schemas import FailureRecord, Reason, Stage, sanitize_id, shard_name
+from voxmesh.schemas.errors import ConfigError
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
 SPLITS = ("train", "val", "test")
@@ -36,28 +38,6 @@ class RawInput:
     uri: str
     ids: tuple[str, str, str]
     split: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class InputItem:
-    uri: str
-    speaker: str
-    video: str
-    utterance: str
-    split: str = ""  # from the source (a listing's split column); empty: by speaker hash
-
-    @property
-    def key_prefix(self) -> str:
-        return f"{self.speaker}_{self.video}_{self.utterance}"
-
-    @property
-    def input_id(self) -> str:
-        return f"{self.speaker}/{self.video}/{self.utterance}"
-
-    @property
-    def key_order(self) -> str:
-        """Sorting inputs by this sorts their sample keys (``{prefix}_{track}_{clip}``) too."""
-        return f"{self.key_prefix}_"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +61,7 @@ class SplitFractions:
 
     def __post_init__(self):
         if min(self.train, self.val, self.test) < 0 or abs(self.train + self.val + self.test - 1) > 1e-6:
-            raise ValueError(f"split fractions must be >= 0 and sum to 1, got {self}")
+            raise ConfigError(f"--split-fractions must be >= 0 and sum to 1, got {self}")
 
 
 def has_scheme(uri: str) -> bool:
@@ -137,7 +117,7 @@ def _list_files(pattern: str) -> tuple[str, list[str]]:
 def _read_listing(path: str) -> list[RawInput]:
     table = pq.read_table(path) if path.endswith(".parquet") else pacsv.read_csv(path)
     if "uri" not in table.column_names:
-        raise ValueError(f"{path}: a listing needs a 'uri' column (optional: speaker, video, utterance, split)")
+        raise ConfigError(f"{path}: a listing needs a 'uri' column (optional: speaker, video, utterance, split)")
     base = os.path.dirname(os.path.abspath(path))
     raws = []
     for row in table.to_pylist():
@@ -225,7 +205,7 @@ def plan_parts(items: list[InputItem], split_of_speaker: dict[str, str], inputs_
     key order. Inputs whose speaker has no split are left out (the caller recorded them as
     failures)."""
     if inputs_per_part < 1:
-        raise ValueError("inputs_per_part must be at least 1")
+        raise ConfigError("--inputs-per-part must be at least 1")
     by_split: dict[str, list[InputItem]] = {}
     for item in items:
         if item.speaker in split_of_speaker:

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from voxmesh.schemas import FPS, iter_samples
+from voxmesh.schemas.errors import MissingFileError
 
 # The pose of a frontal, upright face: head x -> image x, head y (up) -> image -y, head z (out of
 # the face) -> image -z (towards the camera).
@@ -32,9 +33,14 @@ def head_angles(pose: np.ndarray) -> np.ndarray:
 
 
 def read_tables(output: str) -> tuple[list[dict], list[dict]]:
-    """The rows of ``manifest.parquet`` and ``failures.parquet``."""
-    return (pq.read_table(os.path.join(output, "manifest.parquet")).to_pylist(),
-            pq.read_table(os.path.join(output, "failures.parquet")).to_pylist())
+    """The rows of ``manifest.parquet`` and ``failures.parquet``; MissingFileError when absent."""
+    tables = []
+    for name in ("manifest.parquet", "failures.parquet"):
+        path = os.path.join(output, name)
+        if not os.path.isfile(path):
+            raise MissingFileError(f"{path}: no such file; is {output} a dataset written by `voxmesh build`?")
+        tables.append(pq.read_table(path).to_pylist())
+    return tables[0], tables[1]
 
 
 def summarize(manifest: list[dict], failures: list[dict]) -> dict:

@@ -22,8 +22,8 @@ import torch
 from voxmesh.models.audio import audio_features
 from voxmesh.models.checkpoint import load_model
 from voxmesh.models.generators import Sampling
-from voxmesh.schemas import (SAMPLES_PER_FRAME, is_valid_key, iter_samples, load_samples, pcm_to_float,
-                             read_manifest)
+from voxmesh.schemas import SAMPLES_PER_FRAME, is_valid_key, iter_samples, load_samples, pcm_to_float, read_manifest
+from voxmesh.schemas.errors import ConfigError, DatasetStateError
 
 
 class MotionGenerator:
@@ -32,7 +32,7 @@ class MotionGenerator:
     def __init__(self, checkpoint: str):
         self.model, self.stats, self.config = load_model(checkpoint)
         if self.config.kind == "tokenizer":
-            raise ValueError(f"{checkpoint} is a tokenizer; generate with a generator checkpoint "
+            raise ConfigError(f"{checkpoint} is a tokenizer; generate with a generator checkpoint "
                              f"(probabilistic, codetalker or faceformer)")
         self.features = audio_features(self.config.data.audio_model)
         self.reference_frames = self.config.data.window
@@ -50,7 +50,7 @@ class MotionGenerator:
         The template is ``template``, else the reference's mean face, else the training mean face."""
         n_frames = int(round(len(audio) / SAMPLES_PER_FRAME))
         if n_frames < 1:
-            raise ValueError("the audio is shorter than one frame (40 ms)")
+            raise ConfigError("the audio is shorter than one frame (40 ms)")
         waveform = torch.from_numpy(np.asarray(audio, dtype=np.float32))[None]
         features = self.stats.normalize_features(self.features(waveform, n_frames))
         style = self.reference_motion(reference) if reference is not None else None
@@ -76,9 +76,9 @@ def generate_for_split(generator: MotionGenerator, dataset: str, split: str | No
     done: dict[str, str | None] = {}
     for index, sample in enumerate(iter_samples(dataset, split)):
         if not is_valid_key(sample.key):  # keys name files here
-            raise ValueError(f"{dataset}: sample key {sample.key!r} is not a valid voxmesh key; run `voxmesh validate`")
+            raise DatasetStateError(f"{dataset}: sample key {sample.key!r} is not a valid voxmesh key; run `voxmesh validate`")
         if sample.meta.topology != topology:
-            raise ValueError(f"{sample.key} has topology {sample.meta.topology}; the model was trained on {topology}")
+            raise ConfigError(f"{sample.key} has topology {sample.meta.topology}; the model was trained on {topology}")
         reference_key = next((key for key in candidates[sample.meta.speaker] if key != sample.key), None)
         reference = meshes_of.get(reference_key)
         meshes = generator(pcm_to_float(sample.audio), reference,

@@ -21,8 +21,9 @@ from collections import defaultdict
 
 import apache_beam as beam
 
-from voxmesh.schemas import FailureRecord, SampleMeta, ShardStats, ShardWriter, committed_stats, iter_tar_samples
+from voxmesh.schemas import FailureRecord, SampleMeta, TarStats, SampleTarWriter, committed_stats, iter_tar_samples
 from voxmesh.schemas.shards import SHARDS_DIR, shard_name
+from voxmesh.schemas.errors import ConfigError, DatasetStateError
 
 PARTS_DIR = "parts"
 
@@ -34,7 +35,7 @@ class ShardLimits:
 
     def __post_init__(self):
         if self.max_samples < 1 or self.max_bytes < 1:
-            raise ValueError(f"shard limits must be at least 1: {self}")
+            raise ConfigError(f"shard limits must be at least 1: {self}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +51,9 @@ class PackTask:
         return shard_name(self.split, self.index)
 
 
-def plan_packs(parts: list[ShardStats], limits: ShardLimits) -> list[PackTask]:
+def plan_packs(parts: list[TarStats], limits: ShardLimits) -> list[PackTask]:
     """Greedy packing of consecutive parts, per split, within ``limits``."""
-    by_split: dict[str, list[ShardStats]] = defaultdict(list)
+    by_split: dict[str, list[TarStats]] = defaultdict(list)
     for part in sorted(parts, key=lambda p: p.shard):
         by_split[part.split].append(part)
     tasks = []
@@ -78,7 +79,7 @@ def remaining_packs(_, output: str, part_names: list[str], limits: ShardLimits) 
     parts = [s for s in committed_stats(output, PARTS_DIR) if s.shard in planned]
     missing = sorted(planned - {p.shard for p in parts})
     if missing:
-        raise RuntimeError(f"parts {', '.join(missing[:5])} in {output} were not committed; rerun with --resume")
+        raise DatasetStateError(f"parts {', '.join(missing[:5])} in {output} were not committed; rerun with --resume")
     done = {s.shard for s in committed_stats(output)}
     return [task for task in plan_packs(parts, limits) if task.name not in done]
 
@@ -87,9 +88,9 @@ def pack_shard(output: str, task: PackTask) -> None:
     """Write and commit one shard from its parts (nothing to do if it is already committed)."""
     if os.path.exists(os.path.join(output, SHARDS_DIR, f"{task.name}.stats.json")):
         return
-    parts = [ShardStats.read(os.path.join(output, PARTS_DIR, f"{name}.stats.json")) for name in task.parts]
+    parts = [TarStats.read(os.path.join(output, PARTS_DIR, f"{name}.stats.json")) for name in task.parts]
     inputs = [uri for part in parts for uri in part.inputs]
-    with ShardWriter(output, task.split, task.index, inputs) as writer:
+    with SampleTarWriter(output, task.split, task.index, inputs) as writer:
         streams = [iter_tar_samples(os.path.join(output, PARTS_DIR, f"{name}.tar")) for name in task.parts]
         for _, members in heapq.merge(*streams, key=lambda sample: sample[0]):
             writer.write_members(SampleMeta.from_dict(json.loads(members["meta.json"])), members)

@@ -22,7 +22,7 @@ class ClipRules:
 
 
 def frame_problems(n_faces: np.ndarray, valid: np.ndarray, confidence: np.ndarray,
-                   has_audio: np.ndarray, rules: ClipRules) -> list[Reason | None]:
+                   has_audio: np.ndarray, clip_rules: ClipRules) -> list[Reason | None]:
     """Per reconstructed frame, None when usable, else the first reason it is not."""
     problems: list[Reason | None] = []
     for t in range(len(n_faces)):
@@ -30,7 +30,7 @@ def frame_problems(n_faces: np.ndarray, valid: np.ndarray, confidence: np.ndarra
             problems.append(Reason.NO_FACE)
         elif n_faces[t] > 1:
             problems.append(Reason.MULTIPLE_FACES)
-        elif not valid[t] or confidence[t] < rules.min_confidence:
+        elif not valid[t] or confidence[t] < clip_rules.min_confidence:
             problems.append(Reason.LOW_CONFIDENCE)
         elif not has_audio[t]:
             problems.append(Reason.AV_LENGTH_MISMATCH)

@@ -26,18 +26,19 @@ import webdataset as wds
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from voxmesh.recon import backend_class
-from voxmesh.schemas import (SCHEMA_VERSION, FailureRecord, Reason, Sample, SampleMeta, ShardStats, ShardWriter,
+from voxmesh.schemas import (SCHEMA_VERSION, FailureRecord, Reason, Sample, SampleMeta, TarStats, SampleTarWriter,
                              Stage, committed_stats, iter_tar_samples, write_failures, write_manifest)
 from voxmesh.schemas.shards import SHARDS_DIR, write_atomic
 
-from .clips import ClipRules
-from .faces import FaceDetector, TrackRules
-from .card import write_dataset_card, write_wids_indexes
-from .inputs import PartTask, SplitFractions, assign_splits, discover, identify, plan_parts
-from .packing import PARTS_DIR, PackShard, ShardLimits, remaining_packs, remove_parts
-from .progress import ProgressReporter
-from .report import summarize
-from .video import failure, process_video
+from voxmesh.pipelines.ingest.clips import ClipRules
+from voxmesh.pipelines.ingest.faces import FaceDetector, TrackRules
+from voxmesh.pipelines.dataset.card import write_dataset_card, write_wids_indexes
+from voxmesh.pipelines.build.inputs import PartTask, SplitFractions, assign_splits, discover, identify, plan_parts
+from voxmesh.pipelines.build.packing import PARTS_DIR, PackShard, ShardLimits, remaining_packs, remove_parts
+from voxmesh.pipelines.build.progress import ProgressReporter
+from voxmesh.pipelines.dataset.report import summarize
+from voxmesh.pipelines.ingest.process import failure, process_input
+from voxmesh.schemas.errors import DatasetStateError
 
 # Distributions whose versions can change the bytes of the output; recorded in dataset.json.
 OUTPUT_SHAPING_PACKAGES = ("voxmesh", "mediapipe", "opencv-contrib-python", "numpy", "scipy", "av", "soxr",
@@ -49,8 +50,8 @@ class BuildConfig:
     input: str
     output: str
     backend: str = "mediapipe"
-    rules: ClipRules = ClipRules()
-    tracking: TrackRules = TrackRules()
+    clip_rules: ClipRules = ClipRules()
+    track_rules: TrackRules = TrackRules()
     splits: SplitFractions = SplitFractions()
     inputs_per_part: int = 8
     shard_limits: ShardLimits = ShardLimits()
@@ -107,13 +108,13 @@ class BuildPart(beam.DoFn):
 
     def process(self, task: PartTask):
         counters = Counter()
-        with ShardWriter(self.config.output, task.split, task.index, [i.uri for i in task.items],
+        with SampleTarWriter(self.config.output, task.split, task.index, [i.uri for i in task.items],
                          folder=PARTS_DIR) as writer:
             for item in task.items:
                 with SampleSpool() as spool:
                     try:
-                        result = process_video(item, task.split, self.backend, self.detector, self.config.rules,
-                                               self.config.tracking, self.config.chunk_size, sink=spool.add)
+                        result = process_input(item, task.split, self.backend, self.detector, self.config.clip_rules,
+                                               self.config.track_rules, self.config.chunk_size, sink=spool.add)
                         failures, n_frames = result.failures, result.n_frames
                     except Exception as error:  # noqa: BLE001 - one input must never cost the shard
                         last_line = traceback.format_exception_only(type(error), error)[-1].strip()
@@ -183,7 +184,7 @@ def _prepare_output(config: BuildConfig) -> None:
     """Refuse to mix runs in one folder unless resuming; on resume, drop the temporary files of
     writes that were interrupted (their shards are rebuilt)."""
     if os.path.isdir(config.output) and os.listdir(config.output) and not config.resume:
-        raise FileExistsError(f"{config.output} is not empty; pass --resume to continue a build there, "
+        raise DatasetStateError(f"{config.output} is not empty; pass --resume to continue a build there, "
                               f"or choose a new output folder")
     os.makedirs(config.output, exist_ok=True)
     remove_temporary_files(config.output)
@@ -201,11 +202,11 @@ def finalize(config: BuildConfig, planned: set[str], early_failures: list[Failur
              n_discovered: int) -> dict:
     """Write the manifest, the failures table and ``dataset.json`` from the committed shards,
     check that they hold exactly the ``planned`` input URIs, and return the summary."""
-    stats: list[ShardStats] = committed_stats(config.output)
+    stats: list[TarStats] = committed_stats(config.output)
     in_shards = [uri for s in stats for uri in s.inputs]
     if set(in_shards) != planned or len(in_shards) != len(planned):
         missing, foreign = sorted(planned - set(in_shards)), sorted(set(in_shards) - planned)
-        raise RuntimeError(f"the shards in {config.output} do not hold exactly the planned inputs "
+        raise DatasetStateError(f"the shards in {config.output} do not hold exactly the planned inputs "
                            f"(missing {missing[:3]}, not planned {foreign[:3]}); rerun with --resume, "
                            f"or build into a new folder if the inputs or the config changed")
     rows = [row for s in stats for row in s.samples]

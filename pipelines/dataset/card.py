@@ -7,11 +7,11 @@ import json
 import os
 from collections import Counter, defaultdict
 
-from voxmesh.schemas import FPS, FailureRecord, ShardStats
+from voxmesh.schemas import FPS, FailureRecord, TarStats
 from voxmesh.schemas.shards import SHARDS_DIR, write_atomic
 
 
-def write_wids_indexes(output: str, stats: list[ShardStats]) -> None:
+def write_wids_indexes(output: str, stats: list[TarStats]) -> None:
     """``wids-{split}.json`` for ``wids.ShardListDataset`` (shard URLs relative to the index)."""
     by_split: dict[str, list[dict]] = defaultdict(list)
     for shard in stats:
@@ -42,8 +42,8 @@ def write_dataset_card(output: str, dataset: dict, rows: list[dict], failures: l
         "## How it was made",
         "",
         f"`voxmesh build --input {config['input']} --backend {config['backend']} "
-        f"--min-clip-seconds {config['rules']['min_seconds']} --max-clip-seconds {config['rules']['max_seconds']} "
-        f"--min-confidence {config['rules']['min_confidence']} --inputs-per-part {config['inputs_per_part']} "
+        f"--min-clip-seconds {config['clip_rules']['min_seconds']} --max-clip-seconds {config['clip_rules']['max_seconds']} "
+        f"--min-confidence {config['clip_rules']['min_confidence']} --inputs-per-part {config['inputs_per_part']} "
         f"--shard-max-samples {config['shard_limits']['max_samples']} "
         f"--shard-max-mb {config['shard_limits']['max_bytes'] / 2 ** 20:g}`",
         "",

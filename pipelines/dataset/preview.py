@@ -8,9 +8,10 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw
 
+from voxmesh.pipelines.ingest.audio import encode_audio
+from voxmesh.pipelines.ingest.frames import iter_frames
+from voxmesh.pipelines.ingest.probe import MediaError, local_path
 from voxmesh.schemas import FPS, SAMPLE_RATE, Sample, get_topology, load_samples, pcm_to_float
-
-from .media import MediaError, encode_audio, iter_frames, local_path
 
 LIGHT = np.array([0.3, 0.4, 1.0]) / np.linalg.norm([0.3, 0.4, 1.0])
 

@@ -1,0 +1,95 @@
+"""Decode a video's frames at exactly 25 fps, upright, in bounded chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import av
+import numpy as np
+
+from voxmesh.pipelines.ingest.probe import MediaError, decoded_until_broken, seconds
+from voxmesh.schemas import FPS, Reason, Stage
+
+
+def iter_frames(path: str, chunk_size: int = 64) -> Iterator[np.ndarray]:
+    """Yield the video as RGB chunks (n, H, W, 3) uint8 of at most ``chunk_size`` frames (and
+    64 MiB) at 25 fps.
+
+    Output frame ``i`` is the decoded frame whose presentation time is nearest to ``i / 25`` s after
+    the first frame (the earlier one on a tie), whatever the source rate (constant, 29.97, VFR).
+    The last output frame is the last ``i`` with ``i / 25`` before the end of the last source frame.
+    Only the frames that are emitted are converted to RGB. Memory is one chunk: the yielded array
+    is a view of a buffer that the next chunk overwrites (copy it to keep it). A stream that breaks
+    off (a truncated or corrupt file) ends at its last good frame.
+    """
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            buffer = ChunkBuffer(chunk_size)
+            for frame in _frames_at_25fps(container, stream):
+                if buffer.add(upright(frame)):
+                    yield buffer.take()
+    except (av.error.FFmpegError, ValueError) as error:
+        raise MediaError(Reason.DECODE_ERROR, Stage.DECODE, f"{path}: video decoding failed ({error})") from error
+    if buffer.count:
+        yield buffer.take()
+
+
+
+def upright(frame: av.VideoFrame) -> np.ndarray:
+    """The frame as RGB, turned by its display rotation (counter-clockwise degrees) so that it
+    looks as a player shows it."""
+    image = frame.to_ndarray(format="rgb24")
+    return np.rot90(image, k=(frame.rotation or 0) // 90) if frame.rotation else image
+
+
+def _frames_at_25fps(container, stream) -> Iterator[av.VideoFrame]:
+    """The decoded frames picked for each 25 fps tick (a frame repeats when the source is slower)."""
+    first = previous = None
+    index = 0
+    for frame in decoded_until_broken(container, stream):
+        if frame.pts is None:
+            continue
+        if first is None:
+            first = frame.pts
+        now = seconds(frame.pts - first, stream.time_base)
+        while index / FPS <= now:
+            target = index / FPS
+            nearer_previous = previous is not None and target - previous[0] <= now - target
+            yield previous[1] if nearer_previous else frame
+            index += 1
+        previous = (now, frame)
+    if previous is not None:
+        frame_duration = 1.0 / float(stream.average_rate or FPS)
+        while index / FPS < previous[0] + frame_duration - 1e-9:
+            yield previous[1]
+            index += 1
+
+
+MAX_CHUNK_BYTES = 64 * 2 ** 20
+
+
+class ChunkBuffer:
+    """A reusable (n, H, W, 3) array filled frame by frame (no allocation per chunk); ``n`` is
+    ``chunk_size`` or fewer, so that a chunk stays under 64 MiB whatever the resolution."""
+
+    def __init__(self, chunk_size: int):
+        self.chunk_size = chunk_size
+        self.array: np.ndarray | None = None
+        self.count = 0
+
+    def add(self, image: np.ndarray) -> bool:
+        """Store ``image``; True when the chunk is full."""
+        if self.count and image.shape != self.array.shape[1:]:
+            raise ValueError(f"frame size changed from {self.array.shape[1:3]} to {image.shape[:2]} mid-stream")
+        if self.array is None or self.array.shape[1:] != image.shape:
+            frames = max(1, min(self.chunk_size, MAX_CHUNK_BYTES // image.nbytes))
+            self.array = np.empty((frames, *image.shape), dtype=image.dtype)
+        self.array[self.count] = image
+        self.count += 1
+        return self.count == len(self.array)
+
+    def take(self) -> np.ndarray:
+        chunk, self.count = self.array[:self.count], 0
+        return chunk
+

@@ -1,0 +1,114 @@
+"""Probe a media file: what its container says, the first video frame's time and rotation, and
+the helpers that open and decode its streams. Errors are :class:`MediaError` values carrying a
+:class:`~voxmesh.schemas.Reason`, so that the caller can turn them into failure records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from fractions import Fraction
+
+import av
+
+from voxmesh.schemas import Reason, Stage
+
+
+class MediaError(Exception):
+    """A file that cannot be used, with the reason code and stage for ``failures.parquet``."""
+
+    def __init__(self, reason: Reason, stage: Stage, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.stage = stage
+        self.detail = detail
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """What the container says about a file, before any decoding."""
+
+    container: str
+    duration: float           # seconds, from the container (0 when it does not say)
+    width: int
+    height: int
+    average_fps: float
+    video_start: float        # presentation time of the first video frame, seconds (0 when none decodes)
+    rotation: int             # display rotation, counter-clockwise degrees (frames are turned by it)
+    audio_sample_rate: int    # 0 when there is no audio stream
+
+
+@contextlib.contextmanager
+def local_path(uri: str) -> Iterator[str]:
+    """A local file path for ``uri``: the path itself, or a temporary copy of a file-system URI
+    (``gs://``, ``s3://``) read through Beam's file systems, removed afterwards."""
+    if "://" not in uri:
+        yield uri
+        return
+    from apache_beam.io.filesystems import FileSystems
+    suffix = os.path.splitext(uri)[1]
+    with tempfile.NamedTemporaryFile(suffix=suffix) as local:
+        try:
+            with FileSystems.open(uri) as remote:
+                shutil.copyfileobj(remote, local)
+        except Exception as error:  # noqa: BLE001 - every file system raises its own errors
+            raise MediaError(Reason.MISSING_FILE, Stage.PROBE, f"{uri}: cannot be read ({error})") from error
+        local.flush()
+        yield local.name
+
+
+def probe(path: str) -> Probe:
+    """Open ``path`` and read stream parameters; raises :class:`MediaError`."""
+    if not os.path.isfile(path):
+        raise MediaError(Reason.MISSING_FILE, Stage.PROBE, f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise MediaError(Reason.NOT_A_VIDEO, Stage.PROBE, f"{path}: empty file")
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise MediaError(Reason.NO_VIDEO_STREAM, Stage.PROBE, f"{path}: no video stream")
+            video = container.streams.video[0]
+            audio = container.streams.audio[0] if container.streams.audio else None
+            video_start, rotation = _first_frame(container, video)
+            return Probe(
+                container=container.format.name,
+                duration=float(container.duration or 0) / av.time_base,
+                width=video.codec_context.width, height=video.codec_context.height,
+                average_fps=float(video.average_rate or 0),
+                video_start=video_start, rotation=rotation,
+                audio_sample_rate=audio.sample_rate if audio else 0)
+    except av.error.FFmpegError as error:
+        raise MediaError(Reason.NOT_A_VIDEO, Stage.PROBE, f"{path}: not a readable media file ({error})") from error
+
+
+def _first_frame(container, stream) -> tuple[float, int]:
+    """``(start, rotation)`` of the first decodable video frame with a timestamp: its presentation
+    time in seconds and the display rotation FFmpeg reports on it; ``(0.0, 0)`` if none decodes."""
+    try:
+        for frame in container.decode(stream):
+            if frame.pts is not None:
+                return seconds(frame.pts, stream.time_base), int(frame.rotation or 0)
+    except av.error.FFmpegError:
+        pass
+    return 0.0, 0
+
+
+def seconds(pts: int, time_base: Fraction) -> float:
+    return float(pts * time_base)
+
+
+def decoded_until_broken(container, stream) -> Iterator:
+    """The stream's decoded frames, ending quietly at the first corrupt packet once some frames
+    came out (a file cut short keeps what it has); raising if nothing decodes at all."""
+    n = 0
+    try:
+        for frame in container.decode(stream):
+            n += 1
+            yield frame
+    except av.error.FFmpegError:
+        if n == 0:
+            raise

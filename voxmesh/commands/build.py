@@ -1,0 +1,81 @@
+"""``voxmesh build``: videos -> a validated WebDataset dataset, through Apache Beam."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from voxmesh.pipelines.build.inputs import SplitFractions
+from voxmesh.pipelines.build.packing import ShardLimits
+from voxmesh.pipelines.build.pipeline import BuildConfig, local_pipeline_args, run_build
+from voxmesh.pipelines.ingest.clips import ClipRules
+from voxmesh.pipelines.ingest.faces import TrackRules
+from voxmesh.schemas.errors import ConfigError
+
+HELP = "videos -> validated WebDataset shards (Apache Beam)"
+DESCRIPTION = """Decode every input video, track faces, reconstruct 3D meshes per frame, cut clips with
+their 16 kHz speech and write them as WebDataset shards with manifest.parquet, failures.parquet,
+dataset.json and a dataset card. Unrecognised options go to Beam (e.g. --runner=DataflowRunner ...);
+without them the build runs locally on all cores."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True,
+                        help="a folder of videos (searched recursively), a glob, or a .csv/.parquet listing")
+    parser.add_argument("--output", required=True, help="output folder (must be empty unless --resume)")
+    parser.add_argument("--backend", default="mediapipe", help="reconstruction backend (default: mediapipe)")
+    parser.add_argument("--min-clip-seconds", type=float, default=ClipRules.min_seconds)
+    parser.add_argument("--max-clip-seconds", type=float, default=ClipRules.max_seconds)
+    parser.add_argument("--min-confidence", type=float, default=ClipRules.min_confidence)
+    parser.add_argument("--max-av-offset", type=int, default=ClipRules.max_av_offset,
+                        help="frames; clips whose estimated audio-visual offset is larger are flagged")
+    parser.add_argument("--drop-av-offset", action="store_true",
+                        help="drop those clips instead (an input left with none fails with reason av_offset)")
+    parser.add_argument("--detect-every", type=int, default=TrackRules.detect_every,
+                        help="run the face detector on every n-th frame of a shot (1: every frame); the "
+                             "reconstruction still checks every frame of a track")
+    parser.add_argument("--inputs-per-part", type=int, default=BuildConfig.inputs_per_part,
+                        help="inputs one worker processes in one go before they are packed into shards")
+    parser.add_argument("--shard-max-samples", type=int, default=ShardLimits.max_samples)
+    parser.add_argument("--shard-max-mb", type=float, default=ShardLimits.max_bytes / 2 ** 20,
+                        help="MiB; a shard stays under this unless one part alone is larger")
+    parser.add_argument("--split-fractions", default="0.9,0.05,0.05", metavar="TRAIN,VAL,TEST",
+                        help="speaker-hash split fractions, for inputs whose listing gives no split")
+    parser.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores)")
+    parser.add_argument("--resume", action="store_true", help="keep committed parts and shards and build the rest")
+
+
+def config_from_args(args: argparse.Namespace) -> BuildConfig:
+    """The build config that the command-line options describe; ConfigError for a bad value."""
+    try:
+        fractions = SplitFractions(*(float(f) for f in args.split_fractions.split(",")))
+    except (TypeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"--split-fractions {args.split_fractions}: expected three numbers, "
+                          "e.g. 0.9,0.05,0.05") from None
+    return BuildConfig(
+        input=args.input, output=args.output, backend=args.backend, inputs_per_part=args.inputs_per_part,
+        shard_limits=ShardLimits(args.shard_max_samples, int(args.shard_max_mb * 2 ** 20)),
+        clip_rules=ClipRules(min_seconds=args.min_clip_seconds, max_seconds=args.max_clip_seconds,
+                             min_confidence=args.min_confidence, max_av_offset=args.max_av_offset,
+                             drop_av_offset=args.drop_av_offset),
+        track_rules=TrackRules(detect_every=args.detect_every),
+        splits=fractions, resume=args.resume)
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = run_build(config_from_args(args), args.beam_args or local_pipeline_args(args.workers), progress=True)
+    print_summary(summary, args.output)
+    return 0
+
+
+def print_summary(summary: dict, output: str) -> None:
+    print(f"inputs: {summary['inputs']} ({summary['inputs_with_clips']} with clips, "
+          f"{summary['inputs_failed']} failed)")
+    print(f"clips: {summary['clips']} ({summary['hours'] * 3600:.1f} s, {summary['speakers']} speakers) "
+          f"in {summary['shards']} shards; by split: {json.dumps(summary['clips_by_split'])}")
+    reasons = ", ".join(f"{k}={v}" for k, v in summary["failures_by_reason"].items()) or "none"
+    print(f"failures by reason: {reasons}")
+    print(f"output: {os.path.abspath(output)}")

@@ -1,0 +1,51 @@
+"""``voxmesh generate``: meshes from speech with a trained generator."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from voxmesh.models.generation import MotionGenerator, generate_for_split
+from voxmesh.models.generators import Sampling
+from voxmesh.pipelines.ingest.audio import load_audio
+from voxmesh.pipelines.ingest.probe import MediaError
+from voxmesh.schemas import decode_npy_file
+from voxmesh.schemas.errors import ConfigError
+
+HELP = "meshes from speech with a trained generator"
+DESCRIPTION = """Generate mesh sequences from speech: for one audio file (--audio, with the target speaker's
+reference meshes) or for every clip of a dataset split (--data), N samples each."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a generator run's last.pt")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--audio", help="a speech file (any format FFmpeg reads)")
+    source.add_argument("--data", help="a voxmesh dataset: generate for every clip of --split")
+    parser.add_argument("--split", default="test", help="with --data (default test)")
+    parser.add_argument("--reference", default=None, help="with --audio: the target speaker's (T,V,3) mesh .npy")
+    parser.add_argument("--out", required=True, help="the .npy to write (--audio) or a folder (--data)")
+    parser.add_argument("--samples", type=int, default=1, help="samples per input (default 1)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 picks the most likely codes")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1: off)")
+    parser.add_argument("--average", action="store_true", help="with --audio: write the mean of the samples")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    sampling = Sampling(temperature=args.temperature, top_p=args.top_p)
+    generator = MotionGenerator(args.checkpoint)
+    if args.data:
+        summary = generate_for_split(generator, args.data, args.split, args.out, args.samples, sampling, args.seed)
+        print(f"generated {summary['clips']} clips x {args.samples} samples into {args.out}")
+        return 0
+    reference = decode_npy_file(args.reference) if args.reference else None
+    try:
+        audio = load_audio(args.audio, video_start=0.0).samples  # an audio file's own clock
+    except MediaError as error:
+        raise ConfigError(f"{error}; give a speech file FFmpeg can read") from None
+    meshes = generator(audio, reference, samples=args.samples, sampling=sampling, seed=args.seed)
+    np.save(args.out, meshes.mean(0) if args.average else meshes)
+    print(f"wrote {args.out}: {'mean of ' if args.average else ''}{len(meshes)} sample(s) of {meshes.shape[1]} frames")
+    return 0

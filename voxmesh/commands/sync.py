@@ -1,0 +1,53 @@
+"""``voxmesh sync``: the SyncNet-3D lip-sync model: train it on a dataset, score its clips."""
+
+from __future__ import annotations
+
+import argparse
+
+from voxmesh.metrics.syncnet import Clip, av_offset, load_syncnet, save_syncnet, sync_score, train_syncnet
+from voxmesh.schemas import get_topology, iter_samples
+from voxmesh.schemas.errors import MissingFileError
+
+HELP = "the SyncNet-3D lip-sync model: train it, score clips"
+DESCRIPTION = """`sync train` trains SyncNet-3D (an audio and a lip-motion encoder, contrastive over
+offsets) on a dataset's samples; `sync score` prints each sample's sync score, offset and
+confidence."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    verbs = parser.add_subparsers(dest="sync_command", required=True)
+    train = verbs.add_parser("train", help="train on the samples of a dataset")
+    train.add_argument("--data", required=True, help="a voxmesh dataset folder")
+    train.add_argument("--out", required=True, help="where to write the weights (.pt)")
+    train.add_argument("--split", default="train")
+    train.add_argument("--steps", type=int, default=2000)
+    score = verbs.add_parser("score", help="sync score and offset of every sample of a dataset")
+    score.add_argument("--data", required=True)
+    score.add_argument("--weights", required=True)
+    score.add_argument("--split", default=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    return _train(args) if args.sync_command == "train" else _score(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    samples = list(iter_samples(args.data, args.split))
+    if not samples:
+        raise MissingFileError(f"{args.data}: no {args.split} samples; build the dataset first")
+    topology = get_topology(samples[0].meta.topology)
+    clips = [Clip.from_arrays(s.mesh, s.audio, topology) for s in samples if s.meta.topology == topology.name]
+    model, losses = train_syncnet(clips, len(topology.lip_idx), steps=args.steps, log_every=100)
+    save_syncnet(model, topology.name, args.out)
+    print(f"trained on {len(clips)} clips, loss {losses[0]:.3f} -> {sum(losses[-50:]) / len(losses[-50:]):.3f}; "
+          f"weights: {args.out}")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    model, topology = load_syncnet(args.weights)
+    for sample in iter_samples(args.data, args.split):
+        clip = Clip.from_arrays(sample.mesh, sample.audio, topology)
+        offset, confidence = av_offset(model, clip)
+        print(f"{sample.key}\tscore {sync_score(model, clip):.3f}\toffset {offset:+d}\tconfidence {confidence:.3f}")
+    return 0

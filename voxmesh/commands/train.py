@@ -1,0 +1,30 @@
+"""``voxmesh train``: train a motion tokenizer or a speech-to-motion generator on a dataset's shards."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from voxmesh.models.config import load_config
+from voxmesh.models.training import train
+
+HELP = "train a motion tokenizer or a speech-to-motion generator on shards"
+DESCRIPTION = """Train the model a TOML run config describes (examples: models/configs/) on the shards of a
+built dataset. Under torchrun (python -m torch.distributed.run --nproc_per_node N -m voxmesh
+train ...) every process trains on its own windows."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="the run's TOML file (examples: voxmesh/models/configs/)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
+                        help="override a config value, e.g. --set train.steps=100 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's last.pt")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.set)
+    losses = train(config, resume=args.resume)
+    if losses:
+        print(f"trained {config.kind} to step {len(losses)}: loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
+              f"run folder: {os.path.abspath(config.out)}")
+    return 0
