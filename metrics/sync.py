@@ -74,8 +74,9 @@ class SyncRules:
     max_lag: int = 15           # lags searched: -max_lag..max_lag (0.6 s)
     window: int = 75            # 3 s: a dozen syllables
     hop: int = 5
-    min_z: float = 3.0          # peak above the null peaks' mean, in their standard deviations
-    min_margin: float = 1.0     # peak above the best lag more than 2 frames away, same unit
+    min_z: float = 4.0          # peak above the chance alignments' mean, in their standard deviations
+    min_margin: float = 0.5     # peak above every chance alignment and searched lag >2 frames away, same unit
+    min_chance_lags: int = 30   # far lags that measure chance (clip frames minus 4 max_lag + 1)
     min_agreement: float = 0.5  # windows whose own peak is within one frame of the clip's
     min_voiced: float = 0.2     # fraction of frames with a clear pitch
     min_modulation: float = 0.3  # std of the log envelope at syllable rate (natural log units)
@@ -153,16 +154,16 @@ def high_pass(x: np.ndarray, width: int = HIGH_PASS_FRAMES) -> np.ndarray:
     return x - smooth
 
 
-def window_curves(mouth: np.ndarray, sound: np.ndarray, rules: SyncRules) -> np.ndarray:
+def window_curves(mouth: np.ndarray, sound: np.ndarray, lags: np.ndarray, rules: SyncRules) -> np.ndarray:
     """(windows, measures, lags) Pearson correlations of each mouth measure (M, T) over a window
-    with ``sound`` (T,) moved by each lag; windows start at ``max_lag`` and end ``max_lag`` before
-    the end so that every lag sees a full window. A constant window gives 0."""
-    lag, width = rules.max_lag, rules.window
-    starts = np.arange(lag, mouth.shape[1] - lag - width + 1, rules.hop)
-    index = starts[:, None] + np.arange(width)[None]                                     # (W, width)
-    visual = mouth[:, index].transpose(1, 0, 2)                                           # (W, M, width)
-    shifts = np.arange(-lag, lag + 1)
-    heard = sound[index[:, None, :] + shifts[None, :, None]]                              # (W, L, width)
+    with ``sound`` (T,) moved by each lag (audio frame ``t + lag`` against mouth frame ``t``,
+    indices wrapping around the clip). Windows start at ``max_lag`` and end ``max_lag`` before the
+    end, so that lags up to ``max_lag`` never wrap. A constant window gives 0."""
+    n, width = mouth.shape[1], rules.window
+    starts = np.arange(rules.max_lag, n - rules.max_lag - width + 1, rules.hop)
+    index = starts[:, None] + np.arange(width)[None]                                      # (W, width)
+    visual = mouth[:, index].transpose(1, 0, 2)                                            # (W, M, width)
+    heard = sound[(index[:, None, :] + lags[None, :, None]) % n]                           # (W, L, width)
     visual = visual - visual.mean(axis=-1, keepdims=True)
     heard = heard - heard.mean(axis=-1, keepdims=True)
     products = np.einsum("wmt,wlt->wml", visual, heard)
@@ -170,19 +171,16 @@ def window_curves(mouth: np.ndarray, sound: np.ndarray, rules: SyncRules) -> np.
     return np.where(norms > 1e-12, products / np.maximum(norms, 1e-12), 0.0)
 
 
-def correlation_curve(mouth: np.ndarray, sound: np.ndarray, rules: SyncRules) -> tuple[np.ndarray, np.ndarray]:
-    """The average curve over windows and measures, and each window's own peak lag."""
-    curves = window_curves(mouth, sound, rules)
-    per_window = curves.mean(axis=1)
-    return per_window.mean(axis=0), np.argmax(per_window, axis=1) - rules.max_lag
+def correlation_curve(mouth: np.ndarray, sound: np.ndarray, lags: np.ndarray,
+                      rules: SyncRules) -> tuple[np.ndarray, np.ndarray]:
+    """The curve over ``lags`` averaged over windows and measures, and each window's peak lag."""
+    per_window = window_curves(mouth, sound, lags, rules).mean(axis=1)
+    return per_window.mean(axis=0), lags[np.argmax(per_window, axis=1)]
 
 
-def null_peaks(mouth: np.ndarray, sound: np.ndarray, rules: SyncRules) -> np.ndarray:
-    """The curve's peak with the audio rolled by every amount from ``2 * max_lag`` to
-    ``T - 2 * max_lag`` frames: what chance alone reaches on this clip."""
-    n = mouth.shape[1]
-    rolls = range(2 * rules.max_lag, n - 2 * rules.max_lag + 1)
-    return np.array([correlation_curve(mouth, np.roll(sound, r), rules)[0].max() for r in rolls])
+def far_lags(n: int, rules: SyncRules) -> np.ndarray:
+    """The lags of chance alignments: every circular lag more than ``2 * max_lag`` from 0."""
+    return np.arange(2 * rules.max_lag + 1, n - 2 * rules.max_lag)
 
 
 def _abstain(reason: Abstain, best: int = 0, z: float = 0.0, margin: float = 0.0, agreement: float = 0.0,
@@ -196,7 +194,7 @@ def estimate_offset(mesh: np.ndarray, audio: np.ndarray, topology: Topology,
     """The offset of the audio against the mouth of one clip, or None and a reason (see the
     module's docstring for the method and the tests it must pass)."""
     n = min(len(mesh), len(audio) // SAMPLES_PER_FRAME)
-    if n < rules.window + 2 * rules.max_lag:
+    if n < rules.window + 2 * rules.max_lag or len(far_lags(n, rules)) < rules.min_chance_lags:
         return _abstain(Abstain.TOO_SHORT)
     clip_audio = audio[:n * SAMPLES_PER_FRAME]
     envelope = loudness(clip_audio)
@@ -207,17 +205,17 @@ def estimate_offset(mesh: np.ndarray, audio: np.ndarray, topology: Topology,
     if float(np.std(measures[0])) < rules.min_mouth_motion:
         return _abstain(Abstain.STILL_MOUTH)
     mouth, sound = high_pass(measures), high_pass(envelope)
-    curve, window_peaks = correlation_curve(mouth, sound, rules)
+    searched = np.arange(-rules.max_lag, rules.max_lag + 1)
+    curve, window_peaks = correlation_curve(mouth, sound, searched, rules)
     best = int(np.argmax(curve))
-    best_lag = best - rules.max_lag
-    null = null_peaks(mouth, sound, rules)
-    spread = max(float(null.std()), 1e-6)
-    z = float((curve[best] - null.mean()) / spread)
-    far = np.abs(np.arange(len(curve)) - best) > 2
-    margin = float((curve[best] - curve[far].max()) / spread)
+    best_lag = int(searched[best])
+    chance = correlation_curve(mouth, sound, far_lags(n, rules), rules)[0]
+    spread = max(float(chance.std()), 1e-6)
+    z = float((curve[best] - chance.mean()) / spread)
+    beaten = float(curve[best] - max(chance.max(), curve[np.abs(searched - best_lag) > 2].max())) / spread
     agreement = float(np.mean(np.abs(window_peaks - best_lag) <= 1))
-    verdict = (Abstain.WEAK if z < rules.min_z else Abstain.AMBIGUOUS if margin < rules.min_margin
+    verdict = (Abstain.WEAK if z < rules.min_z else Abstain.AMBIGUOUS if beaten < rules.min_margin
                else Abstain.DISAGREE if agreement < rules.min_agreement else None)
     if verdict is not None:
-        return _abstain(verdict, best_lag, z, margin, agreement, curve)
-    return OffsetEstimate(best_lag, None, best_lag, z, margin, agreement, curve)
+        return _abstain(verdict, best_lag, z, beaten, agreement, curve)
+    return OffsetEstimate(best_lag, None, best_lag, z, beaten, agreement, curve)

@@ -81,3 +81,19 @@ def test_a_still_mouth_or_a_short_clip_gets_no_offset():
     assert still.offset is None and still.reason == Abstain.STILL_MOUTH
     short = estimate_offset(mesh[:50], audio[:50 * SAMPLES_PER_FRAME], TOPOLOGY)
     assert short.offset is None and short.reason == Abstain.TOO_SHORT
+
+
+def test_the_stats_report_plots_offsets_and_their_confidences(tmp_path):
+    from voxmesh.pipelines.dataset.report import summarize, write_report
+    rows = [{"key": f"s_v_u_000_{i:03d}", "speaker": "s", "split": "train", "n_frames": 100, "confidence_mean": 0.9,
+             "av_offset": offset, "av_offset_confidence": confidence, "av_offset_ok": ok, "av_offset_reason": reason}
+            for i, (offset, confidence, ok, reason) in enumerate([(0, 5.2, True, None), (1, 4.4, True, None),
+                                                                   (9, 6.0, False, None), (None, 1.2, True, "weak_peak"),
+                                                                   (None, 0.0, True, "not_speech")])]
+    summary = summarize(rows, [])
+    assert summary["av_offset"] == {"reported": 3, "flagged": 1, "none_by_reason": {"not_speech": 1, "weak_peak": 1}}
+    page = write_report(str(tmp_path), rows, [], summary, max_pose_samples=0)
+    text = open(page, encoding="utf-8").read()
+    for name in ("av_offset", "av_offset_confidence"):
+        assert f'src="{name}.png"' in text and (tmp_path / "report" / f"{name}.png").stat().st_size > 1000
+    assert "2 clips without one" in text
