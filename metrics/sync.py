@@ -2,26 +2,28 @@
 
 Features, one value per 25 fps frame:
 
-- mouth: lip measures from the mesh in the head frame (:func:`lip_measures`): the vertical
-  opening of all lip vertices and that of the central ones;
+- mouth: two lip openings from the mesh in the head frame (:func:`lip_measures`), that of all
+  lip vertices and that of the central ones;
 - sound: the speech envelope, log RMS of the 300-3000 Hz band (:func:`loudness`), where voiced
   speech carries its energy and hum and hiss do not.
 
 Both are high-passed (a 1 s moving average removed), so that slow drifts and long pauses do not
-dominate, and the syllable-rate structure (2-8 Hz) decides the lag. The clip is cut into windows
-of ``window`` frames (hop ``hop``); per window and lag, the Pearson correlation of each lip
-measure with the envelope moved by that lag; the curves of all windows and measures are averaged
-(:func:`correlation_curve`). The offset is the lag of the highest average.
+dominate and the syllable-rate structure decides the lag. The clip is cut into windows of
+``window`` frames (hop ``hop``); per window and lag, the Pearson correlation of each lip measure
+with the envelope moved by that lag; the curves of all windows and measures are averaged
+(:func:`correlation_curve`). The offset is the searched lag (``-max_lag..max_lag``) of the
+highest average.
 
-Whether to believe it is a statistical test against the clip itself (:func:`estimate_offset`):
-the same curve computed with the audio rolled far out of place (by every amount that keeps it at least ``2 * max_lag`` from its place)
-gives the peaks that chance alone reaches on this clip, with its own length, smoothness and
-speaking rhythm. The estimate is reported only when the peak stands ``min_z`` null standard
-deviations above the null peaks' mean, beats every lag more than two frames away by
-``min_margin`` of those deviations (the rhythm of syllables gives side peaks a few frames away),
-and at least ``min_agreement`` of the windows put their own peak within one frame of it.
-Otherwise ``offset`` is None with a reason (:class:`Abstain`). Audio that is not speech (a
-tone, noise, silence) or a still mouth is refused before any correlation.
+Whether to believe it is a test against the clip itself (:func:`estimate_offset`): the same
+average at every circular lag more than ``2 * max_lag`` away (:func:`far_lags`: mouth and speech
+of the same clip, out of place) says how high chance alone goes on this clip, with its own
+length, smoothness and speaking rhythm. The estimate is reported only when the peak stands
+``min_z`` of those lags' standard deviations above their mean, beats every one of them and every
+searched lag more than two frames away by ``min_margin`` deviations (the rhythm of syllables
+gives side peaks a few frames away), and at least ``min_agreement`` of the windows put their own
+peak within one frame of it. Otherwise ``offset`` is None with a reason (:class:`Abstain`).
+Audio that is not speech (a tone, noise, silence) or a still mouth is refused before any
+correlation.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import enum
 import numpy as np
 from scipy import signal
 
-from voxmesh.schemas import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, Topology, pcm_to_float
+from voxmesh.schemas import SAMPLE_RATE, SAMPLES_PER_FRAME, Topology, pcm_to_float
 
 SPEECH_BAND = signal.butter(4, [300, 3000], btype="bandpass", fs=SAMPLE_RATE, output="sos")
 HIGH_PASS_FRAMES = 25  # moving average removed from every feature: 1 s
@@ -53,8 +55,9 @@ class Abstain(str, enum.Enum):
 class OffsetEstimate:
     """``offset``: frames by which the audio lags the mouth (positive: audio later), or None with
     ``reason`` when the estimator cannot tell; ``best_lag``: the curve's peak whatever the
-    verdict (0 when no curve was computed); ``confidence``: the peak's z-score against the null peaks (0 when not computed);
-    ``margin``: the peak minus the best lag more than two frames away, in null deviations;
+    verdict (0 when no curve was computed); ``confidence``: the peak's z-score against the
+    chance alignments (:func:`far_lags`; 0 when not computed); ``margin``: the peak minus the
+    highest chance alignment or searched lag more than two frames away, in the same deviations;
     ``agreement``: fraction of windows whose own peak is within one frame of ``best_lag``;
     ``correlations``: the average curve over lags ``-max_lag..max_lag``."""
 

@@ -1,8 +1,9 @@
 """``voxmesh stats OUT_DIR``: a text summary and an HTML report with plots of a built dataset.
 
 Plots: clip length histogram, clips and hours per speaker, head pose angles, reconstruction
-confidence, audio-visual offsets and their confidences, failures by reason. Head pose angles come from the samples' ``pose.npy`` of at most
-``max_pose_samples`` samples (read in shard order); everything else from the Parquet tables.
+confidence, audio-visual offsets and their confidences, failures by reason. Head pose angles
+come from the samples' ``pose.npy`` of at most ``max_pose_samples`` samples (read in shard
+order); everything else from the Parquet tables.
 """
 
 from __future__ import annotations
