@@ -9,7 +9,12 @@ earlier (its first ``k * 40`` ms cut). Each file goes through voxmesh's ingest
 the applied one (the sources are taken to play in sync); an estimate is *right* when within one
 frame of it; an in-sync clip (shift 0) is *flagged* when ``av_offset_ok`` is false.
 
+Two checks of the statistics beyond these clips: ``--unrelated`` pairs each clip's mouth with
+other recordings' speech, ``--generated N`` runs N generated speaker/mouth pairs; neither may
+produce an estimate where mouth and speech were never together.
+
 Usage: python bench/bench_sync.py [--media DIR] [--short] [--shifts -6 ... 6] [--keep DIR]
+       [--unrelated] [--generated N]
 ``--short``: shifts -4, 0, +4 (the CI check in tests/test_bench_sync.py).
 """
 
@@ -25,6 +30,7 @@ import numpy as np
 CLIPS = ("hdtf_aoc_512_25fps.mp4", "retalking2_844_25fps.mp4", "retalking4_700_30fps.mp4")
 ALL_SHIFTS = tuple(range(-6, 7))
 SHORT_SHIFTS = (-4, 0, 4)
+WAVS = ("harvard_16k.wav", "hdtf_radio31_16k.wav")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +72,50 @@ def write_clip(path: str, frames: np.ndarray, audio: np.ndarray) -> None:
         encode_audio(container, sound, audio)
 
 
+def unrelated(media: str, step_seconds: float = 0.25) -> dict[str, float]:
+    """Real mouths against real speech that was never with them: each source clip as built,
+    with its audio replaced by a stretch of another recording (the other clips and the two wavs
+    of the shared media), starting every ``step_seconds``. Any estimate is a confident wrong
+    number; the confidences say how high chance goes."""
+    from voxmesh.metrics.sync import estimate_offset
+    from voxmesh.pipelines.ingest.audio import load_audio
+    from voxmesh.pipelines.ingest.clips import ClipRules
+    from voxmesh.pipelines.ingest.faces import FaceDetector
+    from voxmesh.pipelines.ingest.item import InputItem
+    from voxmesh.pipelines.ingest.process import process_input
+    from voxmesh.recon.mediapipe_mesh import MediaPipeFaceMesh
+    from voxmesh.schemas import get_topology
+
+    backend, detector = MediaPipeFaceMesh(), FaceDetector()
+    backend.setup()
+    try:
+        samples = {name: process_input(InputItem(os.path.join(media, name), "spk", "vid", "u"), "train", backend,
+                                       detector, ClipRules()).samples for name in CLIPS}
+    finally:
+        backend.close()
+        detector.close()
+    speech = {name: load_audio(os.path.join(media, name), 0.0).samples for name in WAVS}
+    speech.update({name: load_audio(os.path.join(media, name)).samples for name in CLIPS})
+    confidences, reported = [], 0
+    for name, built in samples.items():
+        for sample in built:
+            topology = get_topology(sample.meta.topology)
+            n = len(sample.audio)
+            for other, audio in speech.items():
+                if other == name:
+                    continue
+                for start in range(0, max(1, len(audio) - n // 2), int(step_seconds * 16000)):
+                    stretch = audio[start:start + n]
+                    stretch = np.concatenate([stretch, np.zeros(n - len(stretch), np.float32)])
+                    estimate = estimate_offset(sample.mesh, stretch, topology)
+                    reported += estimate.offset is not None
+                    if estimate.reason in (None, "weak_peak", "ambiguous_peak", "windows_disagree"):
+                        confidences.append(estimate.confidence)
+    values = np.array(confidences)
+    return {"pairs": len(values), "reported": reported, "confidence_median": round(float(np.median(values)), 2),
+            "confidence_p99": round(float(np.percentile(values, 99)), 2), "confidence_max": round(float(values.max()), 2)}
+
+
 def run(media: str, shifts: tuple[int, ...], workdir: str, keep: str | None = None) -> list[Row]:
     """Build every clip of ``media`` at every shift with voxmesh's ingest; one row per sample.
     With ``keep``, each sample's mesh and audio are saved there (``{file}_{clip}.npz``) to study."""
@@ -90,9 +140,10 @@ def run(media: str, shifts: tuple[int, ...], workdir: str, keep: str | None = No
                 write_clip(path, frames, shifted_audio(audio, shift))
                 result = process_input(InputItem(path, "spk", "vid", f"shift{shift + 100}"), "train", backend, detector,
                                        ClipRules())
-                for sample in result.samples if keep else []:
-                    np.savez(os.path.join(keep, f"{os.path.basename(path)}_{sample.meta.clip}.npz"),
-                             mesh=sample.mesh, audio=sample.audio)
+                for sample in result.samples:
+                    if keep is not None:
+                        np.savez(os.path.join(keep, f"{os.path.basename(path)}_{sample.meta.clip}.npz"),
+                                 mesh=sample.mesh, audio=sample.audio)
                 rows += [Row(name, shift, s.meta.av_offset, s.meta.av_offset_confidence, s.meta.av_offset_reason,
                              s.meta.av_offset_ok) for s in result.samples]
     finally:
@@ -163,6 +214,8 @@ def main() -> None:
     parser.add_argument("--short", action="store_true", help="shifts -4, 0, +4 only")
     parser.add_argument("--shifts", type=int, nargs="+", default=None)
     parser.add_argument("--keep", default=None, help="folder where each built clip's mesh and audio are saved")
+    parser.add_argument("--unrelated", action="store_true",
+                        help="also pair each clip's mouth with other recordings' speech (no estimate may come out)")
     parser.add_argument("--generated", type=int, default=0, metavar="SEEDS",
                         help="also run this many generated speaker/mouth pairs (matched and unrelated)")
     args = parser.parse_args()
@@ -170,6 +223,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         rows = run(args.media, shifts, workdir, args.keep)
     print(table(rows))
+    if args.unrelated:
+        print("unrelated speech:", unrelated(args.media))
     if args.generated:
         for noise in (0.15, 0.5, 1.0):
             print(f"generated, mouth noise {noise}:", generated(args.generated, noise))
