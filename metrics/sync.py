@@ -80,6 +80,7 @@ class SyncRules:
     min_z: float = 4.0          # peak above the chance alignments' mean, in their standard deviations
     min_margin: float = 0.5     # peak above every chance alignment and searched lag >2 frames away, same unit
     min_chance_lags: int = 30   # far lags that measure chance (clip frames minus 4 max_lag + 1)
+    max_chance_lags: int = 256  # on longer clips, this many spread evenly
     min_agreement: float = 0.5  # windows whose own peak is within one frame of the clip's
     min_voiced: float = 0.2     # fraction of frames with a clear pitch
     min_modulation: float = 0.3  # std of the log envelope at syllable rate (natural log units)
@@ -182,8 +183,12 @@ def correlation_curve(mouth: np.ndarray, sound: np.ndarray, lags: np.ndarray,
 
 
 def far_lags(n: int, rules: SyncRules) -> np.ndarray:
-    """The lags of chance alignments: every circular lag more than ``2 * max_lag`` from 0."""
-    return np.arange(2 * rules.max_lag + 1, n - 2 * rules.max_lag)
+    """The lags of chance alignments: every circular lag more than ``2 * max_lag`` from 0, or
+    ``max_chance_lags`` of them evenly spread on long clips (bounded memory and time)."""
+    lags = np.arange(2 * rules.max_lag + 1, n - 2 * rules.max_lag)
+    if len(lags) > rules.max_chance_lags:
+        lags = lags[np.linspace(0, len(lags) - 1, rules.max_chance_lags).round().astype(int)]
+    return lags
 
 
 def _abstain(reason: Abstain, best: int = 0, z: float = 0.0, margin: float = 0.0, agreement: float = 0.0,
