@@ -47,7 +47,7 @@ class Abstain(str, enum.Enum):
     NOT_SPEECH = "not_speech"      # little voicing, or an envelope without syllable-rate modulation
     STILL_MOUTH = "still_mouth"    # the lips barely move
     WEAK = "weak_peak"             # the peak is within what the clip reaches by chance
-    AMBIGUOUS = "ambiguous_peak"   # another lag, more than two frames away, is nearly as high
+    AMBIGUOUS = "ambiguous_peak"   # a lag more than two frames away, or a chance alignment, is nearly as high
     DISAGREE = "windows_disagree"  # too few windows agree with the peak
 
 
@@ -100,20 +100,10 @@ def lip_measures(mesh: np.ndarray, topology: Topology) -> np.ndarray:
     third = np.ptp(template[:, 0]) / 6
     upper, lower = template[:, 1] > centre_y, template[:, 1] <= centre_y
     central = np.abs(template[:, 0] - centre_x) < third
-    points = mesh[:, lips].astype(np.float64)
+    y = mesh[:, lips, 1].astype(np.float64)
     height = max(float(np.ptp(template[:, 1])), 1e-9)
-
-    def mean(axis: int, chosen: np.ndarray) -> np.ndarray:
-        return points[:, chosen, axis].mean(axis=1)
-
-    return np.stack([mean(1, upper) - mean(1, lower),
-                     mean(1, upper & central) - mean(1, lower & central)]) / height
-
-
-def mouth_opening(mesh: np.ndarray, topology: Topology) -> np.ndarray:
-    """Per frame, the first lip measure in mesh units: mean height of the upper-lip vertices minus
-    that of the lower-lip vertices in the head frame."""
-    return lip_measures(mesh, topology)[0] * np.ptp(topology.template[topology.lip_idx, 1])
+    return np.stack([y[:, upper].mean(axis=1) - y[:, lower].mean(axis=1),
+                     y[:, upper & central].mean(axis=1) - y[:, lower & central].mean(axis=1)]) / height
 
 
 def _frames(audio: np.ndarray) -> np.ndarray:

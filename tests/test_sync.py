@@ -4,7 +4,7 @@ offsets that can be trusted)."""
 import numpy as np
 import pytest
 
-from voxmesh.metrics.sync import Abstain, estimate_offset, loudness, mouth_opening
+from voxmesh.metrics.sync import Abstain, estimate_offset, lip_measures, loudness
 from voxmesh.pipelines.demo import mouth_openness, speech_like
 from voxmesh.schemas import SAMPLES_PER_FRAME, get_topology
 
@@ -38,7 +38,10 @@ def speaker(seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_lip_opening_and_loudness_measure_what_they_say():
     opening = np.linspace(0, 1, 50)
     mesh = talking_mesh(opening)
-    np.testing.assert_allclose(mouth_opening(mesh, TOPOLOGY) - mouth_opening(mesh[:1], TOPOLOGY), opening, atol=1e-5)
+    height = np.ptp(TOPOLOGY.template[TOPOLOGY.lip_idx, 1])
+    measures = lip_measures(mesh, TOPOLOGY) - lip_measures(mesh[:1], TOPOLOGY)
+    np.testing.assert_allclose(measures[0] * height, opening, atol=1e-5)  # all lip vertices
+    np.testing.assert_allclose(measures[1] * height, opening, atol=1e-5)  # the central third
     audio = np.concatenate([np.zeros(10 * SAMPLES_PER_FRAME), 0.5 * np.sin(np.arange(40 * SAMPLES_PER_FRAME) * 0.2)])
     level = loudness(audio.astype(np.float32))
     assert level.shape == (50,) and level[:9].max() < level[10:].min() - 4  # silence: 40 dB down, flat
