@@ -81,7 +81,7 @@ def _clip_metrics(pred: np.ndarray, sample, sync_model) -> tuple[dict[str, float
         "lip_vertex_error": lip_vertex_error(first, truth, topology.lip_idx),
         "mean_vertex_error": mean_vertex_error(first, truth),
         "fdd": upper_face_dynamics_deviation(first, truth, topology.upper_face_idx),
-        "mean_abs_av_offset": abs(estimate_offset(first, audio, topology).offset),
+        "mean_abs_av_offset": abs(estimate_offset(first, audio, topology).best_lag),
     }
     if len(samples) > 1:
         values["coverage_lip_error"] = coverage_lip_error(samples, truth, topology.lip_idx)

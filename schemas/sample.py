@@ -61,10 +61,11 @@ class SampleMeta:
     confidence_mean: float
     lip_motion: float
     jitter: float
-    av_offset: int              # frames the audio lags the mouth, model-free estimate
-    av_offset_confidence: float
-    av_offset_ok: bool          # |av_offset| within the build's bound
+    av_offset: int | None       # frames the audio lags the mouth, model-free; None: cannot tell
+    av_offset_confidence: float  # the peak's z-score against chance (metrics/sync.py)
+    av_offset_ok: bool          # false only for a confident |av_offset| beyond the build's bound
     audio_start_offset: float   # s, audio stream start minus first video frame (compensated)
+    av_offset_reason: str | None = None  # why av_offset is None (metrics.sync.Abstain)
     fps: int = FPS
     sample_rate: int = SAMPLE_RATE
     schema_version: int = SCHEMA_VERSION

@@ -33,6 +33,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("av_offset", pa.int32()),
     ("av_offset_confidence", pa.float32()),
     ("av_offset_ok", pa.bool_()),
+    ("av_offset_reason", pa.string()),
 ])
 
 FAILURES_SCHEMA = pa.schema([

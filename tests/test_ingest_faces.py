@@ -148,12 +148,15 @@ def test_a_file_truncated_halfway_gives_its_decodable_part_or_a_reason(models, m
 def test_clips_beyond_the_offset_bound_are_flagged_or_dropped(models, media_dir, tmp_path):
     source = os.path.join(media_dir, "hdtf_aoc_512_25fps.mp4")
     frames, audio = decoded(source), load_audio(source).samples
-    path = str(tmp_path / "late_audio.mp4")
-    write_video(path, frames, audio=np.concatenate([np.zeros(16000 * 10 // 25, np.float32), audio]))  # 10 frames late
+    path = str(tmp_path / "early_audio.mp4")
+    write_video(path, frames, audio=audio[16000 * 10 // 25:])  # audio 10 frames early
     flagged = run(models, path)
-    assert [s.meta.av_offset_ok for s in flagged.samples] == [False] and flagged.samples[0].meta.av_offset >= 8
+    assert [s.meta.av_offset_ok for s in flagged.samples] == [False] and flagged.samples[0].meta.av_offset <= -8
+    assert flagged.samples[0].meta.av_offset_confidence >= 4 and flagged.samples[0].meta.av_offset_reason is None
     dropped = run(models, path, drop_av_offset=True)
     assert dropped.samples == [] and [f.reason for f in dropped.failures] == ["av_offset"]
+    offset, confidence = flagged.samples[0].meta.av_offset, flagged.samples[0].meta.av_offset_confidence
+    assert f"{offset:+d} (confidence {confidence:.1f})" in dropped.failures[0].detail
 
 
 def test_long_tracks_are_cut_into_equal_parts_and_gaps_are_bridged():

@@ -13,7 +13,6 @@ from voxmesh.metrics.motion import (
     upper_face_dynamics_deviation,
 )
 from voxmesh.metrics.quality import jitter, lip_motion
-from voxmesh.metrics.sync import estimate_offset, loudness, mouth_opening
 from voxmesh.schemas import get_topology
 
 LIPS = np.array([0, 1])
@@ -94,22 +93,3 @@ def test_quality_figures_lip_motion_and_jitter():
     shaky = still.copy()
     shaky[::2, 2, 0] = 1.0
     assert jitter(shaky, UPPER) > 0.5
-
-
-def test_offset_estimator_recovers_a_known_shift_of_synthetic_speech():
-    topology = get_topology("mediapipe478")
-    rng = np.random.default_rng(3)
-    n_frames = 200
-    opening = np.convolve(rng.random(n_frames), np.ones(4) / 4, "same")  # a mouth that opens and closes
-    mesh = np.repeat(topology.template[None].astype(np.float64), n_frames, axis=0)
-    lips = topology.lip_idx
-    lower = lips[topology.template[lips, 1] <= topology.template[lips, 1].mean()]
-    mesh[:, lower, 1] -= opening[:, None]
-    np.testing.assert_allclose(mouth_opening(mesh, topology) - mouth_opening(mesh[:1], topology), opening - opening[0],
-                               atol=1e-5)
-    lag = 3
-    envelope = np.roll(opening, lag)  # the sound follows the mouth by 3 frames
-    audio = (np.repeat(envelope, 640) * rng.standard_normal(n_frames * 640) * 10000).astype(np.int16)
-    assert loudness(audio).shape == (n_frames,)
-    estimate = estimate_offset(mesh, audio, topology)
-    assert estimate.offset == lag and estimate.confidence > 0.2

@@ -1,8 +1,9 @@
 """``voxmesh stats OUT_DIR``: a text summary and an HTML report with plots of a built dataset.
 
 Plots: clip length histogram, clips and hours per speaker, head pose angles, reconstruction
-confidence, failures by reason. Head pose angles come from the samples' ``pose.npy`` of at most
-``max_pose_samples`` samples (read in shard order); everything else from the Parquet tables.
+confidence, audio-visual offsets and their confidences, failures by reason. Head pose angles
+come from the samples' ``pose.npy`` of at most ``max_pose_samples`` samples (read in shard
+order); everything else from the Parquet tables.
 """
 
 from __future__ import annotations
@@ -55,7 +56,16 @@ def summarize(manifest: list[dict], failures: list[dict]) -> dict:
         "clips_by_split": dict(sorted(Counter(r["split"] for r in manifest).items())),
         "failures_by_reason": dict(sorted(Counter(f["reason"] for f in failures).items())),
         "confidence_mean": float(np.mean([r["confidence_mean"] for r in manifest])) if manifest else 0.0,
+        "av_offset": offset_counts(manifest),
     }
+
+
+def offset_counts(manifest: list[dict]) -> dict:
+    """Clips with an audio-visual offset, those flagged out of sync, and the reasons of the rest."""
+    return {"reported": sum(r["av_offset"] is not None for r in manifest),
+            "flagged": sum(not r["av_offset_ok"] for r in manifest),
+            "none_by_reason": dict(sorted(Counter(r.get("av_offset_reason") or "unknown" for r in manifest
+                                                  if r["av_offset"] is None).items()))}
 
 
 def write_report(output: str, manifest: list[dict], failures: list[dict], summary: dict,
@@ -68,11 +78,11 @@ def write_report(output: str, manifest: list[dict], failures: list[dict], summar
 
     report_dir = report_dir or os.path.join(output, "report")
     os.makedirs(report_dir, exist_ok=True)
-    angles = [head_angles(s.pose) for _, s in zip(range(max_pose_samples), iter_samples(output))] if manifest else []
-    angles = np.concatenate(angles) if angles else np.zeros((0, 3))
+    per_sample = [head_angles(s.pose) for _, s in zip(range(max_pose_samples), iter_samples(output))] if manifest else []
+    angles = np.concatenate(per_sample) if per_sample else np.zeros((0, 3))
 
     per_speaker_clips = Counter(r["speaker"] for r in manifest)
-    per_speaker_hours = Counter()
+    per_speaker_hours: Counter[str] = Counter()
     for r in manifest:
         per_speaker_hours[r["speaker"]] += r["n_frames"] / FPS / 3600
     top = [s for s, _ in per_speaker_clips.most_common(30)]
@@ -109,6 +119,25 @@ def write_report(output: str, manifest: list[dict], failures: list[dict], summar
     save("head_pose", "Head pose angles per frame", pose)
     save("confidence", "Mean reconstruction confidence per clip",
          lambda ax: ax.hist([r["confidence_mean"] for r in manifest], bins=30, range=(0, 1)))
+
+    def offsets(ax) -> None:
+        ok = [r["av_offset"] for r in manifest if r["av_offset"] is not None and r["av_offset_ok"]]
+        flagged = [r["av_offset"] for r in manifest if r["av_offset"] is not None and not r["av_offset_ok"]]
+        bins = np.arange(min(ok + flagged + [-5]) - 0.5, max(ok + flagged + [5]) + 1.5)
+        ax.hist([ok, flagged], bins=bins, stacked=True, label=["within the bound", "flagged"],
+                color=["tab:blue", "tab:red"])
+        ax.set_xlabel("frames the audio lags the mouth")
+        ax.legend()
+    save("av_offset", f"Audio-visual offsets ({sum(r['av_offset'] is None for r in manifest)} clips without one)",
+         offsets)
+
+    def offset_confidence(ax) -> None:
+        reported = [r["av_offset_confidence"] for r in manifest if r["av_offset"] is not None]
+        withheld = [r["av_offset_confidence"] for r in manifest if r["av_offset"] is None]
+        ax.hist([reported, withheld], bins=30, stacked=True, label=["offset reported", "no offset"])
+        ax.set_xlabel("confidence (z against chance alignments)")
+        ax.legend()
+    save("av_offset_confidence", "Audio-visual offset confidence per clip", offset_confidence)
     save("failures", "Inputs without a clip, by reason",
          lambda ax: ax.barh(list(reasons) or ["none"], list(reasons.values()) or [0]))
 

@@ -17,7 +17,7 @@ class ClipRules:
     min_seconds: float = 2.0
     max_seconds: float = 20.0
     min_confidence: float = 0.5
-    max_av_offset: int = 5  # frames; clips beyond it are flagged (meta av_offset_ok = false)
+    max_av_offset: int = 5  # frames; clips confidently beyond it are flagged (meta av_offset_ok = false)
     drop_av_offset: bool = False  # ... or dropped
 
 

@@ -67,7 +67,7 @@ def process_input(item: InputItem, split: str, backend: ReconstructionBackend, d
                 return InputResult([], [failure(item, Stage.DECODE, Reason.DECODE_ERROR, f"{item.uri}: no video frames")])
             has_audio = (np.arange(1, n_frames + 1) * SAMPLES_PER_FRAME) <= len(pcm)
             kept = 0
-            dropped_offsets: list[int] = []
+            dropped_offsets: list[str] = []
             for track, recon in iter_track_reconstructions(path, tracks, backend, track_rules, chunk_size):
                 span = slice(track.start, track.end)
                 problems[span] = frame_problems(recon.n_faces, recon.valid, recon.confidence, has_audio[span], clip_rules)
@@ -77,7 +77,7 @@ def process_input(item: InputItem, split: str, backend: ReconstructionBackend, d
                     sample = _sample(item, split, backend, track, recon, pcm, audio_offset, clip_index, start, end,
                                      clip_rules)
                     if clip_rules.drop_av_offset and not sample.meta.av_offset_ok:
-                        dropped_offsets.append(sample.meta.av_offset)
+                        dropped_offsets.append(f"{sample.meta.av_offset:+d} (confidence {sample.meta.av_offset_confidence:.1f})")
                         continue
                     emit(sample)
                     kept += 1
@@ -85,10 +85,11 @@ def process_input(item: InputItem, split: str, backend: ReconstructionBackend, d
         detail = error.detail if error.detail.startswith(item.uri) else f"{item.uri}: {error.detail}"
         return InputResult([], [failure(item, error.stage, error.reason, detail)])
     if not kept and dropped_offsets:
-        listed = ", ".join(f"{o:+d}" for o in dropped_offsets)
+        listed = ", ".join(dropped_offsets)
         return InputResult([], [failure(item, Stage.SEGMENT, Reason.AV_OFFSET,
-                                        f"{item.uri}: every clip's audio-visual offset ({listed} frames) is beyond "
-                                        f"{clip_rules.max_av_offset}; check the file's sync or raise --max-av-offset")],
+                                        f"{item.uri}: every clip's audio-visual offset is confidently beyond "
+                                        f"{clip_rules.max_av_offset} frames ({listed}); check the file's sync or raise "
+                                        f"--max-av-offset")],
                            n_frames)
     if not kept:
         reason = reason_for_no_clip(problems)
@@ -164,7 +165,8 @@ def _sample(item: InputItem, split: str, backend: ReconstructionBackend, track: 
         topology=topology.name, confidence_mean=round(float(recon.confidence[start:end].mean()), 6),
         lip_motion=round(lip_motion(mesh, topology.lip_idx), 6),
         jitter=round(jitter(mesh, topology.upper_face_idx), 6), av_offset=offset.offset,
-        av_offset_confidence=round(offset.confidence, 6), av_offset_ok=abs(offset.offset) <= clip_rules.max_av_offset,
+        av_offset_confidence=round(offset.confidence, 6), av_offset_reason=offset.reason,
+        av_offset_ok=offset.offset is None or abs(offset.offset) <= clip_rules.max_av_offset,
         audio_start_offset=round(audio_offset, 6))
     return Sample(meta=meta, mesh=mesh, pose=recon.pose[start:end], audio=clip_audio, lmk2d=recon.lmk2d[start:end],
                   coeffs=None if recon.coeffs is None else recon.coeffs[start:end])
