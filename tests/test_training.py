@@ -294,10 +294,12 @@ def test_every_model_takes_any_topology_size(kind):
                   feature_std=torch.ones(features), template_mean=torch.zeros(vertices, 3), topology="flame", windows=1)
     config = RunConfig.from_dict({"kind": kind, "out": "unused", "tokenizer_checkpoint": "unused",
                                   "data": {"dataset": "unused", "window": 8},
-                                  "tokenizer": {"hidden": 32, "codebook_size": 16}, "generator": {"dim": 32}})
+                                  "tokenizer": {"hidden": 32, "codebook_size": 16,
+                                                "downsample": 0 if kind == "codetalker" else 1},
+                                  "generator": {"dim": 32}})
     model = build_model(config, stats).train()
     batch = {"motion": torch.randn(2, 8, 3 * vertices), "reference": torch.randn(2, 8, 3 * vertices),
-             "features": torch.randn(2, 8, features)}
+             "has_reference": torch.tensor([True, False]), "features": torch.randn(2, 8, features)}
     loss, _ = model(batch)
     loss.backward()
     assert torch.isfinite(loss)
