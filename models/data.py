@@ -44,7 +44,8 @@ class DataConfig:
     batch_size: int = 16
     workers: int = 0               # DataLoader worker processes
     shuffle_buffer: int = 256      # windows
-    reference_cache: int = 8       # windows cached per speaker for references (and most waiting for one)
+    reference_cache: int = 8       # windows cached per speaker to draw style references from
+    reference_wait: int = 64       # windows per speaker held back until a valid reference arrives
     stats_shards: int = 64         # shards (spread over the split) read for normalization statistics
     audio_model: str = ""          # a local HuBERT / wav2vec 2.0 folder; empty: log-mel features
     seed: int = 0
@@ -111,8 +112,8 @@ class _ReferencePairer:
     """The state of :func:`pair_references`: per speaker, up to ``cache_size`` cached windows
     spread over its clips, and the windows still waiting for a valid reference."""
 
-    def __init__(self, rng: random.Random, cache_size: int, clips_per_speaker: dict[str, int] | None):
-        self.rng, self.cache_size, self.clips_per_speaker = rng, cache_size, clips_per_speaker
+    def __init__(self, rng: random.Random, cache_size: int, wait: int, clips_per_speaker: dict[str, int] | None):
+        self.rng, self.cache_size, self.wait, self.clips_per_speaker = rng, cache_size, wait, clips_per_speaker
         self.cache: dict[str, list[dict]] = {}
         self.waiting: dict[str, list[dict]] = {}
 
@@ -126,7 +127,7 @@ class _ReferencePairer:
     def add(self, window: dict) -> Iterator[tuple[dict, dict | None]]:
         """(window, reference) pairs that ``window`` completes: waiting windows it is valid for,
         then itself if a cached window is valid for it (else it waits; the oldest waiting window
-        leaves without a reference when more than ``cache_size`` wait)."""
+        leaves without a reference when more than ``wait`` wait)."""
         speaker = window["speaker"]
         waiting = self.waiting.setdefault(speaker, [])
         for target in [w for w in waiting if self.valid(window, w)]:
@@ -138,7 +139,7 @@ class _ReferencePairer:
             yield window, self.rng.choice(candidates)
         else:
             waiting.append(window)
-            if len(waiting) > self.cache_size:
+            if len(waiting) > self.wait:
                 yield waiting.pop(0), None
         cached.append({name: window[name] for name in ("key", "start", "motion")})
         if len(cached) > self.cache_size:  # evict the oldest window of the clip with the most
@@ -154,7 +155,7 @@ class _ReferencePairer:
         self.waiting.clear()
 
 
-def pair_references(windows: Iterable[dict], rng: random.Random, cache_size: int,
+def pair_references(windows: Iterable[dict], rng: random.Random, cache_size: int, wait: int,
                     stats: LoaderStats | None = None,
                     clips_per_speaker: dict[str, int] | None = None) -> Iterator[dict]:
     """Add ``reference`` (length, V, 3), ``has_reference`` and ``reference_source`` (one of
@@ -165,10 +166,10 @@ def pair_references(windows: Iterable[dict], rng: random.Random, cache_size: int
     with at least one window, per speaker; from the manifest) decides what is valid: for a
     speaker with another clip, only a window of another clip; for a speaker with one clip, a
     window of the same clip that does not overlap the target. A window with no valid candidate
-    yet waits for one (at most ``cache_size`` per speaker, the oldest leaving first) and leaves
+    yet waits for one (at most ``wait`` per speaker, the oldest leaving first) and leaves
     without a reference (zeros, ``has_reference`` False) when none comes. No window is lost."""
     stats = stats or LoaderStats()
-    pairer = _ReferencePairer(rng, cache_size, clips_per_speaker)
+    pairer = _ReferencePairer(rng, cache_size, wait, clips_per_speaker)
 
     def paired(window: dict, reference: dict | None) -> dict:
         source = "none" if reference is None else "other_clip" if reference["key"] != window["key"] else "same_clip"
@@ -215,7 +216,8 @@ class _Windows:
         cut_rng = _stage_rng(self.config.seed, "cut") if self.shuffle else None
         windows = cut_windows(items, self.config.window, cut_rng, self.stats)
         windows = pair_references(windows, _stage_rng(self.config.seed, "reference"),
-                                  self.config.reference_cache, self.stats, self.clips_per_speaker)
+                                  self.config.reference_cache, self.config.reference_wait, self.stats,
+                                  self.clips_per_speaker)
         if self.shuffle:
             windows = shuffle_windows(windows, _stage_rng(self.config.seed, "shuffle"), self.config.shuffle_buffer)
         yield from windows

@@ -17,7 +17,7 @@ from voxmesh.cli import main
 from voxmesh.metrics.motion import lip_vertex_error
 from voxmesh.models.checkpoint import load_checkpoint, load_model
 from voxmesh.models.config import load_config
-from voxmesh.models.data import DataConfig, evaluation_stream, make_loader, training_stream
+from voxmesh.models.data import DataConfig, clips_per_speaker, evaluation_stream, make_loader, training_stream
 from voxmesh.models.generation import MotionGenerator
 from voxmesh.models.generators import Sampling
 from voxmesh.pipelines.build.inputs import SplitFractions
@@ -100,7 +100,10 @@ def test_windows_carry_aligned_audio_and_a_reference_from_another_clip(dataset):
         source = by_motion.get(window["reference"].tobytes())
         if source is not None:
             assert source["speaker"] == window["speaker"] and source["key"] != window["key"]
-    assert stream.pipeline[-1].stats.self_references < len(windows) // 2
+    counts = stream.pipeline[-1].stats.references
+    assert sum(counts.values()) >= len(windows) and counts["none"] < len(windows) // 2
+    several = {speaker for speaker, clips in clips_per_speaker(config).items() if clips > 1}
+    assert all(w["reference_source"] == "other_clip" for w in windows if w["speaker"] in several)
 
 
 def test_training_stream_is_deterministic_per_seed_and_distinct_per_node(dataset, monkeypatch):
