@@ -16,8 +16,8 @@ from torch import nn
 
 from voxmesh.schemas.errors import ConfigError, MissingFileError
 
-from .config import RunConfig
 from .baselines import CodeTalkerGenerator, FaceFormerGenerator
+from .config import RunConfig
 from .generators import ProbabilisticGenerator
 from .normalization import Stats
 from .tokenizer import MotionTokenizer

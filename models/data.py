@@ -51,6 +51,12 @@ class DataConfig:
     seed: int = 0
 
 
+REFERENCE_SOURCES = ("other_clip", "same_clip", "none")
+"""Where a window's reference came from: another clip of its speaker; its own clip, not
+overlapping (only when the split holds no other clip of the speaker); none (no valid window was
+seen in time: the model gets its 'no reference' style)."""
+
+
 @dataclasses.dataclass
 class LoaderStats:
     """What the window stages saw; kept on the stage (``stream.pipeline[-1].stats``) of a stream
@@ -60,12 +66,6 @@ class LoaderStats:
     clips_too_short: int = 0
     windows: int = 0
     references: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(REFERENCE_SOURCES, 0))
-
-
-REFERENCE_SOURCES = ("other_clip", "same_clip", "none")
-"""Where a window's reference came from: another clip of its speaker; its own clip, not
-overlapping (only when the split holds no other clip of the speaker); none (no valid window was
-seen in time: the model gets its 'no reference' style)."""
 
 
 def _stage_rng(seed: int, name: str) -> random.Random:
@@ -162,8 +162,9 @@ def pair_references(windows: Iterable[dict], rng: random.Random, cache_size: int
     :data:`REFERENCE_SOURCES`, counted in ``stats.references``).
 
     The reference is a window drawn from a per-speaker cache of ``cache_size`` windows, kept
-    spread over clips (a new window evicts the oldest window of the clip with the most cached). ``clips_per_speaker`` (the split's clips
-    with at least one window, per speaker; from the manifest) decides what is valid: for a
+    spread over clips (a new window evicts the oldest window of the clip with the most cached).
+    ``clips_per_speaker`` (the split's clips with at least one window, per speaker; from the
+    manifest) decides what is valid: for a
     speaker with another clip, only a window of another clip; for a speaker with one clip, a
     window of the same clip that does not overlap the target. A window with no valid candidate
     yet waits for one (at most ``wait`` per speaker, the oldest leaving first) and leaves
@@ -257,8 +258,9 @@ def evaluation_stream(config: DataConfig, max_shards: int | None = None) -> wds.
 
 def collate(windows: list[dict]) -> dict:
     """Stack a list of windows into a batch of tensors (keys, speakers and reference sources stay lists)."""
-    batch = {name: torch.from_numpy(np.stack([w[name] for w in windows]))
-             for name in ("motion", "template", "audio", "reference", "has_reference")}
+    batch: dict[str, torch.Tensor | list[str]] = {
+        name: torch.from_numpy(np.stack([w[name] for w in windows]))
+        for name in ("motion", "template", "audio", "reference", "has_reference")}
     for name in ("key", "speaker", "reference_source"):
         batch[name] = [w[name] for w in windows]
     return batch

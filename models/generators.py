@@ -3,8 +3,9 @@
 
 :class:`ProbabilisticGenerator`: a causal ALiBi temporal transformer over RVQ code steps whose
 step input is the style vector (from a reference clip of the same speaker) plus the embedded
-previous codes, and which takes speech by cross-attention to the speech encoder's output, biased
-towards the aligned moment; at each step a small depth transformer predicts the RVQ codes level by
+previous codes, and which takes speech by cross-attention to the speech encoder's output through
+FaceFormer's alignment mask (each step sees its own moment of speech, which the bidirectional
+speech encoder has put in context); at each step a small depth transformer predicts the RVQ codes level by
 level, coarse to fine, from the temporal state and the codes of the lower levels. Sampled with
 temperature and top-p.
 
@@ -103,6 +104,10 @@ class AutoregressiveGenerator(nn.Module):
             outputs.append(output)
         return torch.stack(outputs, 1)
 
+    def _generate(self, features: torch.Tensor, reference: torch.Tensor | None, sampling: Sampling,
+                  generator: torch.Generator | None) -> torch.Tensor:
+        raise NotImplementedError
+
     @torch.no_grad()
     def generate(self, features: torch.Tensor, reference: torch.Tensor | None, samples: int = 1,
                  sampling: Sampling = Sampling(), generator: torch.Generator | None = None) -> torch.Tensor:
@@ -136,8 +141,8 @@ class ProbabilisticGenerator(AutoregressiveGenerator):
     def depth_logits(self, state: torch.Tensor, codes: torch.Tensor) -> list[torch.Tensor]:
         """Logits of every level given the temporal ``state`` (N, dim) and the codes (N, k) of the
         levels below (teacher forcing: all levels at once; k < levels while sampling)."""
-        tokens = [state] + [self.code_embeddings[level](codes[:, level]) for level in range(codes.shape[1])]
-        tokens = torch.stack(tokens[:len(self.heads)], 1)  # the last level's codes predict nothing
+        inputs = [state] + [self.code_embeddings[level](codes[:, level]) for level in range(codes.shape[1])]
+        tokens = torch.stack(inputs[:len(self.heads)], 1)  # the last level's codes predict nothing
         tokens = tokens + self.level_embedding[:tokens.shape[1]]
         hidden = self.depth(tokens)
         return [head(hidden[:, level]) for level, head in enumerate(self.heads[:hidden.shape[1]])]
@@ -151,9 +156,10 @@ class ProbabilisticGenerator(AutoregressiveGenerator):
         losses = [nn.functional.cross_entropy(level_logits.float(), flat_codes[:, level])
                   for level, level_logits in enumerate(logits)]
         accuracy = (logits[0].argmax(-1) == flat_codes[:, 0]).float().mean()
-        return sum(losses) / len(losses), {"level0_nll": float(losses[0].detach()), "level0_accuracy": float(accuracy)}
+        return torch.stack(losses).mean(), {"level0_nll": float(losses[0].detach()), "level0_accuracy": float(accuracy)}
 
-    def _generate(self, features, reference, sampling, generator) -> torch.Tensor:
+    def _generate(self, features: torch.Tensor, reference: torch.Tensor | None, sampling: Sampling,
+                  generator: torch.Generator | None) -> torch.Tensor:
         def step(state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             codes = state.new_zeros((len(state), 0), dtype=torch.long)
             for level in range(len(self.heads)):

@@ -61,7 +61,7 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """A stack of :class:`Block` with ALiBi biases, causal or not, and a final norm. With
     ``cross``, every block also attends to a ``memory`` (B, L, dim) aligned step for step with the
-    input, biased by ALiBi's ``-slope_h * |i - j|`` so that each step prefers its own moment."""
+    input, through FaceFormer's alignment mask (:func:`alignment_mask`: step i sees memory step i)."""
 
     def __init__(self, dim: int, layers: int, heads: int, dropout: float, causal: bool, cross: bool = False):
         super().__init__()
@@ -71,7 +71,10 @@ class Transformer(nn.Module):
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
         bias = alibi_bias(self.heads, x.shape[1], self.causal, x.device)
-        memory_bias = alibi_bias(self.heads, x.shape[1], False, x.device) if memory is not None else None
+        memory_bias = None
+        if memory is not None:  # FaceFormer's alignment bias: step i attends to memory step i
+            memory_bias = torch.zeros(1, 1, x.shape[1], memory.shape[1], device=x.device).masked_fill(
+                alignment_mask(x.shape[1], memory.shape[1], x.device), -math.inf).expand(-1, self.heads, -1, -1)
         for block in self.blocks:
             x = block(x, bias, memory, memory_bias)
         return self.norm(x)

@@ -85,7 +85,8 @@ class ResidualVQ(nn.Module):
         flat = latents.reshape(-1, latents.shape[-1]).float()
         if self.training and not bool(self.initialized):
             self._initialize(flat)
-        residual, quantized, codes, commitment = flat, torch.zeros_like(flat), [], flat.new_zeros(())
+        residual, quantized, commitment = flat, torch.zeros_like(flat), flat.new_zeros(())
+        indices: list[torch.Tensor] = []
         for level in range(self.levels):
             index = self.nearest(level, residual.detach())
             chosen = self.codebooks[level][index]
@@ -93,9 +94,9 @@ class ResidualVQ(nn.Module):
                 self._update(level, residual.detach(), index)
             commitment = commitment + (residual - chosen.detach()).pow(2).mean()
             quantized, residual = quantized + chosen, residual - chosen.detach()
-            codes.append(index)
+            indices.append(index)
         quantized = flat + (quantized - flat).detach()
-        codes = torch.stack(codes, -1).view(*latents.shape[:-1], self.levels)
+        codes = torch.stack(indices, -1).view(*latents.shape[:-1], self.levels)
         return quantized.view_as(latents).to(latents.dtype), codes, commitment / self.levels
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:

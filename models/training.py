@@ -26,9 +26,11 @@ import torch.distributed as dist
 from torch import nn
 
 from voxmesh.models.audio import audio_features
+from voxmesh.models.baselines import CodeTalkerGenerator
 from voxmesh.models.checkpoint import build_model, load_checkpoint, save_checkpoint
 from voxmesh.models.config import NEEDS_TOKENIZER, RunConfig, to_toml
 from voxmesh.models.data import REFERENCE_SOURCES, make_loader, training_stream
+from voxmesh.models.generators import ProbabilisticGenerator
 from voxmesh.models.normalization import Stats, compute_stats
 from voxmesh.schemas.errors import ConfigError
 
@@ -91,7 +93,7 @@ def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = 
     else:
         config, stats, tokenizer_weights = _initial_state(config, features)
     model = build_model(config, stats)
-    if tokenizer_weights is not None:
+    if tokenizer_weights is not None and isinstance(model, (ProbabilisticGenerator, CodeTalkerGenerator)):
         model.tokenizer.load_state_dict(tokenizer_weights)
     model.to(device)
     stats = stats.to(device)

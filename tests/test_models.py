@@ -52,9 +52,10 @@ def test_long_clips_never_reference_their_own_clip_or_overlap(tmp_path):
     write_manifest(rows, os.path.join(out, "manifest.parquet"))
     stream = training_stream(DataConfig(dataset=out, window=WINDOW, shuffle_buffer=16, reference_cache=8))
     windows = [w for _, w in zip(range(200), stream)]
+    slopes = {make_key("a", "vid", "00001", 0, 0): 1, make_key("a", "vid", "00001", 0, 1): 2}
     for window in windows:
         clip, start = clip_and_start(window["motion"])
-        assert (clip, start) == ({make_key("a", "vid", "00001", 0, 0): 1, make_key("a", "vid", "00001", 0, 1): 2}.get(window["key"], 3), window["start"])
+        assert (clip, start) == (slopes.get(window["key"], 3), window["start"])
         assert window["has_reference"]
         reference_clip, reference_start = clip_and_start(window["reference"])
         if window["speaker"] == "a":
