@@ -68,7 +68,7 @@ def rvq(tmp_path_factory, dataset):
 
 @pytest.fixture(scope="module")
 def probabilistic(tmp_path_factory, dataset, rvq):
-    return train_run(tmp_path_factory, dataset, "probabilistic", 300, "--set", f"tokenizer_checkpoint={rvq}/last.pt",
+    return train_run(tmp_path_factory, dataset, "probabilistic", 500, "--set", f"tokenizer_checkpoint={rvq}/last.pt",
                      "--set", "generator.dim=64")
 
 
@@ -81,7 +81,9 @@ def codetalker(tmp_path_factory, dataset):
 
 @pytest.fixture(scope="module")
 def faceformer(tmp_path_factory, dataset):
-    return train_run(tmp_path_factory, dataset, "faceformer", 200, "--set", "generator.dim=64")
+    # trained on its own rollout as published: 16-frame windows keep the test short
+    return train_run(tmp_path_factory, dataset, "faceformer", 200, "--set", "generator.dim=64", "--set", "data.window=16",
+                     "--set", "train.lr=0.001")
 
 
 def test_windows_carry_aligned_audio_and_a_reference_from_another_clip(dataset):
@@ -219,11 +221,11 @@ def audio_swap_errors(run: str, dataset: str) -> tuple[float, float]:
     return float(np.mean(own)), float(np.mean(swapped))
 
 
-@pytest.mark.parametrize("run", ["faceformer"])
-def test_lips_follow_the_audio_on_clips_trained_on(run, request):
-    """With the true audio the lips are much closer to the truth than with another clip's audio:
-    a model that ignores the speech (or follows only its loudness) gets a ratio near 1."""
-    own, swapped = audio_swap_errors(request.getfixturevalue(run), request.getfixturevalue("dataset"))
+def test_lips_follow_the_audio_on_clips_trained_on(dataset, probabilistic):
+    """At temperature 0, with the true audio the lips are much closer to the truth than with
+    another clip's audio: a model that ignores the speech (or follows only its loudness, as the
+    former additive conditioning did: 1.32 vs 1.31) gets a ratio near 1."""
+    own, swapped = audio_swap_errors(probabilistic, dataset)
     assert own <= 0.7 * swapped, (own, swapped)
 
 
@@ -248,8 +250,9 @@ def test_averaged_samples_follow_their_own_clip(dataset, probabilistic):
     rng = np.random.default_rng(0)
     scale = float(np.std(np.concatenate([t.ravel() for t in truths])))
     noise = [rng.normal(0, scale, (8, *t.shape)).mean(0) for t in truths]
-    noise_own, noise_other = own_and_other(noise)
-    assert noise_own > 0.8 * noise_other, (noise_own, noise_other)
+    for control in (noise, [np.zeros_like(t) for t in truths]):  # what the old check let pass
+        control_own, control_other = own_and_other(control)
+        assert control_own > 0.9 * control_other, (control_own, control_other)
 
 
 def test_generate_and_eval_give_a_results_table(dataset, probabilistic, faceformer, tmp_path, capsys):
