@@ -3,8 +3,8 @@
 A window is ``length`` consecutive frames of one clip with the audio under them, plus a style
 reference (Yang et al., CVPR 2024): a window of another clip of the same speaker whenever the
 split holds another clip of that speaker (never the target's own clip then), else a window of
-the same clip that does not overlap the target, else none (see :func:`pair_references`). Meshes enter the
-models as motion: the clip's vertices minus the clip's mean face (its template, standing in for
+the same clip that does not overlap the target, else none (see :func:`pair_references`). Meshes
+enter the models as motion: the clip's vertices minus the clip's mean face (its template, standing in for
 the neutral template that VOCASET-style data provide and voxmesh data do not).
 
 Two streams:
@@ -80,8 +80,8 @@ def cut_windows(items: Iterable[dict], length: int, rng: random.Random | None,
 
     A clip of T frames gives ``T // length`` non-overlapping windows, shifted together by a random
     offset in ``[0, T mod length]`` (offset 0 without ``rng``). Each window is a dict with
-    ``key``, ``speaker``, ``topology``, ``start`` (frame), ``motion`` (length, V, 3) float32, ``template`` (V, 3) float32 and
-    ``audio`` (length * 640,) float32. Clips shorter than one window give none (counted)."""
+    ``key``, ``speaker``, ``topology``, ``start`` (frame), ``motion`` (length, V, 3) float32,
+    ``template`` (V, 3) float32 and ``audio`` (length * 640,) float32. Clips shorter than one window give none (counted)."""
     stats = stats or LoaderStats()
     for item in items:
         meta = item["meta.json"]
@@ -164,11 +164,11 @@ def pair_references(windows: Iterable[dict], rng: random.Random, cache_size: int
     The reference is a window drawn from a per-speaker cache of ``cache_size`` windows, kept
     spread over clips (a new window evicts the oldest window of the clip with the most cached).
     ``clips_per_speaker`` (the split's clips with at least one window, per speaker; from the
-    manifest) decides what is valid: for a
-    speaker with another clip, only a window of another clip; for a speaker with one clip, a
-    window of the same clip that does not overlap the target. A window with no valid candidate
-    yet waits for one (at most ``wait`` per speaker, the oldest leaving first) and leaves
-    without a reference (zeros, ``has_reference`` False) when none comes. No window is lost."""
+    manifest) decides what is valid: for a speaker with another clip, only a window of another
+    clip; for a speaker with one clip, a window of the same clip that does not overlap the target.
+    A window with no valid candidate yet waits for one (at most ``wait`` per speaker, the oldest
+    leaving first) and leaves without a reference (zeros, ``has_reference`` False) when none
+    comes. No window is lost."""
     stats = stats or LoaderStats()
     pairer = _ReferencePairer(rng, cache_size, wait, clips_per_speaker)
 
