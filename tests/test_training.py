@@ -224,7 +224,7 @@ def audio_swap_errors(run: str, dataset: str) -> tuple[float, float]:
 def test_lips_follow_the_audio_on_clips_trained_on(dataset, probabilistic):
     """At temperature 0, with the true audio the lips are much closer to the truth than with
     another clip's audio: a model that ignores the speech (or follows only its loudness, as the
-    former additive conditioning did: 1.32 vs 1.31) gets a ratio near 1."""
+    former model with speech added to each step's input did: 1.32 vs 1.31) gets a ratio near 1."""
     own, swapped = audio_swap_errors(probabilistic, dataset)
     assert own <= 0.7 * swapped, (own, swapped)
 
