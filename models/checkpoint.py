@@ -16,8 +16,9 @@ from torch import nn
 
 from voxmesh.schemas.errors import ConfigError, MissingFileError
 
+from .baselines import CodeTalkerGenerator, FaceFormerGenerator
 from .config import RunConfig
-from .generators import CodeTalkerGenerator, FaceFormerGenerator, ProbabilisticGenerator
+from .generators import ProbabilisticGenerator
 from .normalization import Stats
 from .tokenizer import MotionTokenizer
 
@@ -44,13 +45,14 @@ def build_model(config: RunConfig, stats: Stats) -> nn.Module:
     motion_dim, feature_dim = stats.motion_mean.numel(), stats.feature_mean.numel()
     if config.kind == "tokenizer":
         return MotionTokenizer(motion_dim, config.tokenizer)
+    model: FaceFormerGenerator | CodeTalkerGenerator | ProbabilisticGenerator
     if config.kind == "faceformer":
         model = FaceFormerGenerator(motion_dim, feature_dim, config.generator)
+    elif config.kind == "codetalker":
+        model = CodeTalkerGenerator(motion_dim, feature_dim, config.generator, MotionTokenizer(motion_dim, config.tokenizer))
     else:
-        tokenizer = MotionTokenizer(motion_dim, config.tokenizer)
-        generator = ProbabilisticGenerator if config.kind == "probabilistic" else CodeTalkerGenerator
-        model = generator(motion_dim, feature_dim, config.generator, tokenizer)
-    model.context = config.data.window // model.frames_per_step
+        model = ProbabilisticGenerator(motion_dim, feature_dim, config.generator, MotionTokenizer(motion_dim, config.tokenizer))
+        model.context = config.data.window // model.frames_per_step
     return model
 
 

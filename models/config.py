@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
+from collections.abc import Sequence
 
 from voxmesh.schemas.errors import ConfigError
 
@@ -106,7 +107,7 @@ def apply_override(values: dict, override: str) -> None:
     target[name] = value
 
 
-def load_config(path: str, overrides: list[str] = ()) -> RunConfig:
+def load_config(path: str, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a run's TOML file and apply ``--set`` overrides."""
     try:
         with open(path, "rb") as f:

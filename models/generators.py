@@ -1,18 +1,17 @@
-"""The speech-to-motion generators, all autoregressive over time with a causal ALiBi transformer,
-conditioned on speech (aligned, added to each step's input) and on a style vector from a reference
-clip of the same speaker:
+"""The probabilistic generator of Yang et al. (CVPR 2024), its config and sampling; the baselines
+(FaceFormer, CodeTalker) are in :mod:`.baselines`.
 
-- :class:`ProbabilisticGenerator`: Yang et al. (CVPR 2024). A temporal transformer over code steps;
-  at each step a small depth transformer predicts the RVQ codes level by level, coarse to fine,
-  from the temporal state and the codes of the lower levels. Sampled with temperature and top-p.
-- :class:`CodeTalkerGenerator`: CodeTalker (Xing et al., CVPR 2023). Regresses the next code
-  step's latent and snaps it to the nearest codebook entry; trained with a latent loss and a
-  motion loss through the frozen decoder. Deterministic.
-- :class:`FaceFormerGenerator`: FaceFormer (Fan et al., CVPR 2022). Regresses the next frame's
-  motion directly. Deterministic.
+:class:`ProbabilisticGenerator`: a causal ALiBi temporal transformer over RVQ code steps whose
+step input is the style vector (from a reference clip of the same speaker) plus the embedded
+previous codes, and which takes speech by cross-attention to the speech encoder's output through
+FaceFormer's alignment mask (each step sees its own moment of speech, which the bidirectional
+speech encoder has put in context); at each step a small depth transformer predicts the RVQ codes level by
+level, coarse to fine, from the temporal state and the codes of the lower levels. Sampled with
+temperature and top-p.
 
 Every model takes normalized tensors (see :mod:`.normalization`): ``motion`` (B, T, D),
-``features`` (B, T, F) speech features at 25 fps, ``reference`` (B, L, D) or None; ``forward``
+``features`` (B, T, F) speech features at 25 fps, ``reference`` (B, L, D) or None (in a training
+batch with ``has_reference`` (B,): False rows get the 'no reference' style); ``forward``
 returns the training loss and logged values, ``generate`` normalized motion (N, B, T, D).
 """
 
@@ -24,6 +23,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from voxmesh.schemas.errors import ConfigError
+
 from .layers import SpeechEncoder, StyleEncoder, Transformer
 from .tokenizer import MotionTokenizer
 
@@ -31,9 +32,10 @@ from .tokenizer import MotionTokenizer
 @dataclasses.dataclass
 class GeneratorConfig:
     dim: int = 128
-    layers: int = 2            # temporal transformer
+    layers: int = 2            # temporal transformer (baselines: decoder layers)
     heads: int = 4
-    speech_layers: int = 1     # bidirectional transformer over the speech features
+    period: int = 25           # FaceFormer / CodeTalker: period of the positional encoding and bias (frames)
+    speech_layers: int = 1     # bidirectional transformer over the speech features (0: a linear map only)
     depth_layers: int = 1      # depth transformer over RVQ levels (probabilistic model)
     dropout: float = 0.1
     style_dropout: float = 0.1  # fraction of training windows without their reference
@@ -65,8 +67,8 @@ def _pad_to_multiple(features: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 class AutoregressiveGenerator(nn.Module):
-    """What the three models share: speech and style encoders, a start vector and a causal
-    temporal transformer whose step input is speech + style + the embedded previous output."""
+    """Speech and style encoders, a start vector and a causal temporal transformer whose step
+    input is style + the embedded previous output, with cross-attention to the aligned speech."""
 
     def __init__(self, motion_dim: int, feature_dim: int, config: GeneratorConfig, frames_per_step: int):
         super().__init__()
@@ -75,15 +77,15 @@ class AutoregressiveGenerator(nn.Module):
                                     frames_per_step)
         self.style = StyleEncoder(motion_dim, config.dim)
         self.start = nn.Parameter(torch.zeros(config.dim))
-        self.temporal = Transformer(config.dim, config.layers, config.heads, config.dropout, causal=True)
+        self.temporal = Transformer(config.dim, config.layers, config.heads, config.dropout, causal=True, cross=True)
         self.context = 0  # steps seen at generation; set from the training window
 
     def teacher_forced(self, batch: dict, previous: torch.Tensor) -> torch.Tensor:
         """Temporal states (B, S, dim) given the embedded true outputs ``previous`` (B, S, dim)."""
         speech = self.speech(batch["features"])
-        style = self.style.with_dropout(batch["reference"], self.config.style_dropout)
+        style = self.style.with_dropout(batch["reference"], self.config.style_dropout, batch.get("has_reference"))
         shifted = torch.cat([self.start.expand(len(previous), 1, -1), previous[:, :-1]], 1)
-        return self.temporal(speech + style[:, None] + shifted)
+        return self.temporal(style[:, None] + shifted, speech)
 
     def rollout(self, features: torch.Tensor, reference: torch.Tensor | None,
                 step: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -95,11 +97,16 @@ class AutoregressiveGenerator(nn.Module):
         style = self.style(reference, len(features))
         previous, inputs, outputs = self.start.expand(len(features), -1), [], []
         for s in range(speech.shape[1]):
-            inputs.append(speech[:, s] + style + previous)
-            window = torch.stack(inputs[-self.context:] if self.context else inputs, 1)
-            output, previous = step(self.temporal(window)[:, -1])
+            inputs.append(style + previous)
+            first = max(0, s + 1 - self.context) if self.context else 0
+            window = torch.stack(inputs[first:], 1)
+            output, previous = step(self.temporal(window, speech[:, first:s + 1])[:, -1])
             outputs.append(output)
         return torch.stack(outputs, 1)
+
+    def _generate(self, features: torch.Tensor, reference: torch.Tensor | None, sampling: Sampling,
+                  generator: torch.Generator | None) -> torch.Tensor:
+        raise NotImplementedError
 
     @torch.no_grad()
     def generate(self, features: torch.Tensor, reference: torch.Tensor | None, samples: int = 1,
@@ -117,6 +124,8 @@ class ProbabilisticGenerator(AutoregressiveGenerator):
     """Yang et al. (CVPR 2024): two-stage autoregressive prediction of RVQ codes."""
 
     def __init__(self, motion_dim: int, feature_dim: int, config: GeneratorConfig, tokenizer: MotionTokenizer):
+        if tokenizer.config.factors != 1:
+            raise ConfigError("the probabilistic generator predicts one RVQ step per code step: tokenizer.factors must be 1")
         super().__init__(motion_dim, feature_dim, config, tokenizer.frames_per_code)
         self.tokenizer = tokenizer.requires_grad_(False)
         levels, size = tokenizer.rvq.codebooks.shape[:2]
@@ -127,13 +136,13 @@ class ProbabilisticGenerator(AutoregressiveGenerator):
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """(..., levels) codes -> (..., dim): the sum of their level embeddings."""
-        return sum(embedding(codes[..., level]) for level, embedding in enumerate(self.code_embeddings))
+        return torch.stack([embedding(codes[..., level]) for level, embedding in enumerate(self.code_embeddings)]).sum(0)
 
     def depth_logits(self, state: torch.Tensor, codes: torch.Tensor) -> list[torch.Tensor]:
         """Logits of every level given the temporal ``state`` (N, dim) and the codes (N, k) of the
         levels below (teacher forcing: all levels at once; k < levels while sampling)."""
-        tokens = [state] + [self.code_embeddings[level](codes[:, level]) for level in range(codes.shape[1])]
-        tokens = torch.stack(tokens[:len(self.heads)], 1)  # the last level's codes predict nothing
+        inputs = [state] + [self.code_embeddings[level](codes[:, level]) for level in range(codes.shape[1])]
+        tokens = torch.stack(inputs[:len(self.heads)], 1)  # the last level's codes predict nothing
         tokens = tokens + self.level_embedding[:tokens.shape[1]]
         hidden = self.depth(tokens)
         return [head(hidden[:, level]) for level, head in enumerate(self.heads[:hidden.shape[1]])]
@@ -147,9 +156,10 @@ class ProbabilisticGenerator(AutoregressiveGenerator):
         losses = [nn.functional.cross_entropy(level_logits.float(), flat_codes[:, level])
                   for level, level_logits in enumerate(logits)]
         accuracy = (logits[0].argmax(-1) == flat_codes[:, 0]).float().mean()
-        return sum(losses) / len(losses), {"level0_nll": float(losses[0].detach()), "level0_accuracy": float(accuracy)}
+        return torch.stack(losses).mean(), {"level0_nll": float(losses[0].detach()), "level0_accuracy": float(accuracy)}
 
-    def _generate(self, features, reference, sampling, generator) -> torch.Tensor:
+    def _generate(self, features: torch.Tensor, reference: torch.Tensor | None, sampling: Sampling,
+                  generator: torch.Generator | None) -> torch.Tensor:
         def step(state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             codes = state.new_zeros((len(state), 0), dtype=torch.long)
             for level in range(len(self.heads)):
@@ -157,51 +167,3 @@ class ProbabilisticGenerator(AutoregressiveGenerator):
                 codes = torch.cat([codes, picked[:, None]], 1)
             return codes, self.embed(codes)
         return self.tokenizer.decode(self.rollout(features, reference, step))
-
-
-class CodeTalkerGenerator(AutoregressiveGenerator):
-    """CodeTalker (CVPR 2023): regress the next latent, snap it to the codebook."""
-
-    def __init__(self, motion_dim: int, feature_dim: int, config: GeneratorConfig, tokenizer: MotionTokenizer):
-        super().__init__(motion_dim, feature_dim, config, tokenizer.frames_per_code)
-        self.tokenizer = tokenizer.requires_grad_(False)
-        latent = tokenizer.config.latent
-        self.latent_in, self.latent_out = nn.Linear(latent, config.dim), nn.Linear(config.dim, latent)
-
-    def snap(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents -> their quantized version, with straight-through gradients."""
-        quantized = self.tokenizer.rvq.lookup(self.tokenizer.rvq.quantize(latents.detach()))
-        return latents + (quantized - latents).detach()
-
-    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
-        self.tokenizer.eval()
-        target = self.tokenizer.rvq.lookup(self.tokenizer.encode(batch["motion"]))
-        predicted = self.latent_out(self.teacher_forced(batch, self.latent_in(target)))
-        latent_loss = nn.functional.mse_loss(predicted, target)
-        motion_loss = nn.functional.mse_loss(self.tokenizer.decode_latents(self.snap(predicted)), batch["motion"])
-        return latent_loss + motion_loss, {"latent": float(latent_loss.detach()), "motion": float(motion_loss.detach())}
-
-    def _generate(self, features, reference, sampling, generator) -> torch.Tensor:
-        def step(state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            latent = self.snap(self.latent_out(state))
-            return latent, self.latent_in(latent)
-        return self.tokenizer.decode_latents(self.rollout(features, reference, step))
-
-
-class FaceFormerGenerator(AutoregressiveGenerator):
-    """FaceFormer (CVPR 2022): regress the next frame's motion."""
-
-    def __init__(self, motion_dim: int, feature_dim: int, config: GeneratorConfig):
-        super().__init__(motion_dim, feature_dim, config, frames_per_step=1)
-        self.motion_in, self.motion_out = nn.Linear(motion_dim, config.dim), nn.Linear(config.dim, motion_dim)
-
-    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
-        predicted = self.motion_out(self.teacher_forced(batch, self.motion_in(batch["motion"])))
-        loss = nn.functional.mse_loss(predicted, batch["motion"])
-        return loss, {"motion": float(loss.detach())}
-
-    def _generate(self, features, reference, sampling, generator) -> torch.Tensor:
-        def step(state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            motion = self.motion_out(state)
-            return motion, self.motion_in(motion)
-        return self.rollout(features, reference, step)

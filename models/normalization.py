@@ -37,8 +37,8 @@ class Stats:
         return cls(**values)
 
     def to(self, device) -> Stats:
-        return dataclasses.replace(self, **{name: value.to(device) for name, value in vars(self).items()
-                                            if torch.is_tensor(value)})
+        moved: dict = {name: value.to(device) for name, value in vars(self).items() if torch.is_tensor(value)}
+        return dataclasses.replace(self, **moved)
 
     def normalize_motion(self, motion: torch.Tensor) -> torch.Tensor:
         """(B, T, V, 3) -> (B, T, 3V)."""
@@ -55,10 +55,10 @@ class Stats:
 @torch.no_grad()
 def compute_stats(config: DataConfig, features: torch.nn.Module) -> Stats:
     """One pass over (up to ``config.stats_shards`` shards of) the split, every window once."""
-    sums: dict[str, float | np.ndarray] = {}
+    sums: dict[str, np.ndarray] = {}
 
     def add(name, value):
-        sums[name] = sums.get(name, 0.0) + value
+        sums[name] = sums.get(name, np.zeros(())) + value
 
     windows, topologies = 0, set()
     for window in evaluation_stream(config, config.stats_shards):

@@ -1,8 +1,13 @@
 """The motion tokenizer: a temporal convolutional autoencoder with a residual vector quantizer
 (RVQ; Zeghidour et al., SoundStream, 2021), the motion codebook of Yang et al. (CVPR 2024).
-With one level it is the plain VQ codebook of CodeTalker (CVPR 2023).
+With one level, ``factors`` codes per frame and no temporal downsampling it is the factorized
+codebook of CodeTalker's stage 1 (Xing et al., CVPR 2023; VOCASET config: ``face_quan_num`` 16
+codes of ``zquant_dim`` 64 per frame, ``n_embed`` 256 entries, ``quant_factor`` 0): each step's
+latent is cut into ``factors`` pieces, each quantized with the one shared codebook.
 
-Motion (B, T, D) -> latents (B, T / 2**downsample, latent) -> codes (B, S, levels) -> motion.
+Motion (B, T, D) -> latents (B, S = T / 2**downsample, latent) -> pieces (B, S * factors,
+latent / factors) -> codes (B, S * factors, levels) -> motion. Nearest codes are chosen with
+float32 distances, autocast off, so that bfloat16 training picks the codes float32 would.
 Codebooks are updated by exponential moving averages of their assigned vectors (van den Oord et
 al., 2017, appendix), initialised from the first batch, and a code unused for a while is moved to
 a random encoder output of the current batch. Under ``torch.distributed`` the statistics are
@@ -25,6 +30,7 @@ class TokenizerConfig:
     levels: int = 4          # RVQ depth; 1 = a plain VQ codebook (CodeTalker)
     codebook_size: int = 256
     downsample: int = 1      # latents per frame: 1 / 2**downsample
+    factors: int = 1         # codes per latent step (CodeTalker's face_quan_num); divides latent
     decay: float = 0.99      # EMA decay of the codebooks
     commitment: float = 0.25
 
@@ -44,6 +50,11 @@ def _broadcast(tensor: torch.Tensor) -> torch.Tensor:
 class ResidualVQ(nn.Module):
     """``levels`` codebooks of ``size`` vectors; level k quantizes what levels < k left."""
 
+    codebooks: torch.Tensor
+    counts: torch.Tensor
+    sums: torch.Tensor
+    initialized: torch.Tensor
+
     def __init__(self, levels: int, size: int, dim: int, decay: float):
         super().__init__()
         self.decay = decay
@@ -57,18 +68,25 @@ class ResidualVQ(nn.Module):
         return self.codebooks.shape[0]
 
     def nearest(self, level: int, vectors: torch.Tensor) -> torch.Tensor:
-        """Indices of the nearest codes of ``level`` for (N, dim) vectors."""
-        codebook = self.codebooks[level]
-        distances = (vectors.pow(2).sum(-1, keepdim=True) - 2 * vectors @ codebook.T + codebook.pow(2).sum(-1))
+        """Indices of the nearest codes of ``level`` for (N, dim) vectors: squared distances in
+        float32 with autocast off (a bfloat16 matmul would round them and change the choice)."""
+        with torch.autocast(vectors.device.type, enabled=False):
+            vectors, codebook = vectors.float(), self.codebooks[level].float()
+            distances = (vectors.pow(2).sum(-1, keepdim=True) - 2 * vectors @ codebook.T + codebook.pow(2).sum(-1))
         return distances.argmin(-1)
 
     def forward(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, S, dim) -> quantized latents (straight-through gradients), codes (B, S, levels) and
-        the commitment error (mean over levels of ||residual - code||^2)."""
+        the commitment error (mean over levels of ||residual - code||^2). Float32, autocast off."""
+        with torch.autocast(latents.device.type, enabled=False):
+            return self._forward(latents)
+
+    def _forward(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         flat = latents.reshape(-1, latents.shape[-1]).float()
         if self.training and not bool(self.initialized):
             self._initialize(flat)
-        residual, quantized, codes, commitment = flat, torch.zeros_like(flat), [], flat.new_zeros(())
+        residual, quantized, commitment = flat, torch.zeros_like(flat), flat.new_zeros(())
+        indices: list[torch.Tensor] = []
         for level in range(self.levels):
             index = self.nearest(level, residual.detach())
             chosen = self.codebooks[level][index]
@@ -76,14 +94,14 @@ class ResidualVQ(nn.Module):
                 self._update(level, residual.detach(), index)
             commitment = commitment + (residual - chosen.detach()).pow(2).mean()
             quantized, residual = quantized + chosen, residual - chosen.detach()
-            codes.append(index)
+            indices.append(index)
         quantized = flat + (quantized - flat).detach()
-        codes = torch.stack(codes, -1).view(*latents.shape[:-1], self.levels)
+        codes = torch.stack(indices, -1).view(*latents.shape[:-1], self.levels)
         return quantized.view_as(latents).to(latents.dtype), codes, commitment / self.levels
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """(..., levels) codes -> (..., dim) the sum of their code vectors."""
-        return sum(self.codebooks[level][codes[..., level]] for level in range(codes.shape[-1]))
+        return torch.stack([self.codebooks[level][codes[..., level]] for level in range(codes.shape[-1])]).sum(0)
 
     def quantize(self, latents: torch.Tensor) -> torch.Tensor:
         """Nearest-code quantization without updates: (..., dim) -> codes (..., levels)."""
@@ -137,10 +155,12 @@ class Residual(nn.Module):
 
 
 class MotionTokenizer(nn.Module):
-    """Normalized motion (B, T, D), T a multiple of 2**downsample <-> codes (B, S, levels)."""
+    """Normalized motion (B, T, D), T a multiple of 2**downsample <-> codes (B, S * factors, levels)."""
 
     def __init__(self, motion_dim: int, config: TokenizerConfig):
         super().__init__()
+        if config.factors < 1 or config.latent % config.factors:
+            raise ValueError(f"tokenizer.factors ({config.factors}) must divide tokenizer.latent ({config.latent})")
         self.config, h = config, config.hidden
         self.frames_per_code = 2 ** config.downsample
         down = [layer for _ in range(config.downsample)
@@ -151,7 +171,15 @@ class MotionTokenizer(nn.Module):
                                      *down, nn.Conv1d(h, config.latent, 1))
         self.decoder = nn.Sequential(nn.Conv1d(config.latent, h, 3, padding=1), nn.GELU(), *up,
                                      Residual(_conv_block(h)), nn.Conv1d(h, motion_dim, 3, padding=1))
-        self.rvq = ResidualVQ(config.levels, config.codebook_size, config.latent, config.decay)
+        self.rvq = ResidualVQ(config.levels, config.codebook_size, config.latent // config.factors, config.decay)
+
+    def pieces(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, S, latent) -> (B, S * factors, latent / factors): CodeTalker's factorization."""
+        return latents.reshape(len(latents), -1, self.rvq.codebooks.shape[-1])
+
+    def steps(self, pieces: torch.Tensor) -> torch.Tensor:
+        """(B, S * factors, latent / factors) -> (B, S, latent), the inverse of :meth:`pieces`."""
+        return pieces.reshape(len(pieces), -1, self.config.latent)
 
     def encode_latents(self, motion: torch.Tensor) -> torch.Tensor:
         return self.encoder(motion.transpose(1, 2)).transpose(1, 2)
@@ -159,19 +187,23 @@ class MotionTokenizer(nn.Module):
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         return self.decoder(latents.transpose(1, 2)).transpose(1, 2)
 
+    def quantized(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (B, S, latent) -> their nearest codes' sum (B, S, latent), no updates."""
+        return self.steps(self.rvq.lookup(self.rvq.quantize(self.pieces(latents))))
+
     @torch.no_grad()
     def encode(self, motion: torch.Tensor) -> torch.Tensor:
-        """Codes (B, S, levels) of normalized motion, without codebook updates."""
-        return self.rvq.quantize(self.encode_latents(motion))
+        """Codes (B, S * factors, levels) of normalized motion, without codebook updates."""
+        return self.rvq.quantize(self.pieces(self.encode_latents(motion)))
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.decode_latents(self.rvq.lookup(codes))
+        return self.decode_latents(self.steps(self.rvq.lookup(codes)))
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
         """Training loss on ``batch['motion']`` (normalized): reconstruction MSE + commitment."""
         motion = batch["motion"]
-        quantized, codes, commitment = self.rvq(self.encode_latents(motion))
-        reconstruction = nn.functional.mse_loss(self.decode_latents(quantized), motion)
+        quantized, codes, commitment = self.rvq(self.pieces(self.encode_latents(motion)))
+        reconstruction = nn.functional.mse_loss(self.decode_latents(self.steps(quantized)), motion)
         used = torch.unique(codes[..., 0]).numel()
         loss = reconstruction + self.config.commitment * commitment
         return loss, {"reconstruction": float(reconstruction.detach()), "commitment": float(commitment.detach()),

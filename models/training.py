@@ -5,7 +5,9 @@ NCCL on CUDA; the model wrapped in DistributedDataParallel; every process draws 
 the logged loss is the mean over processes; process 0 writes the run folder).
 
 The run folder (``out`` in the config) holds ``config.toml``, ``log.jsonl`` (one line per
-``log_every`` steps) and ``last.pt``, written every ``checkpoint_every`` steps and at the end.
+``log_every`` steps, with the fractions of the windows trained on whose style reference came from
+another clip, the same clip or nowhere: ``references_other_clip``, ``references_same_clip``,
+``references_none``) and ``last.pt``, written every ``checkpoint_every`` steps and at the end.
 ``--resume`` continues from ``last.pt``: model, optimizer, random state and step are restored and
 the (deterministic) window stream is replayed to that step, so the loss curve continues exactly as
 if the run had not stopped.
@@ -24,9 +26,11 @@ import torch.distributed as dist
 from torch import nn
 
 from voxmesh.models.audio import audio_features
+from voxmesh.models.baselines import CodeTalkerGenerator
 from voxmesh.models.checkpoint import build_model, load_checkpoint, save_checkpoint
 from voxmesh.models.config import NEEDS_TOKENIZER, RunConfig, to_toml
-from voxmesh.models.data import make_loader, training_stream
+from voxmesh.models.data import REFERENCE_SOURCES, make_loader, training_stream
+from voxmesh.models.generators import ProbabilisticGenerator
 from voxmesh.models.normalization import Stats, compute_stats
 from voxmesh.schemas.errors import ConfigError
 
@@ -37,7 +41,13 @@ def prepare_batch(raw: dict, features: nn.Module, stats: Stats, device: torch.de
     with torch.no_grad():
         frame_features = features(raw["audio"].to(device), motion.shape[1])
     return {"motion": stats.normalize_motion(motion), "reference": stats.normalize_motion(raw["reference"].to(device)),
-            "features": stats.normalize_features(frame_features)}
+            "has_reference": raw["has_reference"].to(device), "features": stats.normalize_features(frame_features)}
+
+
+def reference_fractions(counts: dict[str, int]) -> dict[str, float]:
+    """Reference sources counted over the windows trained on -> ``references_{source}`` fractions."""
+    total = max(sum(counts.values()), 1)
+    return {f"references_{source}": round(counts.get(source, 0) / total, 4) for source in REFERENCE_SOURCES}
 
 
 def _distributed(device_setting: str) -> tuple[int, int, torch.device]:
@@ -83,7 +93,7 @@ def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = 
     else:
         config, stats, tokenizer_weights = _initial_state(config, features)
     model = build_model(config, stats)
-    if tokenizer_weights is not None:
+    if tokenizer_weights is not None and isinstance(model, (ProbabilisticGenerator, CodeTalkerGenerator)):
         model.tokenizer.load_state_dict(tokenizer_weights)
     model.to(device)
     stats = stats.to(device)
@@ -118,8 +128,12 @@ def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = 
         next(batches)
     model.train()
     started, first_step = time.perf_counter(), step
+    sources: dict[str, int] = {}  # where the style references of this run's windows came from
     while step < settings.steps:
-        batch = prepare_batch(next(batches), features, stats, device)
+        raw = next(batches)
+        for source in raw["reference_source"]:
+            sources[source] = sources.get(source, 0) + 1
+        batch = prepare_batch(raw, features, stats, device)
         for group in optimizer.param_groups:
             group["lr"] = settings.lr * min(1.0, (step + 1) / max(settings.warmup, 1))
         with autocast:
@@ -136,7 +150,8 @@ def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = 
         losses.append(float(mean_loss))
         if rank == 0 and (step % settings.log_every == 0 or step == settings.steps):
             rate = (step - first_step) * config.data.batch_size * world / (time.perf_counter() - started)
-            record = {"step": step, "loss": losses[-1], **values, "windows_per_s": round(rate, 1)}
+            record = {"step": step, "loss": losses[-1], **values, **reference_fractions(sources),
+                      "windows_per_s": round(rate, 1)}
             with open(os.path.join(config.out, "log.jsonl"), "a") as f:
                 f.write(json.dumps(record) + "\n")
             log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
