@@ -5,7 +5,8 @@ Zisserman, ACCV 2016 workshops, extended to meshes as in Learn2Talk and Yang et 
 Training is contrastive over offsets: for a lip-motion window at frame t, the candidates are the
 audio windows at t + k for k in [-max_shift, max_shift]; a softmax over their cosine similarities
 is trained to pick k = 0. The score of a clip is the mean similarity at offset 0; its estimated
-offset is the k with the highest mean similarity. Weights are plain tensors (``torch.save`` of a
+offset is the k with the highest mean similarity. Evaluation reports LSE-D and LSE-C
+(:func:`lip_sync_error`), the convention of the talking-face literature. Weights are plain tensors (``torch.save`` of a
 state dict, read back with ``weights_only=True``): nothing is unpickled, nothing downloads.
 """
 
@@ -114,6 +115,45 @@ def offset_similarities(model: SyncNet3D, clip: Clip, max_shift: int = 15) -> np
         raise ValueError(f"the clip is shorter than the {WINDOW + 2 * max_shift} frames scoring needs")
     lips, audio = _windows(clip, starts, shifts)
     return _similarities(model, lips, audio).numpy()
+
+
+@dataclasses.dataclass(frozen=True)
+class LipSync:
+    """LSE-D, LSE-C and the offset of one clip (see :func:`lip_sync_error`)."""
+
+    distance: float  # LSE-D: lower is better
+    confidence: float  # LSE-C: higher is better
+    offset: int  # frames; positive when the audio comes later than the motion
+
+
+@torch.no_grad()
+def window_embeddings(model: SyncNet3D, clip: Clip) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lip-motion and audio embeddings of the WINDOW-frame windows starting at frames
+    0 .. T - WINDOW - 1 (as syncnet_python's ``lastframe = min_length - 5``): two (n, dim)."""
+    n_windows = min(len(clip.lips), len(clip.audio) // SAMPLES_PER_FRAME) - WINDOW
+    if n_windows < 1:
+        raise ValueError(f"lip sync needs more than {WINDOW} frames, the clip has {len(clip.lips)}")
+    starts = np.arange(n_windows)
+    lips, audio = _windows(clip, starts, np.zeros(1, dtype=int))
+    return model.embed_motion(lips), model.embed_audio(audio[:, 0])
+
+
+def lip_sync_error(model: SyncNet3D, clip: Clip, vshift: int = 15) -> LipSync:
+    """LSE-D and LSE-C, the talking-face lip-sync convention (Prajwal et al., ACM MM 2020, Wav2Lip,
+    computed as syncnet_python's ``SyncNetInstance.evaluate`` does), with SyncNet-3D's embeddings in
+    place of SyncNet's: for every lip window i and offset k in -vshift..vshift, the Euclidean
+    distance (``pairwise_distance``) between the lip embedding i and the audio embedding i + k, the
+    audio embeddings zero-padded by vshift at both ends; the mean over windows per offset; LSE-D is
+    the minimum of those means, LSE-C their median minus that minimum. The offset is the minimizing
+    k (syncnet_python prints ``vshift - argmin``, the opposite sign)."""
+    motion, audio = window_embeddings(model, clip)
+    padded = nn.functional.pad(audio, (0, 0, vshift, vshift))
+    width = 2 * vshift + 1
+    distances = torch.stack([nn.functional.pairwise_distance(motion[[i]].repeat(width, 1), padded[i:i + width])
+                             for i in range(len(motion))])
+    mean = distances.mean(dim=0)
+    best = int(torch.argmin(mean))
+    return LipSync(distance=float(mean[best]), confidence=float(torch.median(mean) - mean[best]), offset=best - vshift)
 
 
 def sync_score(model: SyncNet3D, clip: Clip, max_shift: int = 15) -> float:
