@@ -96,24 +96,30 @@ class ModelScores:
     def _networks(self, sample: Sample, draws: np.ndarray, audio: np.ndarray, topology: Topology) -> None:
         sync, style = self.networks.sync, self.networks.style
         if sync is not None:
-            from .syncnet import Clip, lip_sync_error, window_embeddings
+            from .syncnet import Clip, audio_embeddings, lip_sync_error, motion_embeddings
             try:
                 clips = [Clip.from_arrays(d, audio, topology) for d in draws]
-                measures = [lip_sync_error(sync, clip) for clip in clips]
-                self._per_sample_windows("fd_sync", [window_embeddings(sync, clip)[0].numpy() for clip in clips])
-                self._clip("lse_d", [m.distance for m in measures])
-                self._clip("lse_c", [m.confidence for m in measures])
+                sound = audio_embeddings(sync, clips[0])  # the same audio under every sample
+                motions = [motion_embeddings(sync, clip) for clip in clips]
             except ValueError:
                 self.skipped["sync"] = self.skipped.get("sync", 0) + 1
+            else:
+                measures = [lip_sync_error(motion, sound) for motion in motions]
+                self._per_sample_windows("fd_sync", [motion.numpy() for motion in motions])
+                self._clip("lse_d", [m.distance for m in measures])
+                self._clip("lse_c", [m.confidence for m in measures])
         if style is not None:
+            from .style import clip_style
             try:
-                self._per_sample_windows("fd_style", [style.window_embeddings(d) for d in draws])
-                for index, d in enumerate(draws):
-                    if len(self.styles) <= index:
-                        self.styles.append({})
-                    self.styles[index][sample.key] = style.clip_embedding(d)
+                windows = [style.window_embeddings(d) for d in draws]
             except ValueError:
                 self.skipped["style"] = self.skipped.get("style", 0) + 1
+            else:
+                self._per_sample_windows("fd_style", windows)
+                for index, embeddings in enumerate(windows):
+                    if len(self.styles) <= index:
+                        self.styles.append({})
+                    self.styles[index][sample.key] = clip_style(embeddings)
 
     def _per_sample_windows(self, name: str, embeddings: list[np.ndarray]) -> None:
         for index, windows in enumerate(embeddings):

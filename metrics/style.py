@@ -82,10 +82,12 @@ class StyleModel:
         windows = torch.from_numpy(np.stack([motion[s:s + STYLE_WINDOW] for s in starts]))
         return self.net.embed(windows).numpy()
 
-    def clip_embedding(self, mesh: np.ndarray) -> np.ndarray:
-        """A clip's style: the normalized mean of its window embeddings, (DIM,)."""
-        mean = self.window_embeddings(mesh).mean(axis=0)
-        return mean / (np.linalg.norm(mean) + 1e-12)
+
+
+def clip_style(window_embeddings: np.ndarray) -> np.ndarray:
+    """A clip's style: the normalized mean of its window embeddings, (DIM,)."""
+    mean = window_embeddings.mean(axis=0)
+    return mean / (np.linalg.norm(mean) + 1e-12)
 
 
 def train_style(meshes: list[np.ndarray], speakers: list[str], topology: Topology, steps: int = 300,

@@ -126,27 +126,39 @@ class LipSync:
     offset: int  # frames; positive when the audio comes later than the motion
 
 
-@torch.no_grad()
-def window_embeddings(model: SyncNet3D, clip: Clip) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lip-motion and audio embeddings of the WINDOW-frame windows starting at frames
-    0 .. T - WINDOW - 1 (as syncnet_python's ``lastframe = min_length - 5``): two (n, dim)."""
+def _window_count(clip: Clip) -> int:
+    """Windows starting at frames 0 .. T - WINDOW - 1, as syncnet_python's ``lastframe =
+    min_length - 5``."""
     n_windows = min(len(clip.lips), len(clip.audio) // SAMPLES_PER_FRAME) - WINDOW
     if n_windows < 1:
         raise ValueError(f"lip sync needs more than {WINDOW} frames, the clip has {len(clip.lips)}")
-    starts = np.arange(n_windows)
-    lips, audio = _windows(clip, starts, np.zeros(1, dtype=int))
-    return model.embed_motion(lips), model.embed_audio(audio[:, 0])
+    return n_windows
 
 
-def lip_sync_error(model: SyncNet3D, clip: Clip, vshift: int = 15) -> LipSync:
+@torch.no_grad()
+def motion_embeddings(model: SyncNet3D, clip: Clip) -> torch.Tensor:
+    """Lip-motion embeddings of the clip's sync windows, (n, dim)."""
+    starts = np.arange(_window_count(clip))
+    return model.embed_motion(torch.from_numpy(np.stack([clip.lips[s:s + WINDOW] for s in starts])))
+
+
+@torch.no_grad()
+def audio_embeddings(model: SyncNet3D, clip: Clip) -> torch.Tensor:
+    """Audio embeddings of the clip's sync windows, (n, dim)."""
+    starts = np.arange(_window_count(clip))
+    return model.embed_audio(torch.from_numpy(np.stack(
+        [clip.audio[s * SAMPLES_PER_FRAME:(s + WINDOW) * SAMPLES_PER_FRAME] for s in starts])))
+
+
+def lip_sync_error(motion: torch.Tensor, audio: torch.Tensor, vshift: int = 15) -> LipSync:
     """LSE-D and LSE-C, the talking-face lip-sync convention (Prajwal et al., ACM MM 2020, Wav2Lip,
-    computed as syncnet_python's ``SyncNetInstance.evaluate`` does), with SyncNet-3D's embeddings in
-    place of SyncNet's: for every lip window i and offset k in -vshift..vshift, the Euclidean
-    distance (``pairwise_distance``) between the lip embedding i and the audio embedding i + k, the
-    audio embeddings zero-padded by vshift at both ends; the mean over windows per offset; LSE-D is
-    the minimum of those means, LSE-C their median minus that minimum. The offset is the minimizing
-    k (syncnet_python prints ``vshift - argmin``, the opposite sign)."""
-    motion, audio = window_embeddings(model, clip)
+    computed as syncnet_python's ``SyncNetInstance.evaluate`` does), on SyncNet-3D's embeddings
+    (:func:`motion_embeddings`, :func:`audio_embeddings`) in place of SyncNet's: for every lip
+    window i and offset k in -vshift..vshift, the Euclidean distance (``pairwise_distance``)
+    between lip embedding i and audio embedding i + k, the audio embeddings zero-padded by vshift
+    at both ends; the mean over windows per offset; LSE-D is the minimum of those means, LSE-C
+    their median minus that minimum. The offset is the minimizing k (syncnet_python prints
+    ``vshift - argmin``, the opposite sign)."""
     padded = nn.functional.pad(audio, (0, 0, vshift, vshift))
     width = 2 * vshift + 1
     distances = torch.stack([nn.functional.pairwise_distance(motion[[i]].repeat(width, 1), padded[i:i + width])
