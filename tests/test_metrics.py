@@ -181,3 +181,25 @@ def test_offset_estimator_recovers_a_known_shift_of_synthetic_speech():
     assert loudness(audio).shape == (n_frames,)
     estimate = estimate_offset(mesh, audio, topology)
     assert estimate.offset == lag and estimate.confidence > 0.2
+
+
+def test_style_matching_takes_the_nearest_speaker_without_the_targets_own_truth():
+    from voxmesh.metrics.style import style_matching
+    axes = np.eye(3)
+    speaker_of = {"a1": "a", "a2": "a", "b1": "b", "b2": "b", "c1": "c"}
+    truth = {"a1": axes[0], "a2": axes[0], "b1": axes[1], "b2": axes[1], "c1": axes[2]}
+    own = {"a1": axes[0], "a2": axes[0], "b1": axes[1], "b2": axes[1], "c1": axes[2]}
+    # c1's speaker has no other clip: not scored (its own truth must not be its reference)
+    assert style_matching(own, truth, speaker_of) == (1.0, 4)
+    swapped = {"a1": axes[1], "a2": axes[0], "b1": axes[0], "b2": axes[2]}
+    assert style_matching(swapped, truth, speaker_of) == (0.25, 4)
+    # the target's own truth is left out of its speaker's mean: a2's generated clip is near a2's own
+    # truth (axis 0) and leans to b (axis 1); a's other clip a1 points along axis 2, so b is nearest.
+    # Were a2's truth counted, a's mean would score 0.63 against b's 0.45 and a2 would match.
+    truth_apart = dict(truth, a1=axes[2])
+    leaning = (axes[0] + 0.5 * axes[1]) / np.linalg.norm(axes[0] + 0.5 * axes[1])
+    assert style_matching({"a2": leaning}, truth_apart, speaker_of) == (0.0, 1)
+    with pytest.raises(ValueError, match="at least 2 speakers"):
+        style_matching({"a1": axes[0]}, {"a1": axes[0], "a2": axes[0]}, speaker_of)
+    with pytest.raises(ValueError, match="two clips or more"):
+        style_matching({"c1": axes[2]}, truth, speaker_of)
