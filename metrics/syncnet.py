@@ -28,6 +28,7 @@ class SyncNet3D(nn.Module):
 
     def __init__(self, n_lip_vertices: int, dim: int = 64):
         super().__init__()
+        self.n_lip_vertices = n_lip_vertices
         self.logmel = LogMel()
         self.audio = nn.Sequential(
             nn.Conv1d(N_MELS, 64, 3, padding=1), nn.ReLU(), nn.Conv1d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
@@ -182,7 +183,7 @@ def av_offset(model: SyncNet3D, clip: Clip, max_shift: int = 15) -> tuple[int, f
 
 
 def save_syncnet(model: SyncNet3D, topology: str, path: str) -> None:
-    torch.save({"topology": topology, "n_lip_vertices": model.motion[1].in_features // (WINDOW * 3),
+    torch.save({"topology": topology, "n_lip_vertices": model.n_lip_vertices,
                 "state_dict": model.state_dict()}, path)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -36,11 +37,19 @@ from voxmesh.schemas import (
 from voxmesh.schemas.errors import ConfigError, DatasetStateError
 
 
+class Generates(Protocol):
+    """What generation needs of a generator model."""
+
+    def generate(self, features: torch.Tensor, reference: torch.Tensor | None, samples: int,
+                 sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor: ...
+
+
 class MotionGenerator:
     """A trained generator with its normalization and speech features, ready to generate."""
 
     def __init__(self, checkpoint: str):
-        self.model, self.stats, self.config = load_model(checkpoint)
+        model, self.stats, self.config = load_model(checkpoint)
+        self.model = cast(Generates, model)
         if self.config.kind == "tokenizer":
             raise ConfigError(f"{checkpoint} is a tokenizer; generate with a generator checkpoint "
                              f"(probabilistic, codetalker or faceformer)")
