@@ -12,7 +12,7 @@ target's own mean face.
 
 **Context rows** (computed from the reference alone): "template only", the template repeated
 (zero motion: a floor for motion, no sync); "ground truth, shuffled audio", every clip's true motion
-replaced by the next clip's (key order, cyclic) on its template (real motion that does not follow
+replaced by the previous clip's (reading order, cyclic) on its template (real motion that does not follow
 the audio: a ceiling for realism and style, a floor for sync).
 
 **N samples.** Every metric of one sample (LVE, MVE, FDD, FD, LSE-D, LSE-C, offset, style) is
@@ -50,7 +50,7 @@ def evaluate(pred_dirs: dict[str, str], ref_dir: str, split: str | None = None, 
     first = previous = None
     for sample in iter_samples(ref_dir, split):
         topology = get_topology(sample.meta.topology)
-        mesh = sample.mesh.astype(np.float64)
+        n_frames = len(sample.mesh)
         truth.add_reference(sample, topology)
         for name, files in predictions.items():
             if sample.key in files:
@@ -59,9 +59,9 @@ def evaluate(pred_dirs: dict[str, str], ref_dir: str, split: str | None = None, 
                 scores[name].add(sample, pred, template, topology)
         if context:
             template = templates.of(sample.key, topology)
-            rows[TEMPLATE_ONLY].add(sample, np.repeat(template[None, None], len(mesh), axis=1), template, topology)
+            rows[TEMPLATE_ONLY].add(sample, np.repeat(template[None, None], n_frames, axis=1), template, topology)
             if previous is not None:
-                rows[SHUFFLED].add(sample, _moved(previous.mesh, template, len(mesh)), template, topology)
+                rows[SHUFFLED].add(sample, _moved(previous.mesh, template, n_frames), template, topology)
             first, previous = first or sample, sample
     if context and first is not None and previous is not None and first is not previous:
         template = templates.of(first.key, get_topology(first.meta.topology))
