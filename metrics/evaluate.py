@@ -1,66 +1,112 @@
-"""``voxmesh eval --pred DIR [--pred DIR2 ...] --ref OUT``: all motion metrics for one or more
-models' predictions against the reference samples of a voxmesh dataset, as a JSON file and a
-Markdown table with a row per model.
+"""``voxmesh eval --pred DIR [--pred DIR2 ...] --ref OUT``: the motion metrics of one or more
+models' predictions against the reference samples of a voxmesh dataset, with two context rows.
 
 Predictions are ``{key}.npy`` files in ``DIR``: (T, V, 3) for one sample per clip, or (N, T, V, 3)
-for N samples of the same audio (then l_cover, l_mean and diversity are reported too). A
-prediction is compared on the frames it shares with its reference (the shorter length).
+for N samples of the same audio. A prediction is compared on the frames it shares with its
+reference (the shorter length, as CodeTalker's code truncates the prediction).
+
+**Templates.** FDD measures displacement from the face a prediction was placed on: ``DIR/templates/
+{key}.npy`` where ``voxmesh generate`` wrote it, else the rule generate uses: the mean face of
+another clip of the same speaker in the split, else the topology's neutral template. Never the
+target's own mean face.
+
+**Context rows** (computed from the reference alone): "template only", the template repeated
+(zero motion: a floor for motion, no sync); "ground truth, shuffled audio", every clip's true motion
+replaced by the previous clip's (reading order, cyclic) on its template (real motion that does not follow
+the audio: a ceiling for realism and style, a floor for sync).
+
+**N samples.** Every metric of one sample (LVE, MVE, FDD, FD, LSE-D, LSE-C, offset, style) is
+computed with the i-th sample of every clip, for i = 1..N, and reported as the mean over i and its
+standard deviation (``*_std``); l_cover, l_mean and diversity use all N together.
 """
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
-from voxmesh.schemas import SAMPLES_PER_FRAME, decode_npy_file, get_topology, iter_samples
-from voxmesh.schemas.errors import MissingFileError
+from voxmesh.schemas import Topology, decode_npy_file, get_topology, iter_samples, load_samples, read_manifest
+from voxmesh.schemas.errors import ConfigError, MissingFileError
 
-from .motion import (
-    coverage_lip_error,
-    diversity,
-    frechet_distance,
-    lip_vertex_error,
-    mean_sample_lip_error,
-    mean_vertex_error,
-    motion_features,
-    upper_face_dynamics_deviation,
-)
-from .sync import estimate_offset
+from .scores import Evaluators, ModelScores
 
-COLUMNS = {  # name in the table: (key in the results, format)
-    "LVE": ("lip_vertex_error", "{:.4f}"), "MVE": ("mean_vertex_error", "{:.4f}"), "FDD": ("fdd", "{:+.4f}"),
-    "l_cover": ("coverage_lip_error", "{:.4f}"), "l_mean": ("mean_sample_lip_error", "{:.4f}"),
-    "Div": ("diversity", "{:.4f}"), "FD": ("frechet_distance", "{:.3f}"),
-    "|offset|": ("mean_abs_av_offset", "{:.2f}"), "Sync": ("sync_score", "{:.3f}"),
-}
+TEMPLATE_ONLY, SHUFFLED = "context: template only", "context: ground truth, shuffled audio"
 
 
-def evaluate(pred_dirs: dict[str, str], ref_dir: str, split: str | None = None,
-             sync_weights: str | None = None) -> dict[str, dict]:
-    """Per model (name -> its predictions folder): metrics averaged over the clips it has a
-    prediction for, and counts of what was compared. The reference shards are read once for all
-    models."""
+def evaluate(pred_dirs: dict[str, str], ref_dir: str, split: str | None = None, sync_weights: str | None = None,
+             style_weights: str | None = None, context: bool = True) -> dict[str, dict]:
+    """Per model (name -> its predictions folder), and per context row when ``context``: the
+    metrics over the clips it has a prediction for (see :class:`ModelScores` for the figures).
+    The reference shards are read once for all models."""
     predictions = {name: _prediction_files(folder) for name, folder in pred_dirs.items()}
-    sync_model = None
-    if sync_weights:
-        from .syncnet import load_syncnet
-        sync_model, _ = load_syncnet(sync_weights)
-    per_clip: dict[str, dict[str, list[float]]] = {name: {} for name in predictions}
-    features: dict[str, tuple[list, list]] = {name: ([], []) for name in predictions}
-    found: dict[str, set[str]] = {name: set() for name in predictions}
+    networks = Evaluators(sync_weights, style_weights)
+    templates = _TemplateRule(ref_dir, split)
+    scores = {name: ModelScores(networks) for name in predictions}
+    rows = dict(scores)
+    if context:
+        rows[TEMPLATE_ONLY], rows[SHUFFLED] = ModelScores(networks), ModelScores(networks)
+    truth = ModelScores(networks)  # the reference's own embeddings, for FD and style matching
+    first = previous = None
     for sample in iter_samples(ref_dir, split):
+        topology = get_topology(sample.meta.topology)
+        n_frames = len(sample.mesh)
+        truth.add_reference(sample, topology)
         for name, files in predictions.items():
-            if sample.key not in files:
-                continue
-            found[name].add(sample.key)
-            values, pred_features, ref_features = _clip_metrics(decode_npy_file(files[sample.key]), sample, sync_model)
-            for metric, value in values.items():
-                per_clip[name].setdefault(metric, []).append(float(value))
-            features[name][0].append(pred_features)
-            features[name][1].append(ref_features)
-    return {name: _summary(per_clip[name], *features[name], found[name], predictions[name]) for name in predictions}
+            if sample.key in files:
+                pred = _load_prediction(files[sample.key])
+                template = _template_of(pred_dirs[name], sample.key, templates, topology)
+                scores[name].add(sample, pred, template, topology)
+        if context:
+            template = templates.of(sample.key, topology)
+            rows[TEMPLATE_ONLY].add(sample, np.repeat(template[None, None], n_frames, axis=1), template, topology)
+            if previous is not None:
+                rows[SHUFFLED].add(sample, _moved(previous.mesh, template, n_frames), template, topology)
+            first, previous = first or sample, sample
+    if context and first is not None and previous is not None and first is not previous:
+        template = templates.of(first.key, get_topology(first.meta.topology))
+        rows[SHUFFLED].add(first, _moved(previous.mesh, template, len(first.mesh)), template,
+                           get_topology(first.meta.topology))
+    results = {name: row.summary(truth) for name, row in rows.items() if row.clips}
+    for name, files in predictions.items():
+        results.setdefault(name, {"clips": 0})["predictions_without_reference"] = sorted(set(files) - scores[name].keys)
+    return results
+
+
+class _TemplateRule:
+    """The template of a clip when its predictions carry none: the mean face of another clip of the
+    same speaker in the split (the first two clips of each speaker in manifest order, as ``voxmesh
+    generate`` picks style references), else the topology's neutral template."""
+
+    def __init__(self, ref_dir: str, split: str | None):
+        candidates: dict[str, list[str]] = {}
+        self.speaker_of: dict[str, str] = {}
+        for row in read_manifest(ref_dir, ["key", "split", "speaker"]):
+            if split is None or row["split"] == split:
+                self.speaker_of[row["key"]] = row["speaker"]
+                kept = candidates.setdefault(row["speaker"], [])
+                if len(kept) < 2:
+                    kept.append(row["key"])
+        self.candidates = candidates
+        keys = [key for keys in candidates.values() for key in keys]
+        self.faces = {key: sample.mesh.astype(np.float64).mean(axis=0)
+                      for key, sample in load_samples(ref_dir, keys).items()} if keys else {}
+
+    def of(self, key: str, topology: Topology) -> np.ndarray:
+        other = next((k for k in self.candidates.get(self.speaker_of.get(key, ""), []) if k != key), None)
+        return self.faces[other] if other else topology.template.astype(np.float64)
+
+
+def _template_of(pred_dir: str, key: str, rule: _TemplateRule, topology: Topology) -> np.ndarray:
+    path = os.path.join(pred_dir, "templates", f"{key}.npy")
+    return decode_npy_file(path).astype(np.float64) if os.path.isfile(path) else rule.of(key, topology)
+
+
+def _moved(other: np.ndarray, template: np.ndarray, n_frames: int) -> np.ndarray:
+    """Another clip's motion (its mesh minus its mean face) on ``template``, repeated or cut to
+    ``n_frames``: (1, n_frames, V, 3)."""
+    motion = other.astype(np.float64) - other.astype(np.float64).mean(axis=0)
+    return (np.resize(motion, (n_frames, *motion.shape[1:])) + template)[None]
 
 
 def _prediction_files(folder: str) -> dict[str, str]:
@@ -70,58 +116,9 @@ def _prediction_files(folder: str) -> dict[str, str]:
     return files
 
 
-def _clip_metrics(pred: np.ndarray, sample, sync_model) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """One clip's metrics, and the motion features of prediction and reference for the FD."""
-    topology = get_topology(sample.meta.topology)
-    samples = pred if pred.ndim == 4 else pred[None]
-    n = min(samples.shape[1], len(sample.mesh))
-    samples, truth = samples[:, :n].astype(np.float64), sample.mesh[:n].astype(np.float64)
-    first, audio = samples[0], sample.audio[:n * SAMPLES_PER_FRAME]
-    values = {
-        "lip_vertex_error": lip_vertex_error(first, truth, topology.lip_idx),
-        "mean_vertex_error": mean_vertex_error(first, truth),
-        "fdd": upper_face_dynamics_deviation(first, truth, topology.upper_face_idx),
-        "mean_abs_av_offset": abs(estimate_offset(first, audio, topology).best_lag),
-    }
-    if len(samples) > 1:
-        values["coverage_lip_error"] = coverage_lip_error(samples, truth, topology.lip_idx)
-        values["mean_sample_lip_error"] = mean_sample_lip_error(samples, truth, topology.lip_idx)
-        values["diversity"] = diversity(samples)
-    if sync_model is not None:
-        from .syncnet import Clip, sync_score
-        values["sync_score"] = sync_score(sync_model, Clip.from_arrays(first, audio, topology))
-    return values, motion_features(first, topology.lip_idx), motion_features(truth, topology.lip_idx)
+def _load_prediction(path: str) -> np.ndarray:
+    pred = decode_npy_file(path)
+    if pred.ndim not in (3, 4) or pred.shape[-1] != 3:
+        raise ConfigError(f"{path} has shape {pred.shape}; predictions are (T, V, 3) or (N, T, V, 3)")
+    return (pred if pred.ndim == 4 else pred[None]).astype(np.float64)
 
-
-def _summary(per_clip: dict[str, list[float]], pred_features: list, ref_features: list, found: set[str],
-             files: dict[str, str]) -> dict:
-    results = {name: float(np.mean(values)) for name, values in per_clip.items()}
-    pred_features = np.concatenate(pred_features or [np.zeros((0, 1))])
-    ref_features = np.concatenate(ref_features or [np.zeros((0, 1))])
-    if len(pred_features) > pred_features.shape[1] and len(ref_features) > ref_features.shape[1]:
-        results["frechet_distance"] = frechet_distance(pred_features, ref_features)
-    results["clips"] = len(found)
-    results["predictions_without_reference"] = sorted(set(files) - found)
-    return results
-
-
-def markdown_table(table: dict[str, dict]) -> str:
-    """Results of several models (name -> :func:`evaluate`'s dict) as one Markdown table, a row
-    per model, the columns any model has a value for in the order of the papers' tables ("-" where
-    a model has none: l_cover, l_mean and Div need several samples per clip)."""
-    present = [(column, key, fmt) for column, (key, fmt) in COLUMNS.items()
-               if any(key in results for results in table.values())]
-    lines = ["| model | " + " | ".join(c for c, _, _ in present) + " | clips |", "| --- " * (len(present) + 2) + "|"]
-    for name, results in table.items():
-        cells = [fmt.format(results[key]) if key in results else "-" for _, key, fmt in present]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {results['clips']} |")
-    return "\n".join(lines) + "\n"
-
-
-def write_results(table: dict[str, dict], out_prefix: str) -> tuple[str, str]:
-    """``OUT.json`` (model name -> results) and ``OUT.md`` (the table)."""
-    with open(f"{out_prefix}.json", "w") as f:
-        json.dump(table, f, indent=1, sort_keys=True)
-    with open(f"{out_prefix}.md", "w") as f:
-        f.write(markdown_table(table))
-    return f"{out_prefix}.json", f"{out_prefix}.md"

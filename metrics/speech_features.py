@@ -29,6 +29,9 @@ def mel_filterbank(n_mels: int = N_MELS, n_fft: int = N_FFT, sample_rate: int = 
 class LogMel(nn.Module):
     """16 kHz waveform (B, S) -> log-mel (B, N_MELS, frames), 10 ms hop, 32 ms window."""
 
+    filters: torch.Tensor
+    window: torch.Tensor
+
     def __init__(self):
         super().__init__()
         self.register_buffer("filters", torch.from_numpy(mel_filterbank()))

@@ -5,7 +5,8 @@ Zisserman, ACCV 2016 workshops, extended to meshes as in Learn2Talk and Yang et 
 Training is contrastive over offsets: for a lip-motion window at frame t, the candidates are the
 audio windows at t + k for k in [-max_shift, max_shift]; a softmax over their cosine similarities
 is trained to pick k = 0. The score of a clip is the mean similarity at offset 0; its estimated
-offset is the k with the highest mean similarity. Weights are plain tensors (``torch.save`` of a
+offset is the k with the highest mean similarity. Evaluation reports LSE-D and LSE-C
+(:func:`lip_sync_error`), the convention of the talking-face literature. Weights are plain tensors (``torch.save`` of a
 state dict, read back with ``weights_only=True``): nothing is unpickled, nothing downloads.
 """
 
@@ -27,6 +28,7 @@ class SyncNet3D(nn.Module):
 
     def __init__(self, n_lip_vertices: int, dim: int = 64):
         super().__init__()
+        self.n_lip_vertices = n_lip_vertices
         self.logmel = LogMel()
         self.audio = nn.Sequential(
             nn.Conv1d(N_MELS, 64, 3, padding=1), nn.ReLU(), nn.Conv1d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
@@ -116,6 +118,57 @@ def offset_similarities(model: SyncNet3D, clip: Clip, max_shift: int = 15) -> np
     return _similarities(model, lips, audio).numpy()
 
 
+@dataclasses.dataclass(frozen=True)
+class LipSync:
+    """LSE-D, LSE-C and the offset of one clip (see :func:`lip_sync_error`)."""
+
+    distance: float  # LSE-D: lower is better
+    confidence: float  # LSE-C: higher is better
+    offset: int  # frames; positive when the audio comes later than the motion
+
+
+def _window_count(clip: Clip) -> int:
+    """Windows starting at frames 0 .. T - WINDOW - 1, as syncnet_python's ``lastframe =
+    min_length - 5``."""
+    n_windows = min(len(clip.lips), len(clip.audio) // SAMPLES_PER_FRAME) - WINDOW
+    if n_windows < 1:
+        raise ValueError(f"lip sync needs more than {WINDOW} frames, the clip has {len(clip.lips)}")
+    return n_windows
+
+
+@torch.no_grad()
+def motion_embeddings(model: SyncNet3D, clip: Clip) -> torch.Tensor:
+    """Lip-motion embeddings of the clip's sync windows, (n, dim)."""
+    starts = np.arange(_window_count(clip))
+    return model.embed_motion(torch.from_numpy(np.stack([clip.lips[s:s + WINDOW] for s in starts])))
+
+
+@torch.no_grad()
+def audio_embeddings(model: SyncNet3D, clip: Clip) -> torch.Tensor:
+    """Audio embeddings of the clip's sync windows, (n, dim)."""
+    starts = np.arange(_window_count(clip))
+    return model.embed_audio(torch.from_numpy(np.stack(
+        [clip.audio[s * SAMPLES_PER_FRAME:(s + WINDOW) * SAMPLES_PER_FRAME] for s in starts])))
+
+
+def lip_sync_error(motion: torch.Tensor, audio: torch.Tensor, vshift: int = 15) -> LipSync:
+    """LSE-D and LSE-C, the talking-face lip-sync convention (Prajwal et al., ACM MM 2020, Wav2Lip,
+    computed as syncnet_python's ``SyncNetInstance.evaluate`` does), on SyncNet-3D's embeddings
+    (:func:`motion_embeddings`, :func:`audio_embeddings`) in place of SyncNet's: for every lip
+    window i and offset k in -vshift..vshift, the Euclidean distance (``pairwise_distance``)
+    between lip embedding i and audio embedding i + k, the audio embeddings zero-padded by vshift
+    at both ends; the mean over windows per offset; LSE-D is the minimum of those means, LSE-C
+    their median minus that minimum. The offset is the minimizing k (syncnet_python prints
+    ``vshift - argmin``, the opposite sign)."""
+    padded = nn.functional.pad(audio, (0, 0, vshift, vshift))
+    width = 2 * vshift + 1
+    distances = torch.stack([nn.functional.pairwise_distance(motion[[i]].repeat(width, 1), padded[i:i + width])
+                             for i in range(len(motion))])
+    mean = distances.mean(dim=0)
+    best = int(torch.argmin(mean))
+    return LipSync(distance=float(mean[best]), confidence=float(torch.median(mean) - mean[best]), offset=best - vshift)
+
+
 def sync_score(model: SyncNet3D, clip: Clip, max_shift: int = 15) -> float:
     """Mean cosine similarity of in-sync windows (higher: better lip sync)."""
     return float(offset_similarities(model, clip, max_shift)[:, max_shift].mean())
@@ -130,7 +183,7 @@ def av_offset(model: SyncNet3D, clip: Clip, max_shift: int = 15) -> tuple[int, f
 
 
 def save_syncnet(model: SyncNet3D, topology: str, path: str) -> None:
-    torch.save({"topology": topology, "n_lip_vertices": model.motion[1].in_features // (WINDOW * 3),
+    torch.save({"topology": topology, "n_lip_vertices": model.n_lip_vertices,
                 "state_dict": model.state_dict()}, path)
 
 

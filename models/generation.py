@@ -5,8 +5,10 @@
   -> one ``.npy`` of shape (N, T, V, 3), or (T, V, 3) with ``--average``;
 - every sample of a dataset split -> ``{key}.npy`` per clip in a folder, the input of
   ``voxmesh eval``. Each clip's style reference is another clip of the same speaker in the split
-  (none when the speaker has one clip), and its template is the clip's own mean face (the role of
-  the neutral template VOCASET-style benchmarks give the models).
+  (none when the speaker has one clip), and its template is that reference clip's mean face, else
+  the topology's neutral template (``Topology.template``): never anything of the target clip, whose
+  own mean face carries its average jaw opening. ``templates/{key}.npy`` records each clip's
+  template for ``voxmesh eval`` (FDD is measured from the same face).
 
 Meshes are the template plus the generated motion, in the dataset's units and canonical head frame.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -22,15 +25,31 @@ import torch
 from voxmesh.models.audio import audio_features
 from voxmesh.models.checkpoint import load_model
 from voxmesh.models.generators import Sampling
-from voxmesh.schemas import SAMPLES_PER_FRAME, is_valid_key, iter_samples, load_samples, pcm_to_float, read_manifest
+from voxmesh.schemas import (
+    SAMPLES_PER_FRAME,
+    get_topology,
+    is_valid_key,
+    iter_samples,
+    load_samples,
+    pcm_to_float,
+    read_manifest,
+)
 from voxmesh.schemas.errors import ConfigError, DatasetStateError
+
+
+class Generates(Protocol):
+    """What generation needs of a generator model."""
+
+    def generate(self, features: torch.Tensor, reference: torch.Tensor | None, samples: int,
+                 sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor: ...
 
 
 class MotionGenerator:
     """A trained generator with its normalization and speech features, ready to generate."""
 
     def __init__(self, checkpoint: str):
-        self.model, self.stats, self.config = load_model(checkpoint)
+        model, self.stats, self.config = load_model(checkpoint)
+        self.model = cast(Generates, model)
         if self.config.kind == "tokenizer":
             raise ConfigError(f"{checkpoint} is a tokenizer; generate with a generator checkpoint "
                              f"(probabilistic, codetalker or faceformer)")
@@ -47,7 +66,8 @@ class MotionGenerator:
     def __call__(self, audio: np.ndarray, reference: np.ndarray | None = None, template: np.ndarray | None = None,
                  samples: int = 1, sampling: Sampling = Sampling(), seed: int = 0) -> np.ndarray:
         """Meshes (samples, T, V, 3), T = audio length in 25 fps frames, for float 16 kHz ``audio``.
-        The template is ``template``, else the reference's mean face, else the training mean face."""
+        The template is ``template``, else the reference's mean face, else the topology's neutral
+        template."""
         n_frames = int(round(len(audio) / SAMPLES_PER_FRAME))
         if n_frames < 1:
             raise ConfigError("the audio is shorter than one frame (40 ms)")
@@ -57,7 +77,7 @@ class MotionGenerator:
         generator = torch.Generator().manual_seed(seed)
         motion = self.model.generate(features, style, samples, sampling, generator)[:, 0]
         if template is None:
-            template = reference.mean(0) if reference is not None else self.stats.template_mean.numpy()
+            template = reference.mean(0) if reference is not None else get_topology(self.stats.topology).template
         return (self.stats.denormalize_motion(motion).numpy() + np.asarray(template, np.float32)).astype(np.float32)
 
 
@@ -70,9 +90,10 @@ def generate_for_split(generator: MotionGenerator, dataset: str, split: str | No
         kept = candidates.setdefault(row["speaker"], [])
         if (split is None or row["split"] == split) and len(kept) < 2:
             kept.append(row["key"])
-    meshes_of = {key: sample.mesh[:generator.reference_frames]
-                 for key, sample in load_samples(dataset, [k for keys in candidates.values() for k in keys]).items()}
-    os.makedirs(out_dir, exist_ok=True)
+    references = {key: (sample.mesh[:generator.reference_frames], sample.mesh.mean(0))
+                  for key, sample in load_samples(dataset, [k for keys in candidates.values() for k in keys]).items()}
+    neutral = get_topology(topology).template
+    os.makedirs(os.path.join(out_dir, "templates"), exist_ok=True)
     done: dict[str, str | None] = {}
     for index, sample in enumerate(iter_samples(dataset, split)):
         if not is_valid_key(sample.key):  # keys name files here
@@ -80,10 +101,11 @@ def generate_for_split(generator: MotionGenerator, dataset: str, split: str | No
         if sample.meta.topology != topology:
             raise ConfigError(f"{sample.key} has topology {sample.meta.topology}; the model was trained on {topology}")
         reference_key = next((key for key in candidates[sample.meta.speaker] if key != sample.key), None)
-        reference = meshes_of.get(reference_key)
+        reference, template = references[reference_key] if reference_key else (None, neutral)
         meshes = generator(pcm_to_float(sample.audio), reference,
-                           template=sample.mesh.mean(0), samples=samples, sampling=sampling, seed=seed + index)
+                           template=template, samples=samples, sampling=sampling, seed=seed + index)
         np.save(os.path.join(out_dir, f"{sample.key}.npy"), meshes[:, :len(sample.mesh)])
+        np.save(os.path.join(out_dir, "templates", f"{sample.key}.npy"), np.asarray(template, np.float32))
         done[sample.key] = reference_key
     summary = {"clips": len(done), "samples": samples, "temperature": sampling.temperature, "top_p": sampling.top_p,
                "seed": seed, "references": done}

@@ -23,7 +23,7 @@ from voxmesh.schemas import Topology, register_topology
 from voxmesh.schemas.errors import ConfigError, MissingFileError
 
 from .base import Reconstruction, ReconstructionBackend
-from .ibug68 import MEDIAPIPE_68, MOUTH_68, NOSE_TIP_68
+from .ibug68 import BROWS_68, MEDIAPIPE_68, MOUTH_68, NOSE_TIP_68
 from .mediapipe_mesh import N_POINTS, MediaPipeFaceMesh
 
 MODEL_ENV = "VOXMESH_FLAME_MODEL"
@@ -197,8 +197,11 @@ def _axis_angle(rotation: torch.Tensor) -> torch.Tensor:
 
 def flame_topology(model: FlameModel, n_landmarks: int = N_POINTS) -> Topology:
     """The ``flame5023`` topology of a loaded model: lips are the template vertices nearest to the
-    mouth landmarks (48-67), the upper face those above the nose tip; stable vertices are those
-    whose nearest landmark is a brow, nose or eye landmark."""
+    mouth landmarks (48-67); stable vertices are those whose nearest landmark is a brow, nose or
+    eye landmark. The upper face (FDD) is the face above the nose tip that the fit can move: not
+    the eyeballs (skinned mostly to FLAME's eye joints, which the fit keeps at rest), not the scalp
+    (more than one brow-to-nose-tip height above the brows, or that far behind the outer eye
+    corners), not the neck (below the nose tip)."""
     template = model.v_template.cpu().numpy()
     with torch.no_grad():
         landmarks = model.landmarks(model.v_template[None])[0].cpu().numpy()
@@ -207,7 +210,13 @@ def flame_topology(model: FlameModel, n_landmarks: int = N_POINTS) -> Topology:
     distance = np.sqrt(((template - landmarks[nearest - offset]) ** 2).sum(-1))
     radius = np.median(np.linalg.norm(np.diff(landmarks, axis=0), axis=1))
     lips = np.flatnonzero(np.isin(nearest, MOUTH_68) & (distance < radius))
-    upper = np.flatnonzero(template[:, 1] > landmarks[NOSE_TIP_68 - offset, 1])
+    nose_tip = landmarks[NOSE_TIP_68 - offset]
+    brow_height = landmarks[BROWS_68 - offset, 1].mean()
+    reach = brow_height - nose_tip[1]
+    eye_corners_depth = landmarks[[36 - offset, 45 - offset], 2].mean()
+    eyeballs = model.lbs_weights[:, 3:].sum(dim=1).cpu().numpy() > 0.5  # FLAME's joints 3, 4: the eyes
+    upper = np.flatnonzero((template[:, 1] > nose_tip[1]) & (template[:, 1] < brow_height + reach)
+                           & (template[:, 2] > eye_corners_depth - reach) & ~eyeballs)
     stable = np.flatnonzero((nearest >= 17) & (nearest < 48) & (distance < radius))
     return Topology(name=TOPOLOGY, template=template, faces=model.faces.cpu().numpy(), lip_idx=lips,
                     upper_face_idx=upper, stable_idx=stable, n_landmarks=n_landmarks)

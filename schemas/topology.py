@@ -23,6 +23,16 @@ class Topology:
     with expression (used to fit head pose), ``lip_idx`` the lip vertices (lip vertex error),
     ``upper_face_idx`` the vertices above the mouth region (FDD). ``n_landmarks`` is the ``L``
     of ``lmk2d.npy`` for samples of this topology.
+
+    Region masks per topology (the README's Metrics section lists them too):
+
+    - ``mediapipe478``: lips = the 40 lip-contour vertices of Face Mesh (outer and inner); upper
+      face = the 267 vertices above the nose tip (vertex 1) in the canonical face, irises
+      (468-477) included (they move with the gaze); Face Mesh has no scalp, neck or eyeballs.
+    - ``fan68``: lips = iBUG points 48-67; upper face = brows, nose bridge and eyes (17-30, 36-47).
+    - ``flame5023`` (built from the user's model, ``recon.flame.flame_topology``): lips = template
+      vertices nearest the mouth landmarks; upper face = above the nose tip, without eyeballs,
+      scalp and neck.
     """
 
     name: str

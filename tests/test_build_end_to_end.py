@@ -67,6 +67,158 @@ def test_validate_passes(built, capsys):
     assert main(["validate", built[1]]) == 0
 
 
+def test_wids_index_gives_random_access_to_the_samples(built):
+    import glob
+
+    import wids
+    output = built[1]
+    index = [p for p in glob.glob(os.path.join(output, "**", "*.json"), recursive=True)
+             if "wids" in os.path.relpath(p, output) and "train" in os.path.basename(p)]
+    assert len(index) == 1, index
+    dataset = wids.ShardListDataset(index[0])
+    manifest = pq.read_table(os.path.join(output, "manifest.parquet")).to_pylist()
+    train_keys = sorted(r["key"] for r in manifest if r["split"] == "train")
+    assert len(dataset) == len(train_keys) > 0
+    assert sorted(dataset[i]["__key__"] for i in range(len(dataset))) == train_keys
+    last = dataset[len(dataset) - 1]  # random access, not a stream
+    assert {".mesh.npy", ".audio.npy", ".meta.json"} <= set(last), sorted(last)
+
+
+def test_stats_report_renders_non_empty_plots(built, capsys):
+    import re
+
+    from PIL import Image
+    output = built[1]
+    assert main(["stats", output]) == 0
+    printed = capsys.readouterr().out
+    assert "clips: 3" in printed and "failures_by_reason" in printed
+    report = os.path.join(output, "report")
+    with open(os.path.join(report, "index.html")) as f:
+        images = re.findall(r'<img src="([^"]+)"', f.read())
+    assert len(images) >= 5  # lengths, speakers, head pose, confidence, failures
+    for name in images:
+        pixels = np.asarray(Image.open(os.path.join(report, name)).convert("L"), dtype=float)
+        assert pixels.shape[0] > 100 and pixels.std() > 5, name  # drawn on, not blank
+
+
+def test_preview_renders_mesh_beside_source_with_the_audio(built, tmp_path):
+    import av
+    output = built[1]
+    row = pq.read_table(os.path.join(output, "manifest.parquet")).to_pylist()[0]
+    out = str(tmp_path / "preview.mp4")
+    assert main(["preview", output, row["key"], "-o", out]) == 0
+    with av.open(out) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        assert (video.width, video.height) == (768, 384) and audio.sample_rate == 16000
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video)]
+        container.seek(0)
+        sound = np.concatenate([f.to_ndarray().ravel() for f in container.decode(audio)])
+    assert len(frames) == row["n_frames"]
+    assert abs(len(sound) - row["n_frames"] * 640) <= 2048 and np.abs(sound).max() > 0.01  # the clip's speech
+    mesh_half = np.stack(frames)[:, :, 384:].astype(float)
+    assert mesh_half.std() > 10 and np.abs(np.diff(mesh_half, axis=0)).mean() > 0.05  # a face that moves
+    assert main(["preview", output, "nope_x_y_000_000", "-o", out]) == 2
+
+
+@pytest.fixture(scope="module")
+def sync_weights(built, tmp_path_factory):
+    weights = str(tmp_path_factory.mktemp("syncnet") / "sync.pt")
+    assert main(["sync", "train", "--data", built[1], "--out", weights, "--steps", "150"]) == 0
+    return weights
+
+
+@pytest.fixture(scope="module")
+def style_weights(built, tmp_path_factory):
+    weights = str(tmp_path_factory.mktemp("style") / "style.pt")
+    assert main(["style", "train", "--data", built[1], "--out", weights, "--steps", "100"]) == 0
+    return weights
+
+
+def test_syncnet_trained_briefly_ranks_true_alignment_above_far_shifts(built, sync_weights, capsys):
+    """A functional check of training and scoring on the clips it trained on; it says nothing
+    about generalization."""
+    from voxmesh.metrics.syncnet import (
+        Clip,
+        audio_embeddings,
+        lip_sync_error,
+        load_syncnet,
+        motion_embeddings,
+        offset_similarities,
+    )
+    from voxmesh.schemas import iter_samples
+    model, topology = load_syncnet(sync_weights)
+    for sample in iter_samples(built[1]):
+        clip = Clip.from_arrays(sample.mesh, sample.audio, topology)
+        similarities = offset_similarities(model, clip)
+        true, far = similarities[:, 15], np.concatenate([similarities[:, :11], similarities[:, 20:]], axis=1)
+        assert (true[:, None] > far).all(axis=1).mean() > 0.6, sample.key  # most windows
+        measure = lip_sync_error(motion_embeddings(model, clip), audio_embeddings(model, clip))
+        assert abs(measure.offset) <= 1 and measure.confidence > 0, (sample.key, measure)
+        late = Clip.from_arrays(sample.mesh, np.roll(sample.audio, 8 * 640), topology)  # audio 8 frames late
+        moved = lip_sync_error(motion_embeddings(model, late), audio_embeddings(model, late))
+        assert abs(moved.offset - 8) <= 1, (sample.key, moved)
+    assert main(["sync", "score", "--data", built[1], "--weights", sync_weights]) == 0
+    assert capsys.readouterr().out.count("score") >= 3
+
+
+def test_style_network_trained_briefly_tells_the_training_speakers_apart(built, style_weights):
+    """A functional check on the clips it trained on (three speakers, one clip each)."""
+    import torch
+
+    from voxmesh.metrics.style import load_style
+    from voxmesh.schemas import iter_samples
+    from voxmesh.schemas.errors import ConfigError
+    model = load_style(style_weights)
+    samples = list(iter_samples(built[1]))
+    assert sorted(model.speakers) == sorted(s.meta.speaker for s in samples)
+    for sample in samples:
+        logits = model.net.classifier(torch.from_numpy(model.window_embeddings(sample.mesh)))
+        recognized = np.array(model.speakers)[logits.argmax(dim=1).numpy()]
+        assert (recognized == sample.meta.speaker).mean() > 0.8, sample.key
+    from voxmesh.metrics.style import train_style
+    with pytest.raises(ConfigError, match="at least 2 speakers"):
+        train_style([samples[0].mesh], [samples[0].meta.speaker], model.topology, steps=1)
+
+
+def test_eval_reports_zero_error_for_the_truth_and_more_for_noise(built, sync_weights, style_weights, tmp_path,
+                                                                   capsys):
+    from voxmesh.schemas import iter_samples
+    output = built[1]
+    truth, noisy = tmp_path / "truth", tmp_path / "noisy"
+    truth.mkdir()
+    noisy.mkdir()
+    rng = np.random.default_rng(0)
+    for sample in iter_samples(output):
+        np.save(truth / f"{sample.key}.npy", sample.mesh)
+        samples = sample.mesh[None] + rng.normal(0, 0.05, (3, *sample.mesh.shape)).astype(np.float32)
+        np.save(noisy / f"{sample.key}.npy", samples)
+    np.save(noisy / "unknown_key_x_000_000.npy", np.zeros((5, 478, 3), np.float32))
+    networks = ["--sync-weights", sync_weights, "--style-weights", style_weights]
+    assert main(["eval", "--pred", str(truth), "--ref", output, *networks]) == 0
+    table = json.load(open(truth / "results.json"))
+    exact = table["truth"]
+    assert exact["clips"] == 3 and exact["samples"] == 1
+    assert exact["lip_vertex_error"] == exact["lip_vertex_error_text"] == exact["fdd"] == 0
+    assert abs(exact["fd_sync"]) < 1e-6 and abs(exact["fd_style"]) < 1e-6 and exact["lse_c"] > 0
+    # three speakers with one clip each: no clip of another speaker to match against
+    assert "style_matching" not in exact and any("style matching" in note for note in exact["notes"])
+    template_only, shuffled = table["context: template only"], table["context: ground truth, shuffled audio"]
+    assert template_only["clips"] == shuffled["clips"] == 3
+    assert template_only["lip_vertex_error"] > 0 and shuffled["lip_vertex_error"] > 0
+    assert shuffled["lse_c"] < exact["lse_c"]  # real motion that does not follow this audio
+    assert main(["eval", "--pred", str(noisy), "--ref", output, "--out", str(tmp_path / "noisy_results")]) == 0
+    noise = json.load(open(tmp_path / "noisy_results.json"))["noisy"]
+    assert noise["samples"] == 3 and noise["lip_vertex_error_std"] > 0  # mean and spread over the 3 samples
+    assert noise["lip_vertex_error"] > 0.001 and noise["diversity"] > 0
+    assert noise["coverage_lip_error"] <= noise["lip_vertex_error"] + 1e-12
+    assert noise["mean_sample_lip_error"] < noise["lip_vertex_error"]  # averaging samples cancels noise
+    assert noise["predictions_without_reference"] == ["unknown_key_x_000_000"]
+    header = open(tmp_path / "noisy_results.md").readline()
+    assert header.startswith("| model | LVE (CodeTalker code: max sq. L2, frames pooled) | "
+                             "LVE (MeshTalk/FaceFormer text: max L2) | MVE | FDD (CodeTalker code: gt - pred")
+    assert "unknown_key_x_000_000.npy has no reference" in capsys.readouterr().err
+
+
 def test_samples_read_back_with_webdataset_have_the_right_length_and_moving_lips(built):
     inputs, output = built
     topology = get_topology("mediapipe478")

@@ -265,13 +265,21 @@ def test_generate_and_eval_give_a_results_table(dataset, probabilistic, faceform
     assert sorted(f[:-4] for f in os.listdir(predictions["probabilistic"]) if f.endswith(".npy")) == sorted(clips)
     generation = json.load(open(os.path.join(predictions["probabilistic"], "generation.json")))
     assert sum(ref is not None for ref in generation["references"].values()) == len(clips)
+    means = {s.key: s.mesh.mean(0) for s in iter_samples(dataset)}
+    for key, reference in generation["references"].items():  # placed on the reference's face, never the target's
+        template = np.load(os.path.join(predictions["probabilistic"], "templates", f"{key}.npy"))
+        assert reference != key and np.allclose(template, means[reference]) and not np.allclose(template, means[key])
     capsys.readouterr()
     assert main(["eval", "--pred", predictions["probabilistic"], "--pred", predictions["faceformer"],
                  "--ref", dataset, "--out", str(tmp_path / "results")]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].startswith("| model | LVE | MVE | FDD | l_cover | l_mean | Div |")
+    assert table[0].startswith("| model | LVE (CodeTalker code: max sq. L2, frames pooled) | LVE (MeshTalk/FaceFormer "
+                               "text: max L2) | MVE | FDD (CodeTalker code: gt - pred, sq. displacement) | l_cover | "
+                               "l_mean | Div |")
     assert table[2].startswith("| probabilistic |") and table[3].startswith("| faceformer | ")
-    assert table[3].split(" | ")[4:7] == ["-", "-", "-"]
+    assert table[3].split(" | ")[5:8] == ["-", "-", "-"]
+    assert table[4].startswith("| context: template only |")
+    assert table[5].startswith("| context: ground truth, shuffled audio |")
     results = json.load(open(tmp_path / "results.json"))
     assert results["probabilistic"]["clips"] == results["faceformer"]["clips"] == len(clips)
     assert "diversity" in results["probabilistic"] and "diversity" not in results["faceformer"]

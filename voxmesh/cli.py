@@ -17,7 +17,7 @@ from voxmesh.schemas.errors import UserError
 # verb -> module of voxmesh.commands, in the order `voxmesh --help` lists them
 COMMANDS = {
     "build": "build", "validate": "validate", "stats": "stats", "preview": "preview",
-    "train": "train", "generate": "generate", "eval": "eval", "sync": "sync",
+    "train": "train", "generate": "generate", "eval": "eval", "sync": "sync", "style": "style",
     "backends": "backends", "convert-flame": "convert_flame", "demo": "demo",
 }
 
