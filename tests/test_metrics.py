@@ -12,7 +12,6 @@ from voxmesh.metrics import (
     upper_face_dynamics_deviation,
 )
 from voxmesh.metrics.quality import jitter, lip_motion
-from voxmesh.schemas import get_topology
 
 LIPS = np.array([0, 1])
 UPPER = np.array([2, 3])
