@@ -45,6 +45,16 @@ def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
 class FlameModel(torch.nn.Module):
     """FLAME's linear blend skinning, from the arrays of a converted ``.npz``."""
 
+    v_template: torch.Tensor
+    shapedirs: torch.Tensor
+    exprdirs: torch.Tensor
+    posedirs: torch.Tensor
+    J_regressor: torch.Tensor
+    lbs_weights: torch.Tensor
+    lmk_bary_coords: torch.Tensor
+    faces: torch.Tensor
+    lmk_faces_idx: torch.Tensor
+
     def __init__(self, arrays: dict[str, np.ndarray]):
         super().__init__()
         for name in ("v_template", "shapedirs", "exprdirs", "posedirs", "J_regressor", "lbs_weights",
@@ -76,13 +86,17 @@ class FlameModel(torch.nn.Module):
     def n_expression(self) -> int:
         return self.exprdirs.shape[-1]
 
+    def shaped(self, shape: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
+        """The unposed vertices (B, V, 3): template + shape and expression blend shapes."""
+        shaped = (self.v_template + torch.einsum("...s,vcs->...vc", shape, self.shapedirs)
+                  + torch.einsum("bs,vcs->bvc", expression, self.exprdirs))
+        return shaped.expand(expression.shape[0], -1, -1)
+
     def forward(self, shape: torch.Tensor, expression: torch.Tensor, jaw: torch.Tensor) -> torch.Tensor:
         """Vertices (B, V, 3) with zero global, neck and eye rotation; ``shape`` (S,) or (B, S),
         ``expression`` (B, E), ``jaw`` (B, 3) axis-angle."""
         batch = expression.shape[0]
-        shaped = (self.v_template + torch.einsum("...s,vcs->...vc", shape, self.shapedirs)
-                  + torch.einsum("bs,vcs->bvc", expression, self.exprdirs))
-        shaped = shaped.expand(batch, -1, -1)
+        shaped = self.shaped(shape, expression)
         joints = torch.einsum("jv,bvc->bjc", self.J_regressor, shaped)
         n_joints = joints.shape[1]
         pose = torch.zeros(batch, n_joints, 3, dtype=shaped.dtype, device=shaped.device)
@@ -195,10 +209,16 @@ def _axis_angle(rotation: torch.Tensor) -> torch.Tensor:
                            device=rotation.device)
 
 
-def flame_topology(model: FlameModel, n_landmarks: int = N_POINTS) -> Topology:
-    """The ``flame5023`` topology of a loaded model: lips are the template vertices nearest to the
-    mouth landmarks (48-67), the upper face those above the nose tip; stable vertices are those
-    whose nearest landmark is a brow, nose or eye landmark."""
+def landmark_topology_name(n_landmarks: int) -> str:
+    """The name of the FLAME topology whose ``lmk2d.npy`` holds the model's own ``n_landmarks``
+    embedded landmarks (the regressor backends; the fitter's ``flame5023`` holds MediaPipe's)."""
+    return f"{TOPOLOGY}_lmk{n_landmarks}"
+
+
+def flame_topology(model: FlameModel, name: str = TOPOLOGY, n_landmarks: int = N_POINTS) -> Topology:
+    """The FLAME topology ``name`` of a loaded model (``lmk2d.npy`` of ``n_landmarks``): lips are
+    the template vertices nearest to the mouth landmarks (48-67), the upper face those above the
+    nose tip; stable vertices are those whose nearest landmark is a brow, nose or eye landmark."""
     template = model.v_template.cpu().numpy()
     with torch.no_grad():
         landmarks = model.landmarks(model.v_template[None])[0].cpu().numpy()
@@ -209,15 +229,19 @@ def flame_topology(model: FlameModel, n_landmarks: int = N_POINTS) -> Topology:
     lips = np.flatnonzero(np.isin(nearest, MOUTH_68) & (distance < radius))
     upper = np.flatnonzero(template[:, 1] > landmarks[NOSE_TIP_68 - offset, 1])
     stable = np.flatnonzero((nearest >= 17) & (nearest < 48) & (distance < radius))
-    return Topology(name=TOPOLOGY, template=template, faces=model.faces.cpu().numpy(), lip_idx=lips,
+    return Topology(name=name, template=template, faces=model.faces.cpu().numpy(), lip_idx=lips,
                     upper_face_idx=upper, stable_idx=stable, n_landmarks=n_landmarks)
 
 
 def register_flame_topology_from_environment() -> None:
-    """Register the ``flame5023`` topology from ``$VOXMESH_FLAME_MODEL`` when it is set (reading
-    a FLAME dataset needs the user's model, which may not be redistributed)."""
+    """Register the FLAME topologies (``flame5023`` and ``flame5023_lmk<L>``) from
+    ``$VOXMESH_FLAME_MODEL`` when it is set (reading a FLAME dataset needs the user's model, which
+    may not be redistributed)."""
     if os.environ.get(MODEL_ENV):
-        register_topology(flame_topology(FlameModel.load(os.environ[MODEL_ENV])))
+        model = FlameModel.load(os.environ[MODEL_ENV])
+        register_topology(flame_topology(model))
+        n_landmarks = int(model.lmk_faces_idx.shape[0])
+        register_topology(flame_topology(model, landmark_topology_name(n_landmarks), n_landmarks))
 
 
 class FlameBackend(ReconstructionBackend):
