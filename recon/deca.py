@@ -41,7 +41,8 @@ from .base import Reconstruction, ReconstructionBackend
 from .checkpoint import check_state_dict, read_tensors
 from .deca_net import DecaCoarseEncoder, split_code
 from .fan3d import CROP_FACE_FRACTION
-from .flame import MODEL_ENV, FlameModel, flame_topology, landmark_topology_name
+from .flame import MODEL_ENV, flame_topology, landmark_topology_name
+from .flame_model import FlameModel, rodrigues
 
 CHECKPOINT_ENV = "VOXMESH_DECA_CHECKPOINT"
 NETWORK = "DECA's coarse encoder E_flame (ResNet-50 + Linear 2048-1024-236; deca_model.tar)"
@@ -81,7 +82,6 @@ def camera_similarity(code: dict[str, torch.Tensor], root: torch.Tensor, crop: t
                       ) -> torch.Tensor:
     """(B, 4, 4) head -> crop-pixel similarity: FLAME's global rotation about its root joint
     ``root`` (B, 3), DECA's orthographic camera, then DECA's crop back to the pipeline's crop."""
-    from .flame import rodrigues
     rotation = rodrigues(code["pose"][:, :3].float())
     scale, shift = code["cam"][:, 0].float(), code["cam"][:, 1:3].float()
     flip = torch.tensor([1.0, -1.0, -1.0], device=root.device)

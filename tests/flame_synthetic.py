@@ -27,3 +27,39 @@ def synthetic_flame(seed: int = 0, n_vertices: int = 300, n_shape: int = 6, n_ex
         "lmk_faces_idx": rng.choice(len(faces), n_landmarks, replace=False).astype(np.int64),
         "lmk_bary_coords": (bary / bary.sum(axis=1, keepdims=True)).astype(np.float32),
     }
+
+
+def synthetic_embedding(arrays: dict[str, np.ndarray], n_landmarks: int = 105, seed: int = 1) -> dict[str, np.ndarray]:
+    """An embedding in the layout of FLAME's ``mediapipe_landmark_embedding.npz`` on the model
+    ``arrays``: triangles, barycentric weights, and distinct MediaPipe indices (< 478)."""
+    rng = np.random.default_rng(seed)
+    bary = rng.random((n_landmarks, 3)) + 0.1
+    return {"lmk_face_idx": rng.choice(len(arrays["faces"]), n_landmarks, replace=False).astype(np.int64),
+            "lmk_b_coords": (bary / bary.sum(axis=1, keepdims=True)).astype(np.float32),
+            "landmark_indices": np.sort(rng.choice(478, n_landmarks, replace=False)).astype(np.int64)}
+
+
+def synthetic_track(model, n_frames: int, faces_idx=None, bary=None, seed: int = 1, noise: float = 0.0):
+    """Landmark targets (T, L, 3) of a known FLAME track on ``model`` (a FlameModel): a random
+    shape, expression as a random walk, the jaw opening and closing, then turned, scaled to
+    centimetres and moved; ``noise`` adds Gaussian noise of that fraction of the targets' spread.
+    Returns ``(targets, truth)`` with truth = {shape, expression, jaw, rotation}."""
+    import torch
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(seed)
+    shape = torch.tensor(rng.standard_normal(model.n_shape), dtype=torch.float32)
+    expression = torch.tensor(np.cumsum(0.3 * rng.standard_normal((n_frames, model.n_expression)), axis=0)
+                              / np.sqrt(np.arange(1, n_frames + 1))[:, None] * 2, dtype=torch.float32)
+    opening = 0.1 + 0.1 * np.sin(np.arange(n_frames) / 4)
+    jaw = torch.tensor(np.stack([opening, np.zeros(n_frames), np.zeros(n_frames)], 1), dtype=torch.float32)
+    faces = model.lmk_faces_idx if faces_idx is None else torch.as_tensor(faces_idx)
+    weights = model.lmk_bary_coords if bary is None else torch.as_tensor(bary)
+    with torch.no_grad():
+        vertices = model(shape, expression, jaw)
+        landmarks = torch.einsum("blkc,lk->blc", vertices[:, model.faces[faces]], weights).numpy()
+    rotation = Rotation.from_euler("xyz", [10, -20, 5], degrees=True).as_matrix()
+    targets = 50 * landmarks @ rotation.T + np.array([1.0, 2.0, -3.0])
+    targets = targets + noise * targets.std() * rng.standard_normal(targets.shape)
+    truth = {"shape": shape.numpy(), "expression": expression.numpy(), "jaw": jaw.numpy(), "rotation": rotation}
+    return targets, truth
