@@ -85,7 +85,7 @@ class FlameModel(torch.nn.Module):
         eye = torch.eye(3, dtype=shaped.dtype, device=shaped.device)
         features = (rotations[:, 1:] - eye).reshape(batch, -1)
         posed = shaped + torch.einsum("bp,vcp->bvc", features, self.posedirs)
-        transforms = []
+        transforms: list[torch.Tensor] = []
         for j in range(n_joints):
             local = torch.eye(4, dtype=shaped.dtype, device=shaped.device).repeat(batch, 1, 1)
             local[:, :3, :3] = rotations[:, j]

@@ -114,7 +114,7 @@ class BuildPart(beam.DoFn):
     def __init__(self, config: BuildConfig):
         self.config = config
         self.backends: list = []
-        self.detector = None
+        self.detector: FaceDetector | None = None
 
     def setup(self):
         self.detector = FaceDetector()
@@ -124,7 +124,8 @@ class BuildPart(beam.DoFn):
 
     def process(self, task: PartTask):
         """The part in every backend's dataset: the same inputs, failures and clips in each."""
-        counters = Counter()
+        assert self.detector is not None, "setup() first"
+        counters: Counter[str] = Counter()
         outputs = self.config.dataset_outputs()
         with contextlib.ExitStack() as stack:
             writers = {name: stack.enter_context(SampleTarWriter(output, task.split, task.index,
