@@ -52,3 +52,10 @@ def test_two_backends_from_one_run_give_paired_datasets(media_dir, tmp_path, mon
     pq.write_table(type(table).from_pylist(rows, schema=table.schema), output / "other" / "manifest.parquet")
     assert main(["validate", str(output)]) == 1
     assert f"{rows[0]['key']}: end_time is" in capsys.readouterr().out
+
+
+def test_a_backend_list_with_a_repeat_or_a_gap_is_refused(tmp_path, capsys):
+    for backends in ("mediapipe,mediapipe", "mediapipe,"):
+        assert main(["build", "--input", str(tmp_path), "--output", str(tmp_path / "out"), "--backend", backends]) == 2
+        assert "comma-separated list of different backends" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -19,7 +19,7 @@ import os
 import tempfile
 import traceback
 from collections import Counter
-from typing import Iterator
+from typing import Callable, Iterator
 from importlib.metadata import version
 
 import apache_beam as beam
@@ -39,7 +39,7 @@ from voxmesh.pipelines.build.packing import PARTS_DIR, PackShard, ShardLimits, r
 from voxmesh.pipelines.build.progress import ProgressReporter
 from voxmesh.pipelines.dataset.report import summarize
 from voxmesh.pipelines.ingest.process import failure, process_input
-from voxmesh.schemas.errors import DatasetStateError
+from voxmesh.schemas.errors import ConfigError, DatasetStateError
 
 # Distributions whose versions can change the bytes of the output; recorded in dataset.json.
 OUTPUT_SHAPING_PACKAGES = ("voxmesh", "mediapipe", "opencv-contrib-python", "numpy", "scipy", "av", "soxr",
@@ -58,6 +58,12 @@ class BuildConfig:
     shard_limits: ShardLimits = ShardLimits()
     chunk_size: int = 64
     resume: bool = False
+
+    def __post_init__(self):
+        names = self.backends
+        if "" in names or len(set(names)) != len(names):
+            raise ConfigError(f"--backend {self.backend}: expected one backend or a comma-separated list of "
+                              f"different backends, e.g. mediapipe,flame")
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -137,7 +143,7 @@ class BuildPart(beam.DoFn):
                     try:
                         result = process_input(item, task.split, self.backends, self.detector, self.config.clip_rules,
                                                self.config.track_rules, self.config.chunk_size,
-                                               sink=lambda sample: spools[sample.meta.backend].add(sample))
+                                               sink=self._router(spools))
                         failures, n_frames = result.failures, result.n_frames
                     except Exception as error:  # noqa: BLE001 - one input must never cost the shard
                         last_line = traceback.format_exception_only(type(error), error)[-1].strip()
@@ -160,6 +166,13 @@ class BuildPart(beam.DoFn):
         for name, value in counters.items():
             beam.metrics.Metrics.counter("voxmesh", name).inc(value)
         yield task.name
+
+    def _router(self, spools: dict[str, SampleSpool]) -> Callable[[Sample], None]:
+        """Where each sample goes: the one spool, or the spool of the backend that made it."""
+        if len(spools) == 1:
+            return next(iter(spools.values())).add
+        spool_of = {backend.name: spools[name] for name, backend in zip(spools, self.backends)}
+        return lambda sample: spool_of[sample.meta.backend].add(sample)
 
     def teardown(self):
         for backend in self.backends:
