@@ -14,7 +14,7 @@ linear in (β, ψ). Each iteration (block coordinate descent, no line search, a 
 1. similarity per frame, shared scale: Umeyama's closed form (rotation, translation per frame;
    the scale pooled over frames);
 2. jaw: one damped Gauss-Newton step per frame (3 unknowns, finite-difference Jacobian);
-3. shape: the exact linear least squares in (β, ψ) of a set of key frames (ψ eliminated by its
+3. shape: the exact linear least squares in (β, ψ) of 10 key frames (ψ eliminated by its
    Schur complement); expression: per frame, the exact linear least squares with β fixed, the
    smoothness prior taken with the neighbours' current values (a Jacobi sweep).
 
@@ -47,9 +47,9 @@ class FlameFit:
 
 @dataclasses.dataclass(frozen=True)
 class FitSettings:
-    iterations: int = 12          # block coordinate descent sweeps per chunk
+    iterations: int = 5           # sweeps per chunk
     chunk_frames: int = 250       # frames fitted together (memory); the next chunk starts from this one
-    key_frames: int = 25          # frames of a chunk that determine the shape
+    key_frames: int = 10          # frames of a chunk that determine the shape
     shape_weight: float = 1e-5
     expression_weight: float = 1e-5
     smoothness_weight: float = 1e-3
@@ -77,24 +77,55 @@ class LandmarkRig:
         self.shape = combine(model.shapedirs, torch.einsum("v,vcs->cs", jaw_row, model.shapedirs.double()))
         self.expression = combine(model.exprdirs, torch.einsum("v,vcs->cs", jaw_row, model.exprdirs.double()))
         self.pose = combine(model.posedirs[..., JAW_FEATURES], torch.zeros(3, 9, dtype=f64, device=b.device))
+        self.grams = {"shape": self._gram_blocks(self.shape), "expression": self._gram_blocks(self.expression)}
 
-    def bases(self, jaw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """For jaw rotations (T, 3): the constant term (T, L, 3) and the shape (T, L, 3, S) and
-        expression (T, L, 3, E) bases, so that landmarks = c + A β + B ψ_t."""
-        bend = rodrigues(jaw) - torch.eye(3, dtype=jaw.dtype, device=jaw.device)   # (T, 3, 3)
-        features = bend.reshape(-1, 9)
-        pose_plain = torch.einsum("lcp,tp->tlc", self.pose[0], features)
-        pose_bent = torch.einsum("lcp,tp->tlc", self.pose[1], features)
-        constant = (self.template[0] + pose_plain
-                    + torch.einsum("tij,tlj->tli", bend, self.template[1] + pose_bent))
-        shape = self.shape[0] + torch.einsum("tij,ljs->tlis", bend, self.shape[1])
-        expression = self.expression[0] + torch.einsum("tij,ljs->tlis", bend, self.expression[1])
-        return constant, shape, expression
+    @staticmethod
+    def _gram_blocks(part: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Blocks of the Gram matrix of a bent basis B_t = P + K_t Q (per landmark, K_t = R_t - I):
+        B_tᵀB_t = PᵀP + Σ_ij K_ij (PᵢᵀQⱼ + QⱼᵀPᵢ) + Σ_jk (KᵀK)_jk QⱼᵀQₖ."""
+        plain, bent = part
+        cross = torch.einsum("lie,ljf->ijef", plain, bent)
+        return (torch.einsum("lie,lif->ef", plain, plain), cross + cross.transpose(2, 3),
+                torch.einsum("lje,lkf->jkef", bent, bent))
+
+    @staticmethod
+    def bend(jaw: torch.Tensor) -> torch.Tensor:
+        """``R_jaw - I`` (T, 3, 3) for jaw rotations (T, 3)."""
+        return rodrigues(jaw) - torch.eye(3, dtype=jaw.dtype, device=jaw.device)
 
     def landmarks(self, shape: torch.Tensor, expression: torch.Tensor, jaw: torch.Tensor) -> torch.Tensor:
-        constant, shape_basis, expression_basis = self.bases(jaw)
-        return (constant + torch.einsum("tlis,s->tli", shape_basis, shape)
-                + torch.einsum("tlie,te->tli", expression_basis, expression))
+        """(T, L, 3) landmarks for one shape (S,), expressions (T, E) and jaws (T, 3)."""
+        bend = self.bend(jaw)
+        return self.constant(bend) + self.shape_offset(shape, bend) + (
+            torch.einsum("lce,te->tlc", self.expression[0], expression)
+            + torch.einsum("tij,tlj->tli", bend, torch.einsum("lce,te->tlc", self.expression[1], expression)))
+
+    def shape_offset(self, shape: torch.Tensor, bend: torch.Tensor) -> torch.Tensor:
+        """(T, L, 3): what the shape (S,) adds to each frame's landmarks."""
+        return self.shape[0] @ shape + torch.einsum("tij,lj->tli", bend, self.shape[1] @ shape)
+
+    def constant(self, bend: torch.Tensor) -> torch.Tensor:
+        """(T, L, 3): the template and the jaw's pose blend shapes, bent by the jaw."""
+        features = bend.reshape(-1, 9)
+        plain = self.template[0] + torch.einsum("lcp,tp->tlc", self.pose[0], features)
+        bent = self.template[1] + torch.einsum("lcp,tp->tlc", self.pose[1], features)
+        return plain + torch.einsum("tij,tlj->tli", bend, bent)
+
+    def gram(self, name: str, bend: torch.Tensor) -> torch.Tensor:
+        """(T, K, K): B_tᵀB_t of the ``"shape"`` or ``"expression"`` basis bent by each frame's jaw."""
+        plain, cross, bent = self.grams[name]
+        return (plain + torch.einsum("tij,ijef->tef", bend, cross)
+                + torch.einsum("tjk,jkef->tef", bend.transpose(1, 2) @ bend, bent))
+
+    def transpose_times(self, part: tuple[torch.Tensor, torch.Tensor], bend: torch.Tensor,
+                        vectors: torch.Tensor) -> torch.Tensor:
+        """B_tᵀ v for vectors (T, L, 3, N) and the ``part`` basis bent by each frame's jaw: (T, K, N)."""
+        turned = torch.einsum("tij,tlin->tljn", bend, vectors)
+        return torch.einsum("lik,tlin->tkn", part[0], vectors) + torch.einsum("ljk,tljn->tkn", part[1], turned)
+
+    def basis(self, part: tuple[torch.Tensor, torch.Tensor], bend: torch.Tensor) -> torch.Tensor:
+        """(T, L, 3, K): the shape or expression ``part`` bent by each frame's jaw."""
+        return part[0] + torch.einsum("tij,ljk->tlik", bend, part[1])
 
 
 def similarity_shared_scale(source: torch.Tensor, target: torch.Tensor
@@ -124,43 +155,61 @@ def _neighbour_sum(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return total, count
 
 
-def _jaw_step(rig: LandmarkRig, shape, expression, jaw, target, smooth: float, eps: float = 1e-4):
-    """One damped Gauss-Newton step on every frame's jaw (3 unknowns) with the rest fixed."""
-    residual = (rig.landmarks(shape, expression, jaw) - target).flatten(1)          # (T, 3L)
+def _nuisance_columns(rig: LandmarkRig, shape, expression, jaw, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """The current landmarks (T, L, 3) and the Jacobian (T, 3L, 9) of the landmarks in the jaw
+    (finite differences) and in a small rotation and translation of the head (``ω × m + τ``)."""
+    current = rig.landmarks(shape, expression, jaw)
     columns = []
     for axis in range(3):
         moved = jaw.clone()
         moved[:, axis] += eps
-        columns.append(((rig.landmarks(shape, expression, moved) - target).flatten(1) - residual) / eps)
-    jacobian = torch.stack(columns, dim=2)                                           # (T, 3L, 3)
-    neighbours, count = _neighbour_sum(jaw)
-    normal = jacobian.transpose(1, 2) @ jacobian + (smooth * count + 1e-9)[:, None, None] * torch.eye(
-        3, dtype=jaw.dtype, device=jaw.device)
-    rhs = -torch.einsum("tli,tl->ti", jacobian, residual) + smooth * (neighbours - count[:, None] * jaw)
-    return jaw + torch.linalg.solve(normal, rhs)
+        columns.append((rig.landmarks(shape, expression, moved) - current).flatten(1) / eps)
+    eye = torch.eye(3, dtype=jaw.dtype, device=jaw.device)
+    columns += [torch.linalg.cross(eye[axis].expand_as(current), current).flatten(1) for axis in range(3)]
+    columns += [eye[axis].expand_as(current).flatten(1) for axis in range(3)]
+    return current, torch.stack(columns, dim=2)
 
 
-def _linear_step(rig: LandmarkRig, shape, expression, jaw, target, weights, key_frames: int):
-    """Shape from the key frames' exact (β, ψ) least squares, then every frame's expression."""
+def _joint_step(rig: LandmarkRig, shape, expression, jaw, target, weights, key_frames: int):
+    """One Gauss-Newton step for every frame's expression and jaw jointly with a small head
+    motion (so that they are not asked to explain a misaligned head), with the shape from the
+    key frames' exact least squares (the per-frame unknowns eliminated by their Schur complement)."""
     shape_weight, expression_weight, smooth = weights
-    constant, shape_basis, expression_basis = rig.bases(jaw)
+    bend = rig.bend(jaw)
     n_frames, n_expression = expression.shape
-    data = (target - constant).flatten(1)                                           # (T, 3L)
-    a, b = shape_basis.flatten(1, 2), expression_basis.flatten(1, 2)                # (T, 3L, S), (T, 3L, E)
-    eye = torch.eye(n_expression, dtype=a.dtype, device=a.device)
-    keys = torch.linspace(0, n_frames - 1, min(key_frames, n_frames), device=a.device).round().long().unique()
-    bk, ak, dk = b[keys], a[keys], data[keys]
-    hk = bk.transpose(1, 2) @ bk + expression_weight * eye
-    gk = bk.transpose(1, 2) @ ak                                                    # (K, E, S)
-    solved = torch.linalg.solve(hk, torch.cat([gk, torch.einsum("tle,tl->te", bk, dk)[..., None]], dim=2))
-    reduced = (ak.transpose(1, 2) @ ak).sum(0) - (gk.transpose(1, 2) @ solved[..., :-1]).sum(0)
-    reduced += shape_weight * len(keys) / n_frames * torch.eye(len(shape), dtype=a.dtype, device=a.device)
+    n_landmarks = target.shape[1]
+    _, nuisance = _nuisance_columns(rig, shape, expression, jaw)                     # (T, 3L, 9)
+    data = (target - rig.constant(bend)).flatten(1)                                 # (T, 3L)
+    data = data + torch.einsum("tlk,tk->tl", nuisance[..., :3], jaw)                 # jaw linearised at jaw
+    prior = torch.full((n_expression + 9,), 1e-9, dtype=data.dtype, device=data.device)
+    prior[:n_expression] = expression_weight
+
+    keys = torch.linspace(0, n_frames - 1, min(key_frames, n_frames), device=data.device).round().long().unique()
+    bk = torch.cat([rig.basis(rig.expression, bend[keys]).flatten(1, 2), nuisance[keys]], dim=2)
+    ak, dk = rig.basis(rig.shape, bend[keys]).flatten(1, 2), data[keys]
+    gk = bk.transpose(1, 2) @ ak                                                    # (K, E + 9, S)
+    solved = torch.linalg.solve(bk.transpose(1, 2) @ bk + torch.diag(prior),
+                                torch.cat([gk, torch.einsum("tle,tl->te", bk, dk)[..., None]], dim=2))
+    reduced = rig.gram("shape", bend[keys]).sum(0) - (gk.transpose(1, 2) @ solved[..., :-1]).sum(0)
+    reduced += shape_weight * len(keys) / n_frames * torch.eye(len(shape), dtype=data.dtype, device=data.device)
     rhs = torch.einsum("tls,tl->s", ak, dk) - torch.einsum("tes,te->s", gk, solved[..., -1])
     shape = torch.linalg.solve(reduced, rhs)
-    neighbours, count = _neighbour_sum(expression)
-    normal = b.transpose(1, 2) @ b + (expression_weight + smooth * count)[:, None, None] * eye
-    rhs = torch.einsum("tle,tl->te", b, data - a @ shape) + smooth * neighbours
-    return shape, torch.linalg.solve(normal, rhs)
+
+    residual = data - rig.shape_offset(shape, bend).flatten(1)
+    columns = torch.cat([nuisance, residual[..., None]], dim=2).reshape(n_frames, n_landmarks, 3, 10)
+    expression_side = rig.transpose_times(rig.expression, bend, columns)             # (T, E, 10)
+    nuisance_side = nuisance.transpose(1, 2) @ columns.flatten(1, 2)                 # (T, 9, 10)
+    normal = torch.cat([torch.cat([rig.gram("expression", bend), expression_side[..., :9]], dim=2),
+                        torch.cat([expression_side[..., :9].transpose(1, 2), nuisance_side[..., :9]], dim=2)], dim=1)
+    unknowns = torch.cat([expression, jaw], dim=1)
+    neighbours, count = _neighbour_sum(unknowns)
+    diagonal = prior.expand(n_frames, -1).clone()
+    diagonal[:, :n_expression + 3] += smooth * count[:, None]
+    normal = normal + torch.diag_embed(diagonal)
+    rhs = torch.cat([expression_side[..., 9], nuisance_side[..., 9]], dim=1)
+    rhs[:, :n_expression + 3] += smooth * neighbours
+    solution = torch.cholesky_solve(rhs[..., None], torch.linalg.cholesky(normal))[..., 0]
+    return shape, solution[:, :n_expression], solution[:, n_expression:n_expression + 3]
 
 
 def _fit_chunk(model: FlameModel, rig: LandmarkRig, target: torch.Tensor, settings: FitSettings,
@@ -174,10 +223,9 @@ def _fit_chunk(model: FlameModel, rig: LandmarkRig, target: torch.Tensor, settin
         spread = float(target.std()) / float(scale)
         unit = n_landmarks * spread ** 2  # the energy above times T·L·spread²
         smooth = settings.smoothness_weight * unit * n_frames / max(n_frames - 1, 1)
-        jaw = _jaw_step(rig, shape, expression, jaw, local, smooth)
-        shape, expression = _linear_step(rig, shape, expression, jaw, local,
-                                         (settings.shape_weight * unit * n_frames,
-                                          settings.expression_weight * unit, smooth), settings.key_frames)
+        shape, expression, jaw = _joint_step(rig, shape, expression, jaw, local,
+                                             (settings.shape_weight * unit * n_frames,
+                                              settings.expression_weight * unit, smooth), settings.key_frames)
     model_landmarks = rig.landmarks(shape, expression, jaw)
     rotation, translation, scale = similarity_shared_scale(model_landmarks, target)
     return shape, expression, jaw, rotation, translation, scale

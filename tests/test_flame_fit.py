@@ -50,7 +50,7 @@ def test_fitter_recovers_parameters_on_the_105_point_path(model_arrays, tmp_path
 def test_chunks_start_from_the_previous_chunk(model_arrays, tmp_path):
     np.savez(tmp_path / "flame.npz", **model_arrays)
     model = FlameModel.load(str(tmp_path / "flame.npz"))
-    targets, truth = synthetic_track(model, 60)
+    targets, truth = synthetic_track(model, 40)
     whole = fit_flame(model, targets)
     chunked = fit_flame(model, targets, FitSettings(chunk_frames=20))
     assert chunked.landmark_rmse < 0.01 * targets.std()
