@@ -9,6 +9,10 @@ import torch
 
 from voxmesh.schemas.errors import ConfigError, MissingFileError
 
+FLAME_PARENTS = [-1, 0, 1, 1, 1]  # FLAME's joints: global, neck, jaw, left eye, right eye
+JAW_JOINT = 2
+JAW_FEATURES = slice(9, 18)  # pose-corrective columns of the jaw among joints 1-4 (9 each)
+
 
 def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
     """Axis-angle (..., 3) -> rotation matrices (..., 3, 3)."""
@@ -42,7 +46,6 @@ class FlameModel(torch.nn.Module):
             self.register_buffer(name, torch.as_tensor(np.asarray(arrays[name], dtype=np.float32)))
         self.register_buffer("faces", torch.as_tensor(np.asarray(arrays["faces"], dtype=np.int64)))
         self.register_buffer("lmk_faces_idx", torch.as_tensor(np.asarray(arrays["lmk_faces_idx"], dtype=np.int64)))
-        self.parents = [int(p) for p in arrays["parents"]]
 
     @classmethod
     def load(cls, path: str) -> FlameModel:
@@ -56,6 +59,9 @@ class FlameModel(torch.nn.Module):
         if missing:
             raise ConfigError(f"{path} lacks {', '.join(sorted(missing))}; was it made by `voxmesh convert-flame "
                              f"--landmarks ...`?")
+        if [int(p) for p in arrays["parents"]] != FLAME_PARENTS:
+            raise ConfigError(f"{path}: joint parents {list(arrays['parents'])} are not FLAME's {FLAME_PARENTS}; "
+                              f"convert a FLAME model with `voxmesh convert-flame`")
         return cls(arrays)
 
     @property
@@ -74,30 +80,19 @@ class FlameModel(torch.nn.Module):
 
     def forward(self, shape: torch.Tensor, expression: torch.Tensor, jaw: torch.Tensor) -> torch.Tensor:
         """Vertices (B, V, 3) with zero global, neck and eye rotation; ``shape`` (S,) or (B, S),
-        ``expression`` (B, E), ``jaw`` (B, 3) axis-angle."""
-        batch = expression.shape[0]
+        ``expression`` (B, E), ``jaw`` (B, 3) axis-angle.
+
+        FLAME's linear blend skinning with only the jaw turned: the root, neck and eye transforms
+        are the identity, so each vertex's blended transform is ``I + w_jaw (R - I)`` about the jaw
+        joint, ``v = p + w_jaw (R - I)(p - J_jaw)``, with ``p`` the vertex after the shape,
+        expression and pose blend shapes (only the jaw's pose features are non-zero) and ``J_jaw``
+        regressed from the unposed vertices (skinning weights sum to one)."""
         shaped = self.shaped(shape, expression)
-        joints = torch.einsum("jv,bvc->bjc", self.J_regressor, shaped)
-        n_joints = joints.shape[1]
-        pose = torch.zeros(batch, n_joints, 3, dtype=shaped.dtype, device=shaped.device)
-        pose[:, 2] = jaw  # FLAME's joints: global, neck, jaw, left eye, right eye
-        rotations = rodrigues(pose)
-        eye = torch.eye(3, dtype=shaped.dtype, device=shaped.device)
-        features = (rotations[:, 1:] - eye).reshape(batch, -1)
-        posed = shaped + torch.einsum("bp,vcp->bvc", features, self.posedirs)
-        transforms: list[torch.Tensor] = []
-        for j in range(n_joints):
-            local = torch.eye(4, dtype=shaped.dtype, device=shaped.device).repeat(batch, 1, 1)
-            local[:, :3, :3] = rotations[:, j]
-            parent = self.parents[j]
-            local[:, :3, 3] = joints[:, j] - (joints[:, parent] if parent >= 0 else 0)
-            transforms.append(local if parent < 0 else transforms[parent] @ local)
-        world = torch.stack(transforms, dim=1)
-        rest = torch.einsum("bjxy,bjy->bjx", world[:, :, :3, :3], joints)
-        world = world.clone()
-        world[:, :, :3, 3] = world[:, :, :3, 3] - rest
-        blended = torch.einsum("vj,bjxy->bvxy", self.lbs_weights, world)
-        return torch.einsum("bvxy,bvy->bvx", blended[:, :, :3, :3], posed) + blended[:, :, :3, 3]
+        bend = rodrigues(jaw) - torch.eye(3, dtype=shaped.dtype, device=shaped.device)
+        posed = shaped + torch.einsum("bp,vcp->bvc", bend.reshape(-1, 9), self.posedirs[..., JAW_FEATURES])
+        joint = torch.einsum("v,bvc->bc", self.J_regressor[JAW_JOINT], shaped)
+        turned = torch.einsum("bij,bvj->bvi", bend, posed - joint[:, None])
+        return posed + self.lbs_weights[:, JAW_JOINT, None] * turned
 
     def landmarks(self, vertices: torch.Tensor) -> torch.Tensor:
         """(B, L, 3) landmarks by barycentric interpolation on the embedding's faces."""

@@ -63,3 +63,36 @@ def synthetic_track(model, n_frames: int, faces_idx=None, bary=None, seed: int =
     targets = targets + noise * targets.std() * rng.standard_normal(targets.shape)
     truth = {"shape": shape.numpy(), "expression": expression.numpy(), "jaw": jaw.numpy(), "rotation": rotation}
     return targets, truth
+
+
+def reference_lbs(model, shape, expression, jaw, parents=PARENTS):
+    """FLAME's linear blend skinning (Li et al. 2017) written out in full, joint by joint (the
+    kinematic chain of 4x4 transforms), with only the jaw turned: the reference that
+    ``FlameModel.forward``'s closed form is checked against."""
+    import torch
+
+    from voxmesh.recon.flame_model import rodrigues
+
+    batch = expression.shape[0]
+    shaped = model.shaped(shape, expression)
+    joints = torch.einsum("jv,bvc->bjc", model.J_regressor, shaped)
+    n_joints = joints.shape[1]
+    pose = torch.zeros(batch, n_joints, 3, dtype=shaped.dtype, device=shaped.device)
+    pose[:, 2] = jaw  # FLAME's joints: global, neck, jaw, left eye, right eye
+    rotations = rodrigues(pose)
+    eye = torch.eye(3, dtype=shaped.dtype, device=shaped.device)
+    features = (rotations[:, 1:] - eye).reshape(batch, -1)
+    posed = shaped + torch.einsum("bp,vcp->bvc", features, model.posedirs)
+    transforms: list[torch.Tensor] = []
+    for j in range(n_joints):
+        local = torch.eye(4, dtype=shaped.dtype, device=shaped.device).repeat(batch, 1, 1)
+        local[:, :3, :3] = rotations[:, j]
+        parent = int(parents[j])
+        local[:, :3, 3] = joints[:, j] - (joints[:, parent] if parent >= 0 else 0)
+        transforms.append(local if parent < 0 else transforms[parent] @ local)
+    world = torch.stack(transforms, dim=1)
+    rest = torch.einsum("bjxy,bjy->bjx", world[:, :, :3, :3], joints)
+    world = world.clone()
+    world[:, :, :3, 3] = world[:, :, :3, 3] - rest
+    blended = torch.einsum("vj,bjxy->bvxy", model.lbs_weights, world)
+    return torch.einsum("bvxy,bvy->bvx", blended[:, :, :3, :3], posed) + blended[:, :, :3, 3]

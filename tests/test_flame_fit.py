@@ -8,7 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-from flame_synthetic import synthetic_embedding, synthetic_flame, synthetic_track
+import torch
+from flame_synthetic import reference_lbs, synthetic_embedding, synthetic_flame, synthetic_track
 
 from voxmesh.recon.flame import EMBEDDING_ENV, FlameBackend, FlameModel, LandmarkEmbedding, fit_flame
 from voxmesh.recon.flame_fit import FitSettings
@@ -20,6 +21,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture
 def model_arrays():
     return synthetic_flame(n_vertices=400, n_shape=10, n_expression=12)
+
+
+def test_closed_form_skinning_equals_flames_full_blend_skinning(model_arrays, tmp_path):
+    np.savez(tmp_path / "flame.npz", **model_arrays)
+    model = FlameModel.load(str(tmp_path / "flame.npz"))
+    generator = torch.Generator().manual_seed(0)
+    shape, expression = torch.randn(model.n_shape, generator=generator), torch.randn(4, model.n_expression, generator=generator)
+    jaw = 0.3 * torch.randn(4, 3, generator=generator)
+    with torch.no_grad():
+        np.testing.assert_allclose(model(shape, expression, jaw).numpy(),
+                                   reference_lbs(model, shape, expression, jaw).numpy(), atol=1e-6)
+        assert (model(shape, expression, jaw) - model(shape, expression, 0 * jaw)).abs().max() > 1e-3
+
+
+def test_a_model_with_another_kinematic_tree_is_refused(model_arrays, tmp_path):
+    np.savez(tmp_path / "flame.npz", **{**model_arrays, "parents": np.array([-1, 0, 0, 1, 1])})
+    with pytest.raises(ConfigError, match="not FLAME's"):
+        FlameModel.load(str(tmp_path / "flame.npz"))
 
 
 def check_recovery(model, targets, truth, fit):
