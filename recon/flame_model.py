@@ -46,6 +46,7 @@ class FlameModel(torch.nn.Module):
             self.register_buffer(name, torch.as_tensor(np.asarray(arrays[name], dtype=np.float32)))
         self.register_buffer("faces", torch.as_tensor(np.asarray(arrays["faces"], dtype=np.int64)))
         self.register_buffer("lmk_faces_idx", torch.as_tensor(np.asarray(arrays["lmk_faces_idx"], dtype=np.int64)))
+        self.parents = [int(p) for p in arrays["parents"]]  # FLAME_PARENTS (checked by load)
 
     @classmethod
     def load(cls, path: str) -> FlameModel:
