@@ -50,6 +50,7 @@ setup(
             "mediapipe = voxmesh.recon.mediapipe_mesh:MediaPipeFaceMesh",
             "flame = voxmesh.recon.flame:FlameBackend",
             "fan3d = voxmesh.recon.fan3d:Fan3D",
+            "deca = voxmesh.recon.deca:DecaBackend",
         ],
     },
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class Reconstruction:
     @staticmethod
     def concatenate(parts: list[Reconstruction]) -> Reconstruction:
         fields = [f.name for f in dataclasses.fields(Reconstruction)]
-        joined = {}
+        joined: dict[str, Any] = {}
         for name in fields:
             values = [getattr(p, name) for p in parts]
             joined[name] = None if any(v is None for v in values) else np.concatenate(values)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -89,15 +90,11 @@ def find_weights() -> dict[str, str] | None:
 def load_state_dict(path: str) -> dict:
     """A checkpoint's tensors, read without unpickling arbitrary objects. face-alignment's depth
     checkpoint wraps them as ``{"state_dict": {"module.<name>": tensor}}``."""
-    import torch
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises several types for a bad file
-        raise ConfigError(f"{path}: not a plain tensor checkpoint ({type(error).__name__}: {error}); "
-                         f"voxmesh does not unpickle arbitrary objects") from None
-    state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
+    from .checkpoint import read_tensors
+    raw = read_tensors(path)
+    state = raw.get("state_dict", raw)
     if not isinstance(state, dict):
-        raise ConfigError(f"{path}: expected a dict of tensors, found {type(raw).__name__}")
+        raise ConfigError(f"{path}: expected a dict of tensors, found {type(state).__name__}")
     return {name.removeprefix("module."): value for name, value in state.items()}
 
 
@@ -120,7 +117,8 @@ class Fan3D(ReconstructionBackend):
     def __init__(self, flip_input: bool = True):
         self.flip_input = flip_input  # face-alignment's default: average with the mirrored image
         self.device = "cpu"
-        self.fan = self.depth = None
+        self.fan: Any = None    # face_alignment's FAN once set up
+        self.depth: Any = None  # face_alignment's ResNetDepth once set up
         self._files: dict[str, str] = {}
 
     @property
@@ -146,9 +144,10 @@ class Fan3D(ReconstructionBackend):
         import torch
         from face_alignment.models import FAN, ResNetDepth
 
-        self._files = find_weights()
-        if self._files is None:
-            raise MissingFileError(self.unavailable_reason())
+        files = find_weights()
+        if files is None:
+            raise MissingFileError(str(self.unavailable_reason()))
+        self._files = files
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.fan, self.depth = FAN(4), ResNetDepth()
         for network, role in ((self.fan, "fan"), (self.depth, "depth")):

@@ -108,5 +108,6 @@ def _load_npy_dict(path: str) -> dict:
     """FLAME's ``landmark_embedding.npy`` is a pickled dict inside a .npy: read it restrictedly."""
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
-        np.lib.format._read_array_header(f, version)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        read_header(f)
         return RestrictedUnpickler(f, encoding="latin1").load()

@@ -13,6 +13,8 @@ collapsing (a lost track, a profile beyond what the model covers) falls towards 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from voxmesh.schemas import Topology
@@ -92,7 +94,7 @@ class MediaPipeFaceMesh(ReconstructionBackend):
     def __init__(self, min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5):
         self.min_detection_confidence = min_detection_confidence
         self.min_tracking_confidence = min_tracking_confidence
-        self._face_mesh = None
+        self._face_mesh: Any = None  # mediapipe FaceMesh once set up
 
     @property
     def version(self) -> str:

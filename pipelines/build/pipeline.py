@@ -12,13 +12,14 @@ one chunk of frames and one face track's results.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import tempfile
 import traceback
 from collections import Counter
-from typing import Iterator
+from typing import Callable, Iterator
 from importlib.metadata import version
 
 import apache_beam as beam
@@ -38,7 +39,7 @@ from voxmesh.pipelines.build.packing import PARTS_DIR, PackShard, ShardLimits, r
 from voxmesh.pipelines.build.progress import ProgressReporter
 from voxmesh.pipelines.dataset.report import summarize
 from voxmesh.pipelines.ingest.process import failure, process_input
-from voxmesh.schemas.errors import DatasetStateError
+from voxmesh.schemas.errors import ConfigError, DatasetStateError
 
 # Distributions whose versions can change the bytes of the output; recorded in dataset.json.
 OUTPUT_SHAPING_PACKAGES = ("voxmesh", "mediapipe", "opencv-contrib-python", "numpy", "scipy", "av", "soxr",
@@ -57,6 +58,25 @@ class BuildConfig:
     shard_limits: ShardLimits = ShardLimits()
     chunk_size: int = 64
     resume: bool = False
+
+    def __post_init__(self):
+        names = self.backends
+        if "" in names or len(set(names)) != len(names):
+            raise ConfigError(f"--backend {self.backend}: expected one backend or a comma-separated list of "
+                              f"different backends, e.g. mediapipe,flame")
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """The backends of ``backend``, a comma-separated list (one dataset each)."""
+        return tuple(name.strip() for name in self.backend.split(","))
+
+    def dataset_outputs(self) -> dict[str, str]:
+        """Backend name -> its dataset folder: ``output`` for one backend, ``output/<name>`` each
+        for several (paired datasets: same keys, clips, audio and splits)."""
+        names = self.backends
+        if len(names) == 1:
+            return {names[0]: self.output}
+        return {name: os.path.join(self.output, name) for name in names}
 
 
 class SampleSpool:
@@ -99,22 +119,31 @@ class BuildPart(beam.DoFn):
 
     def __init__(self, config: BuildConfig):
         self.config = config
-        self.backend = self.detector = None
+        self.backends: list = []
+        self.detector: FaceDetector | None = None
 
     def setup(self):
         self.detector = FaceDetector()
-        self.backend = backend_class(self.config.backend)()
-        self.backend.setup()
+        self.backends = [backend_class(name)() for name in self.config.backends]
+        for backend in self.backends:
+            backend.setup()
 
     def process(self, task: PartTask):
-        counters = Counter()
-        with SampleTarWriter(self.config.output, task.split, task.index, [i.uri for i in task.items],
-                         folder=PARTS_DIR) as writer:
+        """The part in every backend's dataset: the same inputs, failures and clips in each."""
+        assert self.detector is not None, "setup() first"
+        counters: Counter[str] = Counter()
+        outputs = self.config.dataset_outputs()
+        with contextlib.ExitStack() as stack:
+            writers = {name: stack.enter_context(SampleTarWriter(output, task.split, task.index,
+                                                                 [i.uri for i in task.items], folder=PARTS_DIR))
+                       for name, output in outputs.items()}
             for item in task.items:
-                with SampleSpool() as spool:
+                with contextlib.ExitStack() as spools_open:
+                    spools = {name: spools_open.enter_context(SampleSpool()) for name in outputs}
                     try:
-                        result = process_input(item, task.split, self.backend, self.detector, self.config.clip_rules,
-                                               self.config.track_rules, self.config.chunk_size, sink=spool.add)
+                        result = process_input(item, task.split, self.backends, self.detector, self.config.clip_rules,
+                                               self.config.track_rules, self.config.chunk_size,
+                                               sink=self._router(spools))
                         failures, n_frames = result.failures, result.n_frames
                     except Exception as error:  # noqa: BLE001 - one input must never cost the shard
                         last_line = traceback.format_exception_only(type(error), error)[-1].strip()
@@ -122,21 +151,32 @@ class BuildPart(beam.DoFn):
                                                       f"{item.uri}: {last_line}")], 0
                     n_samples = 0
                     if not failures:
-                        for meta, members in spool.replay():
-                            writer.write_members(meta, members)
-                            n_samples += 1
+                        for name, spool in spools.items():
+                            n_samples = 0
+                            for meta, members in spool.replay():
+                                writers[name].write_members(meta, members)
+                                n_samples += 1
                 for record in failures:
-                    writer.record_failure(record)
+                    for writer in writers.values():
+                        writer.record_failure(record)
                     beam.metrics.Metrics.counter("voxmesh.failures", f"{record.stage}.{record.reason}").inc()
                 counters.update(inputs=1, clips=n_samples, frames=n_frames)
-            writer.commit()
+            for writer in writers.values():
+                writer.commit()
         for name, value in counters.items():
             beam.metrics.Metrics.counter("voxmesh", name).inc(value)
         yield task.name
 
+    def _router(self, spools: dict[str, SampleSpool]) -> Callable[[Sample], None]:
+        """Where each sample goes: the one spool, or the spool of the backend that made it."""
+        if len(spools) == 1:
+            return next(iter(spools.values())).add
+        spool_of = {backend.name: spools[name] for name, backend in zip(spools, self.backends)}
+        return lambda sample: spool_of[sample.meta.backend].add(sample)
+
     def teardown(self):
-        if self.backend is not None:
-            self.backend.close()
+        for backend in self.backends:
+            backend.close()
         if self.detector is not None:
             self.detector.close()
 
@@ -148,32 +188,43 @@ def local_pipeline_args(workers: int | None = None) -> list[str]:
 
 
 def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progress: bool = False) -> dict:
-    """Run the whole build and return the summary (also written to ``dataset.json``)."""
-    backend_class(config.backend)  # fail before any work when the backend cannot run here
+    """Run the whole build and return the summary (also written to ``dataset.json``; with several
+    backends, one dataset each under ``output/<backend>``, whose counts are the same)."""
+    # fail before any work when a backend cannot run here; the versions go into dataset.json
+    versions = {name: backend_class(name)().version for name in config.backends}
+    outputs = config.dataset_outputs()
     raws = discover(config.input)
     items, early_failures = identify(raws)
     split_of_speaker, split_failures = assign_splits(items, config.splits)
     tasks = plan_parts(items, split_of_speaker, config.inputs_per_part)
     planned = {item.uri for task in tasks for item in task.items}
     _prepare_output(config)
-    if not planned <= inputs_in_shards(config.output):
-        done = {s.shard for s in committed_stats(config.output, PARTS_DIR)}
+    if any(not planned <= inputs_in_shards(output) for output in outputs.values()):
+        done = set.intersection(*({s.shard for s in committed_stats(output, PARTS_DIR)} for output in outputs.values()))
         todo = [t for t in tasks if t.name not in done]
         options = PipelineOptions(pipeline_args or local_pipeline_args())
-        with ProgressReporter(config.output, todo, enabled=progress):
+        first_output = next(iter(outputs.values()))
+        with ProgressReporter(first_output, todo, enabled=progress):
             with beam.Pipeline(options=options) as pipeline:
-                (pipeline
-                 | "PlanParts" >> beam.Create(todo)
-                 | "SpreadParts" >> beam.Reshuffle()
-                 | "BuildPart" >> beam.ParDo(BuildPart(config))
-                 | "AllPartsCommitted" >> beam.combiners.Count.Globally()
-                 | "PlanShards" >> beam.FlatMap(remaining_packs, config.output, [t.name for t in tasks],
-                                                config.shard_limits)
-                 | "SpreadShards" >> beam.Reshuffle()
-                 | "PackShard" >> beam.ParDo(PackShard(config.output)))
-    summary = finalize(config, planned, early_failures + split_failures, n_discovered=len(raws))
-    remove_parts(config.output)
-    return summary
+                committed = (pipeline
+                             | "PlanParts" >> beam.Create(todo)
+                             | "SpreadParts" >> beam.Reshuffle()
+                             | "BuildPart" >> beam.ParDo(BuildPart(config))
+                             | "AllPartsCommitted" >> beam.combiners.Count.Globally())
+                for name, output in outputs.items():
+                    suffix = "" if len(outputs) == 1 else f"_{name}"
+                    (committed
+                     | f"PlanShards{suffix}" >> beam.FlatMap(remaining_packs, output, [t.name for t in tasks],
+                                                             config.shard_limits)
+                     | f"SpreadShards{suffix}" >> beam.Reshuffle()
+                     | f"PackShard{suffix}" >> beam.ParDo(PackShard(output)))
+    summaries = {name: finalize(dataclasses.replace(config, output=output, backend=name), planned,
+                                early_failures + split_failures, n_discovered=len(raws),
+                                backend_version=versions[name], paired=config.backends)
+                 for name, output in outputs.items()}
+    for output in outputs.values():
+        remove_parts(output)
+    return summaries[config.backends[0]]  # paired datasets have the same counts
 
 
 def inputs_in_shards(output: str) -> set[str]:
@@ -186,8 +237,9 @@ def _prepare_output(config: BuildConfig) -> None:
     if os.path.isdir(config.output) and os.listdir(config.output) and not config.resume:
         raise DatasetStateError(f"{config.output} is not empty; pass --resume to continue a build there, "
                               f"or choose a new output folder")
-    os.makedirs(config.output, exist_ok=True)
-    remove_temporary_files(config.output)
+    for output in config.dataset_outputs().values():
+        os.makedirs(output, exist_ok=True)
+        remove_temporary_files(output)
 
 
 def remove_temporary_files(output: str) -> None:
@@ -199,9 +251,11 @@ def remove_temporary_files(output: str) -> None:
 
 
 def finalize(config: BuildConfig, planned: set[str], early_failures: list[FailureRecord],
-             n_discovered: int) -> dict:
+             n_discovered: int, backend_version: str = "", paired: tuple[str, ...] = ()) -> dict:
     """Write the manifest, the failures table and ``dataset.json`` from the committed shards,
-    check that they hold exactly the ``planned`` input URIs, and return the summary."""
+    check that they hold exactly the ``planned`` input URIs, and return the summary.
+    ``backend_version`` is recorded (for FLAME it names the landmark embedding); ``paired`` names
+    the backends of a run that built one dataset per backend (recorded when more than one)."""
     stats: list[TarStats] = committed_stats(config.output)
     in_shards = [uri for s in stats for uri in s.inputs]
     if set(in_shards) != planned or len(in_shards) != len(planned):
@@ -231,7 +285,10 @@ def finalize(config: BuildConfig, planned: set[str], early_failures: list[Failur
         "config": _jsonable(config),
         "versions": {name: version(name) for name in OUTPUT_SHAPING_PACKAGES},
         "counts": summary,
+        "backend_version": backend_version,
     }
+    if len(paired) > 1:
+        dataset["paired_backends"] = list(paired)
     write_atomic(os.path.join(config.output, "dataset.json"),
                  json.dumps(dataset, indent=1, sort_keys=True).encode("utf-8"))
     write_dataset_card(config.output, dataset, rows, failures)

@@ -1,15 +1,19 @@
 """One input video in, its samples and failures out.
 
 probe -> audio (16 kHz, aligned) -> pass 1: shot cuts on every 25 fps frame, face detection on
-every ``detect_every``-th -> tracks of the dominant face -> pass 2: crops of each track -> backend ->
+every ``detect_every``-th -> tracks of the dominant face -> pass 2: crops of each track -> backends ->
 cut into clips -> samples.
 Decoding twice keeps memory at one chunk of frames whatever the video's length.
+
+Several backends share one decode, one tracking and one cut: each crop goes to every backend, a
+frame unusable for any backend is unusable for all, and a clip dropped for one backend is dropped
+for all, so every clip gives one sample per backend with the same key, frames and audio.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -27,7 +31,8 @@ from voxmesh.schemas import FPS, SAMPLES_PER_FRAME, FailureRecord, Reason, Sampl
 
 @dataclasses.dataclass
 class InputResult:
-    """What one input gave: its samples (when no sink took them), failures, frames decoded."""
+    """What one input gave: its samples (when no sink took them; per clip, one per backend in the
+    backends' order), failures, frames decoded, clips kept (``n_samples``: per backend)."""
 
     samples: list[Sample]
     failures: list[FailureRecord]
@@ -39,14 +44,16 @@ def failure(item: InputItem, stage: Stage, reason: Reason, detail: str) -> Failu
     return FailureRecord(item.uri, item.input_id, stage.value, reason.value, detail)
 
 
-def process_input(item: InputItem, split: str, backend: ReconstructionBackend, detector: FaceDetector,
-                  clip_rules: ClipRules, track_rules: TrackRules = TrackRules(), chunk_size: int = 64,
-                  sink: Callable[[Sample], None] | None = None) -> InputResult:
-    """Everything one input yields. Samples go to ``sink`` as each track is done (so that memory
-    does not grow with the video's length), or into ``result.samples`` without a sink. When the
-    result has failures, the input gave no usable sample and anything already sent to the sink
-    must be discarded. Media problems become failures; other exceptions propagate (the caller
-    records them as ``internal_error``)."""
+def process_input(item: InputItem, split: str, backend: ReconstructionBackend | Sequence[ReconstructionBackend],
+                  detector: FaceDetector, clip_rules: ClipRules, track_rules: TrackRules = TrackRules(),
+                  chunk_size: int = 64, sink: Callable[[Sample], None] | None = None) -> InputResult:
+    """Everything one input yields, for one backend or several (``sample.meta.backend`` tells
+    them apart). Samples go to ``sink`` as each track is done (so that memory does not grow with
+    the video's length), or into ``result.samples`` without a sink. When the result has failures,
+    the input gave no usable sample and anything already sent to the sink must be discarded.
+    Media problems become failures; other exceptions propagate (the caller records them as
+    ``internal_error``)."""
+    backends = [backend] if isinstance(backend, ReconstructionBackend) else list(backend)
     collected: list[Sample] = []
     emit = sink or collected.append
     try:
@@ -68,18 +75,21 @@ def process_input(item: InputItem, split: str, backend: ReconstructionBackend, d
             has_audio = (np.arange(1, n_frames + 1) * SAMPLES_PER_FRAME) <= len(pcm)
             kept = 0
             dropped_offsets: list[str] = []
-            for track, recon in iter_track_reconstructions(path, tracks, backend, track_rules, chunk_size):
+            for track, recons in iter_track_reconstructions(path, tracks, backends, track_rules, chunk_size):
                 span = slice(track.start, track.end)
-                problems[span] = frame_problems(recon.n_faces, recon.valid, recon.confidence, has_audio[span], clip_rules)
+                problems[span] = _first_problems([frame_problems(r.n_faces, r.valid, r.confidence, has_audio[span],
+                                                                 clip_rules) for r in recons])
                 usable = np.array([p is None for p in problems[span]])
                 clips = segment(usable, int(round(clip_rules.min_seconds * FPS)), int(round(clip_rules.max_seconds * FPS)))
                 for clip_index, (start, end) in enumerate(clips):
-                    sample = _sample(item, split, backend, track, recon, pcm, audio_offset, clip_index, start, end,
-                                     clip_rules)
-                    if clip_rules.drop_av_offset and not sample.meta.av_offset_ok:
-                        dropped_offsets.append(f"{sample.meta.av_offset:+d} (confidence {sample.meta.av_offset_confidence:.1f})")
+                    samples = [_sample(item, split, b, track, r, pcm, audio_offset, clip_index, start, end, clip_rules)
+                               for b, r in zip(backends, recons)]
+                    flagged = [s.meta for s in samples if not s.meta.av_offset_ok]
+                    if clip_rules.drop_av_offset and flagged:
+                        dropped_offsets.append(f"{flagged[0].av_offset:+d} (confidence {flagged[0].av_offset_confidence:.1f})")
                         continue
-                    emit(sample)
+                    for sample in samples:
+                        emit(sample)
                     kept += 1
     except MediaError as error:
         detail = error.detail if error.detail.startswith(item.uri) else f"{item.uri}: {error.detail}"
@@ -101,29 +111,38 @@ def process_input(item: InputItem, split: str, backend: ReconstructionBackend, d
     return InputResult(collected, [], n_frames, kept)
 
 
-def iter_track_reconstructions(path: str, tracks: list[Track], backend: ReconstructionBackend, track_rules: TrackRules,
-                               chunk_size: int) -> Iterator[tuple[Track, Reconstruction]]:
+def _first_problems(per_backend: list[list[Reason | None]]) -> list[Reason | None]:
+    """Per frame, the first backend's problem (None where every backend can use the frame)."""
+    return [next((p for p in frame if p is not None), None) for frame in zip(*per_backend)]
+
+
+def iter_track_reconstructions(path: str, tracks: list[Track], backends: Sequence[ReconstructionBackend],
+                               track_rules: TrackRules, chunk_size: int) -> Iterator[tuple[Track, list[Reconstruction]]]:
     """Pass 2: crop every frame of every track (tracks never overlap in time), reconstruct the
-    crops in chunks, resetting the backend at each new track, and yield each track's result (in
-    source pixels, after ``finish_track``) as soon as its last frame is done."""
+    crops in chunks with every backend, resetting the backends at each new track, and yield each
+    track's results (one per backend, in source pixels, after ``finish_track``) as soon as its
+    last frame is done."""
     if not tracks:
         return
     track_of = {t: track for track in tracks for t in range(track.start, track.end)}
-    parts: list[Reconstruction] = []
+    parts: list[list[Reconstruction]] = [[] for _ in backends]
     batch: list[np.ndarray] = []
     transforms: list[tuple[float, float, float]] = []
 
     def flush() -> None:
         if batch:
-            parts.append(backend.reconstruct(np.stack(batch)).to_source(np.array(transforms)))
+            crops, to_source = np.stack(batch), np.array(transforms)
+            for backend, done in zip(backends, parts):
+                done.append(backend.reconstruct(crops).to_source(to_source))
             batch.clear()
             transforms.clear()
 
-    def finished(track: Track) -> tuple[Track, Reconstruction]:
+    def finished(track: Track) -> tuple[Track, list[Reconstruction]]:
         flush()
-        result = backend.finish_track(Reconstruction.concatenate(parts))
-        parts.clear()
-        return track, result
+        results = [b.finish_track(Reconstruction.concatenate(done)) for b, done in zip(backends, parts)]
+        for done in parts:
+            done.clear()
+        return track, results
 
     t, current = 0, None
     for chunk in iter_frames(path, chunk_size):
@@ -136,7 +155,8 @@ def iter_track_reconstructions(path: str, tracks: list[Track], backend: Reconstr
             if track is None:
                 continue
             if current is None:
-                backend.reset()
+                for backend in backends:
+                    backend.reset()
                 current = track
             transform = crop_transform(track.box(t - 1), track_rules)
             batch.append(crop(frame, transform, track_rules.crop_size))

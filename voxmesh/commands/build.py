@@ -24,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True,
                         help="a folder of videos (searched recursively), a glob, or a .csv/.parquet listing")
     parser.add_argument("--output", required=True, help="output folder (must be empty unless --resume)")
-    parser.add_argument("--backend", default="mediapipe", help="reconstruction backend (default: mediapipe)")
+    parser.add_argument("--backend", default="mediapipe",
+                        help="reconstruction backend, or a comma-separated list for paired datasets "
+                        "(OUTPUT/<backend>/ each: same clips, audio and splits) (default: mediapipe)")
     parser.add_argument("--min-clip-seconds", type=float, default=ClipRules.min_seconds)
     parser.add_argument("--max-clip-seconds", type=float, default=ClipRules.max_seconds)
     parser.add_argument("--min-confidence", type=float, default=ClipRules.min_confidence)

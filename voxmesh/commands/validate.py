@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from voxmesh.schemas import validate_dataset
+from voxmesh.schemas.pairing import validate_paired
+from voxmesh.schemas.shards import SHARDS_DIR
 
 HELP = "check a built dataset; exit 1 with one line per problem"
 DESCRIPTION = """Check every shard, sample and table of a dataset folder against schema v1: member
 dtypes and shapes, keys, commit markers, manifest and failures, speaker-disjoint splits, and that
-every input is accounted for. Prints one line per problem (`shard: key: what is wrong`)."""
+every input is accounted for. Prints one line per problem (`shard: key: what is wrong`). Given the
+parent folder of paired datasets (`voxmesh build --backend a,b`), checks each and that they pair
+clip for clip (keys, splits, clip boundaries, audio, failures)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("output", help="the folder written by `voxmesh build`")
+    parser.add_argument("output", help="the folder written by `voxmesh build` (for several backends: the parent)")
 
 
 def run(args: argparse.Namespace) -> int:
     register_user_topologies()
-    problems, counts = validate_dataset(args.output)
+    single = os.path.isdir(os.path.join(args.output, SHARDS_DIR))
+    problems, counts = validate_dataset(args.output) if single else validate_paired(args.output)
     for problem in problems:
         print(problem)
-    print(f"checked {counts['shards']} shards, {counts['samples']} samples: "
+    paired = f" in {counts['paired_datasets']} paired datasets" if counts.get("paired_datasets") else ""
+    print(f"checked {counts['shards']} shards, {counts['samples']} samples{paired}: "
           f"{len(problems)} problem{'s' if len(problems) != 1 else ''}", file=sys.stderr)
     return 1 if problems else 0
 

@@ -1,0 +1,141 @@
+"""The ``deca`` backend: a checkpoint with DECA's exact state-dict keys and shapes (the fixture,
+listed from DECA's published code) and random weights, on a synthetic FLAME-format model with
+DECA's 100 shape and 50 expression components, through the conformance suite; the loader's
+refusals (wrong keys, wrong shapes, a pickle that would run code)."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from flame_synthetic import synthetic_flame
+from test_recon_backends import talking_frames
+
+from voxmesh.recon.checkpoint import read_tensors
+from voxmesh.recon.deca import DecaBackend, crop_grid, load_encoder, smooth_runs
+from voxmesh.recon.deca_net import DecaCoarseEncoder
+from voxmesh.recon.flame import FlameModel
+from voxmesh.recon.testing import check_backend
+from voxmesh.schemas.errors import ConfigError
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "deca_e_flame_keys.txt")
+
+
+def published_keys() -> dict[str, tuple[int, ...]]:
+    keys = {}
+    with open(FIXTURE) as f:
+        for line in f:
+            if line.startswith("#"):
+                continue
+            name, _, shape = line.rstrip("\n").partition(" ")
+            keys[name] = tuple(int(n) for n in shape.split(",") if n)
+    return keys
+
+
+def random_checkpoint(path: str, seed: int = 0) -> None:
+    """``deca_model.tar`` as DECA saves it (a dict with ``E_flame``), every tensor random; batch
+    norm statistics positive; the scale of the camera output kept near DECA's range."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, shape in published_keys().items():
+        if name.endswith("num_batches_tracked"):
+            state[name] = torch.tensor(1000)
+        elif name.endswith("running_var"):
+            state[name] = 0.5 + torch.rand(shape, generator=generator)
+        elif name.endswith(("bn1.weight", "bn2.weight", "bn3.weight", "downsample.1.weight")):
+            state[name] = 0.2 + 0.1 * torch.rand(shape, generator=generator)
+        else:
+            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1000
+            state[name] = torch.randn(shape, generator=generator) / np.sqrt(fan_in)
+    state["layers.2.bias"][236 - 30] = 8.0  # cam scale: the face fills the 224 crop as in DECA
+    torch.save({"E_flame": state, "E_detail": {}, "D_detail": {}}, path)
+
+
+@pytest.fixture
+def deca_files(tmp_path):
+    checkpoint, model = str(tmp_path / "deca_model.tar"), str(tmp_path / "flame.npz")
+    random_checkpoint(checkpoint)
+    np.savez(model, **synthetic_flame(n_shape=100, n_expression=50))
+    return checkpoint, model
+
+
+def test_fixture_keys_are_what_the_loader_expects():
+    own = {name: tuple(value.shape) for name, value in DecaCoarseEncoder().state_dict().items()}
+    assert own == published_keys()
+    assert len(own) == 322
+
+
+def test_deca_backend_conforms(deca_files):
+    checkpoint, model = deca_files
+    backend = DecaBackend(checkpoint, model)
+    result = check_backend(backend, talking_frames(4), atol=1e-4)
+    assert result.valid.all()
+    assert result.mesh.shape == (4, 300, 3) and result.coeffs.shape == (4, 53)
+    assert backend.topology_name == "flame5023_lmk68" and result.lmk2d.shape == (4, 68, 2)
+    # lmk2d is the FLAME embedding of mesh.npy moved by pose.npy (head -> crop pixels)
+    flame = FlameModel.load(model)
+    landmarks = flame.landmarks(torch.from_numpy(result.mesh)).numpy()
+    moved = np.einsum("bij,blj->bli", result.pose[:, :3, :3], landmarks) + result.pose[:, None, :3, 3]
+    np.testing.assert_allclose(moved[..., :2], result.lmk2d, rtol=1e-4, atol=1e-2)
+    assert np.linalg.det(result.pose[:, :3, :3]).min() > 0  # a proper similarity (right-handed)
+
+
+def test_deca_crop_is_decas_box_crop():
+    grid, (k, x0, y0) = crop_grid(256, 256)
+    box = 256 / 1.8
+    side = int(1.25 * box)
+    assert k == pytest.approx(side / 223) and x0 == pytest.approx(128 - side / 2)
+    assert y0 == pytest.approx(128 + 0.12 * box - side / 2)
+    # grid corners are the crop corners in grid_sample's normalised coordinates
+    assert grid[0, 0, 0, 0].item() == pytest.approx(2 * x0 / 255 - 1, abs=1e-5)
+    assert grid[0, -1, -1, 1].item() == pytest.approx(2 * (y0 + 223 * k) / 255 - 1, abs=1e-5)
+
+
+def test_smoothing_is_off_by_default_and_stays_inside_valid_runs(deca_files):
+    checkpoint, model = deca_files
+    assert DecaBackend(checkpoint, model).smooth_sigma == 0
+    values = np.zeros((10, 2), dtype=np.float32)
+    values[::2] = 1.0
+    valid = np.array([1, 1, 1, 1, 0, 1, 1, 1, 1, 1], dtype=bool)
+    smoothed = smooth_runs(values, valid, 2.0)
+    assert smoothed[4].tolist() == values[4].tolist()  # invalid frame untouched
+    assert np.ptp(smoothed[5:]) < np.ptp(values[5:]) / 2  # jitter reduced
+    assert smoothed.dtype == np.float32
+
+
+def test_wrong_keys_name_the_file_the_first_keys_and_the_network(tmp_path):
+    path = str(tmp_path / "other.pt")
+    state = DecaCoarseEncoder().state_dict()
+    state.pop("encoder.conv1.weight")
+    state["head.weight"] = torch.zeros(2)
+    torch.save({"E_flame": state}, path)
+    with pytest.raises(ConfigError) as error:
+        load_encoder(path)
+    message = str(error.value)
+    assert "\n" not in message and path in message
+    assert "encoder.conv1.weight" in message and "head.weight" in message and "DECA's coarse encoder" in message
+
+
+def test_wrong_shape_is_refused(tmp_path):
+    path = str(tmp_path / "other.pt")
+    state = DecaCoarseEncoder().state_dict()
+    state["layers.2.weight"] = torch.zeros(100, 1024)
+    torch.save(state, path)
+    with pytest.raises(ConfigError, match="layers.2.weight"):
+        load_encoder(path)
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path):
+    path = str(tmp_path / "evil.tar")
+    with open(path, "wb") as f:
+        pickle.dump({"E_flame": RunsCode()}, f)
+    torch.save({"E_flame": {"x": RunsCode()}}, str(tmp_path / "evil2.tar"))
+    for candidate in (path, str(tmp_path / "evil2.tar")):
+        with pytest.raises(ConfigError, match="not a plain tensor checkpoint"):
+            read_tensors(candidate)
