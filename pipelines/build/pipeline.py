@@ -38,6 +38,7 @@ from voxmesh.pipelines.build.packing import PARTS_DIR, PackShard, ShardLimits, r
 from voxmesh.pipelines.build.progress import ProgressReporter
 from voxmesh.pipelines.dataset.report import summarize
 from voxmesh.pipelines.ingest.process import failure, process_input
+from voxmesh.pipelines.logs import hold_quiet_native_logs, release_quiet_native_logs
 from voxmesh.schemas.errors import DatasetStateError
 
 # Distributions whose versions can change the bytes of the output; recorded in dataset.json.
@@ -100,8 +101,10 @@ class BuildPart(beam.DoFn):
     def __init__(self, config: BuildConfig):
         self.config = config
         self.backend = self.detector = None
+        self.quiet = False
 
     def setup(self):
+        self.quiet = hold_quiet_native_logs()  # MediaPipe's C++ warnings, on workers the launcher did not quiet
         self.detector = FaceDetector()
         self.backend = backend_class(self.config.backend)()
         self.backend.setup()
@@ -139,6 +142,7 @@ class BuildPart(beam.DoFn):
             self.backend.close()
         if self.detector is not None:
             self.detector.close()
+        release_quiet_native_logs(self.quiet)
 
 
 def local_pipeline_args(workers: int | None = None) -> list[str]:
