@@ -28,12 +28,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from voxmesh.recon import backend_class
 from voxmesh.schemas import (SCHEMA_VERSION, FailureRecord, Reason, Sample, SampleMeta, TarStats, SampleTarWriter,
                              Stage, committed_stats, iter_tar_samples, write_failures, write_manifest)
-from voxmesh.schemas.shards import SHARDS_DIR, write_atomic
+from voxmesh.schemas.shards import META_DIR, SHARDS_DIR, write_atomic
 
 from voxmesh.pipelines.ingest.clips import ClipRules
 from voxmesh.pipelines.ingest.faces import FaceDetector, TrackRules
-from voxmesh.pipelines.dataset.card import write_dataset_card, write_wids_indexes
-from voxmesh.pipelines.build.inputs import PartTask, SplitFractions, assign_splits, discover, identify, plan_parts
+from voxmesh.pipelines.dataset.card import DEFAULT_LICENSE, write_dataset_card, write_wids_indexes
+from voxmesh.pipelines.build.inputs import (PartTask, SplitFractions, assign_splits, discover, identify, input_root,
+                                            plan_parts, redact_root)
 from voxmesh.pipelines.build.packing import PARTS_DIR, PackShard, ShardLimits, remaining_packs, remove_parts
 from voxmesh.pipelines.build.progress import ProgressReporter
 from voxmesh.pipelines.dataset.report import summarize
@@ -58,6 +59,7 @@ class BuildConfig:
     shard_limits: ShardLimits = ShardLimits()
     chunk_size: int = 64
     resume: bool = False
+    license: str = DEFAULT_LICENSE  # of the source footage, as the user declares it
 
 
 class SampleSpool:
@@ -155,7 +157,8 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
     """Run the whole build and return the summary (also written to ``dataset.json``)."""
     backend_class(config.backend)  # fail before any work when the backend cannot run here
     raws = discover(config.input)
-    items, early_failures = identify(raws)
+    root = input_root(config.input, [raw.uri for raw in raws])
+    items, early_failures = identify(raws, root)
     split_of_speaker, split_failures = assign_splits(items, config.splits)
     tasks = plan_parts(items, split_of_speaker, config.inputs_per_part)
     planned = {item.uri for task in tasks for item in task.items}
@@ -175,7 +178,7 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
                                                 config.shard_limits)
                  | "SpreadShards" >> beam.Reshuffle()
                  | "PackShard" >> beam.ParDo(PackShard(config.output)))
-    summary = finalize(config, planned, early_failures + split_failures, n_discovered=len(raws))
+    summary = finalize(config, planned, early_failures + split_failures, n_discovered=len(raws), root=root)
     remove_parts(config.output)
     return summary
 
@@ -195,7 +198,7 @@ def _prepare_output(config: BuildConfig) -> None:
 
 
 def remove_temporary_files(output: str) -> None:
-    for folder in (output, os.path.join(output, SHARDS_DIR), os.path.join(output, PARTS_DIR)):
+    for folder in (output, *(os.path.join(output, d, f) for d in ("", META_DIR) for f in (SHARDS_DIR, PARTS_DIR))):
         if os.path.isdir(folder):
             for name in os.listdir(folder):
                 if ".tmp-" in name:
@@ -203,7 +206,7 @@ def remove_temporary_files(output: str) -> None:
 
 
 def finalize(config: BuildConfig, planned: set[str], early_failures: list[FailureRecord],
-             n_discovered: int) -> dict:
+             n_discovered: int, root: str = "") -> dict:
     """Write the manifest, the failures table and ``dataset.json`` from the committed shards,
     check that they hold exactly the ``planned`` input URIs, and return the summary."""
     stats: list[TarStats] = committed_stats(config.output)
@@ -232,6 +235,7 @@ def finalize(config: BuildConfig, planned: set[str], early_failures: list[Failur
         raise RuntimeError(f"inputs not accounted for: {summary}")
     dataset = {
         "schema_version": SCHEMA_VERSION,
+        "input_root": redact_root(root),
         "config": _jsonable(config),
         "versions": {name: version(name) for name in OUTPUT_SHAPING_PACKAGES},
         "counts": summary,
@@ -243,6 +247,9 @@ def finalize(config: BuildConfig, planned: set[str], early_failures: list[Failur
 
 
 def _jsonable(config: BuildConfig) -> dict:
+    """The options that shape the data; no path of the build machine but the input root's."""
     raw = dataclasses.asdict(config)
     raw.pop("resume")
+    raw.pop("output")
+    raw["input"] = redact_root(raw["input"])
     return raw

@@ -9,6 +9,7 @@ import threading
 import time
 
 from voxmesh.schemas import FPS, TarStats
+from voxmesh.schemas.shards import stats_path
 
 from voxmesh.pipelines.build.packing import PARTS_DIR
 
@@ -21,7 +22,7 @@ class ProgressReporter:
     or when INFO is not logged (``voxmesh -q``)."""
 
     def __init__(self, output: str, tasks: list, enabled: bool = True, interval: float = 15.0):
-        self.directory = os.path.join(output, PARTS_DIR)
+        self.directory = os.path.dirname(stats_path(output, PARTS_DIR, ""))
         self.names = {t.name for t in tasks}
         self.total_inputs = sum(len(t.items) for t in tasks)
         self.enabled = enabled and log.isEnabledFor(logging.INFO)

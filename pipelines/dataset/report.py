@@ -68,11 +68,11 @@ def write_report(output: str, manifest: list[dict], failures: list[dict], summar
 
     report_dir = report_dir or os.path.join(output, "report")
     os.makedirs(report_dir, exist_ok=True)
-    angles = [head_angles(s.pose) for _, s in zip(range(max_pose_samples), iter_samples(output))] if manifest else []
-    angles = np.concatenate(angles) if angles else np.zeros((0, 3))
+    per_sample = [head_angles(s.pose) for _, s in zip(range(max_pose_samples), iter_samples(output))] if manifest else []
+    angles = np.concatenate(per_sample) if per_sample else np.zeros((0, 3))
 
     per_speaker_clips = Counter(r["speaker"] for r in manifest)
-    per_speaker_hours = Counter()
+    per_speaker_hours: Counter[str] = Counter()
     for r in manifest:
         per_speaker_hours[r["speaker"]] += r["n_frames"] / FPS / 3600
     top = [s for s, _ in per_speaker_clips.most_common(30)]
