@@ -43,7 +43,7 @@ MEMBER_DOCS = {
     "mesh.npy": ("(T, V, 3)", "vertices with head pose removed, in the canonical head frame: x to the subject's "
                               "left, y up, z out of the face, origin at the centroid of the topology's stable "
                               "vertices; centimetres"),
-    "pose.npy": ("(T, 4, 4)", "similarity from the head frame to the image: [s R | t] maps a mesh vertex to "
+    "pose.npy": ("(T, 4, 4)", "similarity from the head frame to the image: [[s R, t], [0, 1]] maps a mesh vertex to "
                               "source pixels (x right, y down, origin at the top-left corner; z scaled like x)"),
     "audio.npy": ("(T * 640,)", "16 kHz mono speech, PCM (divide by 32768 for [-1, 1)); sample j plays during "
                                 "frame j // 640; sample 0 at the clip's start_time"),
@@ -67,7 +67,8 @@ META_DOCS = {
     "lip_motion": "mean speed of the lip vertices in the head frame, cm/s (near 0: no speech)",
     "jitter": "mean second difference of the upper-face vertices, cm per frame^2 (tracking noise)",
     "av_offset": "frames the audio lags the mouth (model-free estimate)",
-    "av_offset_confidence": "confidence of that estimate", "av_offset_ok": "|av_offset| within the build's bound",
+    "av_offset_confidence": "confidence of that estimate",
+    "av_offset_ok": "abs(av_offset) within the build's bound (max_av_offset)",
     "audio_start_offset": "s, audio stream start minus first video frame in the source (compensated)",
     "fps": "frames per second (25)", "sample_rate": "audio samples per second (16000)",
     "schema_version": "version of this schema",

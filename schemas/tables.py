@@ -39,11 +39,10 @@ MANIFEST_SCHEMA = pa.schema([
     ("av_offset_ok", pa.bool_()),
 ])
 
-MANIFEST_DOCS = {
-    **{name: META_DOCS[name] for name in MANIFEST_SCHEMA.names if name in META_DOCS},
+MANIFEST_DOCS = {name: META_DOCS.get(name) or {
     "input_id": "speaker/video/utterance of the input the sample comes from (joins failures.parquet)",
     "shard": "the shard holding the sample, shards/{shard}.tar",
-}
+}[name] for name in MANIFEST_SCHEMA.names}
 
 FAILURES_SCHEMA = pa.schema([
     ("source_uri", pa.string()),

@@ -53,6 +53,21 @@ def test_a_moved_dataset_reads_back_and_holds_no_build_machine_path(built):
     assert main(["stats", dataset, "--report", os.path.join(os.path.dirname(dataset), "report")]) == 0
 
 
+def test_the_card_declares_the_licence_and_documents_every_member_column_and_option(built):
+    _, dataset = built
+    with open(os.path.join(dataset, "README.md"), encoding="utf-8") as f:
+        card = f.read()
+    header = card.split("---\n")[1]
+    assert 'license: "cc-by-4.0"' in header and 'path: "shards/train-*.tar"' in header
+    for name in ("mesh.npy", "pose.npy", "audio.npy", "lmk2d.npy", "meta.json"):
+        assert f"| `{name}` |" in card
+    for column in pq.read_schema(os.path.join(dataset, "manifest.parquet")).names:
+        assert f"| `{column}` |" in card, column
+    for option in ("track_rules.detect_every | 5", "clip_rules.max_av_offset | 5", "splits.train | 0.9", "backend | "):
+        assert f"| {option}" in card, option
+    assert "centimetres" in card and "source pixels" in card
+
+
 def test_hugging_face_datasets_opens_the_folder_map_style(built):
     datasets = pytest.importorskip("datasets")
     _, dataset = built

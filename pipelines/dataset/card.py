@@ -137,8 +137,9 @@ def reading_section() -> list[str]:
         "```",
         "",
         "(`with_format(\"numpy\")` without `dtype=None` casts integer arrays to int64 in map-style datasets.)",
-        "With WebDataset: `webdataset.WebDataset(\"shards/train-{000000..000009}.tar\")`; for random access, "
-        "`wids.ShardListDataset(\"_meta/wids-train.json\")`.",
+        "With WebDataset: `webdataset.WebDataset(sorted(glob.glob(\"shards/train-*.tar\")))`; for random access, "
+        "`wids.ShardListDataset(\"_meta/wids-train.json\")`. Decode members without unpickling anything, e.g. with "
+        "`voxmesh.schemas.decode_members`; `voxmesh.schemas.collate` batches clips of different lengths.",
         "",
     ]
 
