@@ -44,7 +44,7 @@ def test_verbose_and_the_log_file_show_every_librarys_lines(tmp_path):
     result = voxmesh("-v", "--log-file", str(log_file), "build", "--input", str(inputs),
                      "--output", str(tmp_path / "out"), "--workers", "1")
     assert result.returncode == 0, result.stderr
-    assert "apache_beam" in result.stderr and "DEBUG" in result.stderr
+    assert "apache_beam" in result.stderr and "DEBUG voxmesh.pipelines.build.inputs: planned 1 parts" in result.stderr
     logged = log_file.read_text()
     assert "sdk_worker" in logged  # the local worker's harness, through its native stderr
     assert "voxmesh.pipelines.build.progress: parts 1/1" in logged

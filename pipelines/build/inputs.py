@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
+import logging
 import os
 import posixpath
 
@@ -26,6 +27,8 @@ import pyarrow.parquet as pq
 from voxmesh.pipelines.ingest.item import InputItem
 from voxmesh.schemas import FailureRecord, Reason, Stage, sanitize_id, shard_name
 from voxmesh.schemas.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
 SPLITS = ("train", "val", "test")
@@ -273,4 +276,6 @@ def plan_parts(items: list[InputItem], split_of_speaker: dict[str, str], inputs_
         for index, start in enumerate(range(0, len(ordered), inputs_per_part)):
             group = sorted(ordered[start:start + inputs_per_part], key=lambda i: i.key_order)
             tasks.append(PartTask(split, index, tuple(group)))
+    log.debug("planned %d parts of %d inputs (%d per part)", len(tasks), sum(len(t.items) for t in tasks),
+              inputs_per_part)
     return tasks

@@ -56,7 +56,8 @@ def yaml_header(license_text: str, splits: list[str], shapes: dict[str, tuple[in
     else:
         lines += ["license: other", f"license_name: {json.dumps(license_text.strip()[:100])}"]
     lines += ["task_categories:", "- other", "tags:"] + [f"- {tag}" for tag in TAGS]
-    lines += ["configs:", "- config_name: default", "  data_files:"]
+    if splits:
+        lines += ["configs:", "- config_name: default", "  data_files:"]
     for split in splits:
         lines += [f"  - split: {split}", f"    path: {json.dumps(f'{SHARDS_DIR}/{split}-*.tar')}"]
     lines += ["dataset_info:", "  features:", "  - name: __key__", "    dtype: string",
