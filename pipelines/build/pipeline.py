@@ -123,6 +123,7 @@ class BuildPart(beam.DoFn):
                         failures, n_frames = result.failures, result.n_frames
                     except Exception as error:  # noqa: BLE001 - one input must never cost the shard
                         last_line = traceback.format_exception_only(type(error), error)[-1].strip()
+                        last_line = last_line.replace(item.location, item.uri)  # no build machine path
                         failures, n_frames = [failure(item, Stage.RECONSTRUCT, Reason.INTERNAL_ERROR,
                                                       f"{item.uri}: {last_line}")], 0
                     n_samples = 0
