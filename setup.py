@@ -41,7 +41,8 @@ setup(
         "fan3d": ["torch==2.13.0", "numba>=0.60", "tqdm"],
         # speech: HuBERT / wav2vec 2.0 features from a local model folder (data.audio_model).
         "speech": ["transformers>=5.23,<6"],
-        "test": ["pytest>=8", "wids==0.1.11", "transformers>=5.23,<6"],
+        # datasets: the dataset folder opened with Hugging Face datasets (tests/test_dataset_readers.py)
+        "test": ["pytest>=8", "wids==0.1.11", "transformers>=5.23,<6", "datasets==5.2.0"],
         "lint": ["ruff==0.17.6", "mypy==2.4.1"],
     },
     entry_points={

@@ -13,6 +13,7 @@ state dict, read back with ``weights_only=True``): nothing is unpickled, nothing
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import torch
@@ -21,6 +22,8 @@ from torch import nn
 from voxmesh.metrics.speech_features import N_MELS, LogMel
 from voxmesh.schemas import SAMPLES_PER_FRAME, Topology, get_topology, pcm_to_float
 from voxmesh.schemas.errors import ConfigError, MissingFileError
+
+log = logging.getLogger(__name__)
 
 WINDOW = 5  # frames (0.2 s)
 class SyncNet3D(nn.Module):
@@ -102,7 +105,7 @@ def train_syncnet(clips: list[Clip], n_lip_vertices: int, steps: int = 300, batc
         optimiser.step()
         losses.append(loss.item())
         if log_every and step % log_every == 0:
-            print(f"step {step} loss {loss.item():.3f}")
+            log.info("step %d loss %.3f", step, loss.item())
     return model.eval(), losses
 
 

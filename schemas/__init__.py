@@ -1,5 +1,6 @@
 """Schema v1 of voxmesh datasets: samples, tables, topologies, shards and their validation."""
 
+from .collate import collate
 from .keys import is_valid_key, make_key, sanitize_id
 from .reader import decode_members, iter_samples, load_samples, open_split, read_manifest, shard_paths
 from .reasons import Reason, Stage
@@ -25,7 +26,7 @@ from .validate import Problem, validate_dataset
 __all__ = [
     "FAILURES_SCHEMA", "FPS", "FailureRecord", "MANIFEST_SCHEMA", "MEMBER_DTYPES", "Problem",
     "REQUIRED_MEMBERS", "Reason", "SAMPLES_PER_FRAME", "SAMPLE_RATE", "SCHEMA_VERSION", "Sample",
-    "SampleMeta", "TarStats", "SampleTarWriter", "Stage", "Topology", "committed_stats", "decode_members",
+    "SampleMeta", "TarStats", "SampleTarWriter", "Stage", "Topology", "collate", "committed_stats", "decode_members",
     "decode_npy", "decode_npy_file", "float_to_pcm", "get_topology", "is_valid_key", "iter_samples",
     "iter_tar_samples", "known_topologies", "load_samples", "make_key", "manifest_row", "open_split",
     "pcm_to_float", "read_manifest", "register_topology", "sanitize_id", "shard_name", "shard_paths",

@@ -34,16 +34,18 @@ def open_split(out_dir: str, split: str | None = None) -> wds.WebDataset:
 
 
 def decode_members(item: dict) -> dict:
-    """Decode a raw WebDataset item's ``.npy`` and ``.json`` members; other members stay bytes.
+    """Decode a raw WebDataset (or ``wids``) item's ``.npy`` and ``.json`` members; other members
+    stay bytes. Member names lose the leading dot that ``wids`` gives them (``.mesh.npy``).
 
     Used instead of webdataset's default decoders, which unpickle ``.pyd``/``.pickle`` members:
-    shards may come from anywhere, and nothing in them is ever unpickled."""
+    shards may come from anywhere, and nothing in them is ever unpickled; and instead of wids's,
+    which need Pillow."""
     decoded = {}
     for name, value in item.items():
-        if name.endswith(".npy"):
-            value = decode_npy(value)
-        elif name.endswith(".json"):
-            value = json.loads(value)
+        name = name if name.startswith("__") else name.lstrip(".")
+        if name.endswith((".npy", ".json")):
+            data = value.read() if hasattr(value, "read") else bytes(value)  # wids gives file objects
+            value = decode_npy(data) if name.endswith(".npy") else json.loads(data)
         decoded[name] = value
     return decoded
 

@@ -29,7 +29,7 @@ FPS = 25
 SAMPLE_RATE = 16_000
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 
-MEMBER_DTYPES = {
+MEMBER_DTYPES: dict[str, np.dtype] = {
     "mesh.npy": np.dtype("float32"),
     "pose.npy": np.dtype("float32"),
     "audio.npy": np.dtype("int16"),
@@ -37,6 +37,42 @@ MEMBER_DTYPES = {
     "coeffs.npy": np.dtype("float32"),
 }
 REQUIRED_MEMBERS = ("mesh.npy", "pose.npy", "audio.npy", "lmk2d.npy", "meta.json")
+
+# member -> (shape, units and coordinate frame), for the dataset card
+MEMBER_DOCS = {
+    "mesh.npy": ("(T, V, 3)", "vertices with head pose removed, in the canonical head frame: x to the subject's "
+                              "left, y up, z out of the face, origin at the centroid of the topology's stable "
+                              "vertices; centimetres"),
+    "pose.npy": ("(T, 4, 4)", "similarity from the head frame to the image: [[s R, t], [0, 1]] maps a mesh vertex to "
+                              "source pixels (x right, y down, origin at the top-left corner; z scaled like x)"),
+    "audio.npy": ("(T * 640,)", "16 kHz mono speech, PCM (divide by 32768 for [-1, 1)); sample j plays during "
+                                "frame j // 640; sample 0 at the clip's start_time"),
+    "lmk2d.npy": ("(T, L, 2)", "image landmarks in source pixels (x right, y down, origin at the top-left corner)"),
+    "coeffs.npy": ("(T, C)", "parametric backends only: the model's expression and jaw coefficients"),
+}
+
+# meta.json field -> meaning, for the dataset card
+META_DOCS = {
+    "key": "sample key, {speaker}_{video}_{utterance}_{track:03d}_{clip:03d}",
+    "split": "train, val or test (speaker-disjoint)",
+    "speaker": "speaker id", "video": "video id", "utterance": "utterance id",
+    "track": "face track index within the input", "clip": "clip index within the track",
+    "source_uri": "input video, relative to the input root recorded in dataset.json",
+    "start_time": "s, first frame of the clip on the source video's clock (its first frame is 0)",
+    "end_time": "s, end of the clip's last frame on the same clock",
+    "n_frames": "T, frames at fps", "n_samples": "audio samples, T * 640",
+    "backend": "reconstruction backend", "backend_version": "backend and model version",
+    "topology": "mesh topology (V vertices, L landmarks)",
+    "confidence_mean": "mean per-frame reconstruction confidence in [0, 1]",
+    "lip_motion": "mean speed of the lip vertices in the head frame, cm/s (near 0: no speech)",
+    "jitter": "mean second difference of the upper-face vertices, cm per frame^2 (tracking noise)",
+    "av_offset": "frames the audio lags the mouth (model-free estimate)",
+    "av_offset_confidence": "confidence of that estimate",
+    "av_offset_ok": "abs(av_offset) within the build's bound (max_av_offset)",
+    "audio_start_offset": "s, audio stream start minus first video frame in the source (compensated)",
+    "fps": "frames per second (25)", "sample_rate": "audio samples per second (16000)",
+    "schema_version": "version of this schema",
+}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Writing and reading the sample tars of a dataset: its shards, and the parts a build packs
 into shards (both are written the same way, by :class:`SampleTarWriter`).
 
-A shard is ``shards/{split}-{index:06d}.tar`` plus ``shards/{split}-{index:06d}.stats.json``.
+A shard is ``shards/{split}-{index:06d}.tar`` plus its stats,
+``_meta/shards/{split}-{index:06d}.stats.json`` (:func:`stats_path`: auxiliary files live under
+``_meta/``, so that a folder of tars holds data only and no reader takes the stats for samples).
 The tar is written under a temporary name and renamed into place; the stats JSON is written
 (also through a rename) only after that, so it is the shard's commit marker: a tar without its
 stats is an interrupted write and is ignored. Member order (sorted keys, then sorted member names)
@@ -22,6 +24,12 @@ from .sample import SampleMeta
 from .tables import FailureRecord, manifest_row
 
 SHARDS_DIR = "shards"
+META_DIR = "_meta"
+
+
+def stats_path(out_dir: str, folder: str, name: str) -> str:
+    """The stats (commit marker) of ``{out_dir}/{folder}/{name}.tar``."""
+    return os.path.join(out_dir, META_DIR, folder, f"{name}.stats.json")
 
 
 def shard_name(split: str, index: int) -> str:
@@ -69,7 +77,8 @@ class SampleTarWriter:
         self.directory = os.path.join(out_dir, folder)
         os.makedirs(self.directory, exist_ok=True)
         self.tar_path = os.path.join(self.directory, f"{self.name}.tar")
-        self.stats_path = os.path.join(self.directory, f"{self.name}.stats.json")
+        self.stats_path = stats_path(out_dir, folder, self.name)
+        os.makedirs(os.path.dirname(self.stats_path), exist_ok=True)
         self._tmp_path = f"{self.tar_path}.tmp-{os.getpid()}"
         self._file = open(self._tmp_path, "wb")
         self._tar = wds.TarWriter(self._file, user="voxmesh", group="voxmesh", mode=0o444,
@@ -122,7 +131,7 @@ def write_atomic(path: str, data: bytes) -> None:
 
 def committed_stats(out_dir: str, folder: str = SHARDS_DIR) -> list[TarStats]:
     """Stats of every committed shard in ``out_dir/folder``, sorted by shard name."""
-    directory = os.path.join(out_dir, folder)
+    directory = os.path.dirname(stats_path(out_dir, folder, ""))
     if not os.path.isdir(directory):
         return []
     names = sorted(n for n in os.listdir(directory) if n.endswith(".stats.json"))

@@ -9,10 +9,14 @@ from collections.abc import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .sample import SampleMeta
+from .sample import META_DOCS, SCHEMA_VERSION, SampleMeta
+
+# key of the schema version in both Parquet files' metadata
+VERSION_METADATA_KEY = b"voxmesh.schema_version"
 
 MANIFEST_SCHEMA = pa.schema([
     ("key", pa.string()),
+    ("input_id", pa.string()),
     ("split", pa.string()),
     ("shard", pa.string()),
     ("speaker", pa.string()),
@@ -36,6 +40,11 @@ MANIFEST_SCHEMA = pa.schema([
     ("av_offset_reason", pa.string()),
 ])
 
+MANIFEST_DOCS = {name: META_DOCS.get(name) or {
+    "input_id": "speaker/video/utterance of the input the sample comes from (joins failures.parquet)",
+    "shard": "the shard holding the sample, shards/{shard}.tar",
+}[name] for name in MANIFEST_SCHEMA.names}
+
 FAILURES_SCHEMA = pa.schema([
     ("source_uri", pa.string()),
     ("input_id", pa.string()),
@@ -45,6 +54,18 @@ FAILURES_SCHEMA = pa.schema([
     ("reason", pa.string()),
     ("detail", pa.string()),
 ])
+
+
+FAILURES_DOCS = {
+    "source_uri": "input video, relative to the input root recorded in dataset.json",
+    "input_id": "speaker/video/utterance where the ids are known, else the URI; a clip-level record "
+                "appends its track and clip",
+    "split": "split of the input's speaker (empty: failed before splits were assigned)",
+    "shard": "the shard whose build task recorded it (empty: failed before planning)",
+    "stage": "pipeline stage that failed (schemas/reasons.py)",
+    "reason": "reason code (schemas/reasons.py)",
+    "detail": "one line: the input and what went wrong",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,17 +86,23 @@ class FailureRecord:
 
 
 def manifest_row(meta: SampleMeta, shard: str) -> dict:
-    row = {name: getattr(meta, name) for name in MANIFEST_SCHEMA.names if name != "shard"}
+    row = {name: getattr(meta, name) for name in MANIFEST_SCHEMA.names if name not in ("shard", "input_id")}
     row["shard"] = shard
+    row["input_id"] = f"{meta.speaker}/{meta.video}/{meta.utterance}"
     return row
 
 
+def versioned(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with the schema version in its metadata (both Parquet files carry it)."""
+    return schema.with_metadata({VERSION_METADATA_KEY: str(SCHEMA_VERSION).encode()})
+
+
 def write_manifest(rows: Iterable[dict], path: str) -> None:
-    table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["key"]), schema=MANIFEST_SCHEMA)
+    table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["key"]), schema=versioned(MANIFEST_SCHEMA))
     pq.write_table(table, path)
 
 
 def write_failures(records: Iterable[FailureRecord], path: str) -> None:
     rows = sorted((dataclasses.asdict(r) for r in records),
                   key=lambda r: (r["source_uri"], r["input_id"], r["stage"], r["reason"]))
-    pq.write_table(pa.Table.from_pylist(rows, schema=FAILURES_SCHEMA), path)
+    pq.write_table(pa.Table.from_pylist(rows, schema=versioned(FAILURES_SCHEMA)), path)

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 
 from .keys import is_valid_key
 from .sample import MEMBER_DTYPES, REQUIRED_MEMBERS, SAMPLES_PER_FRAME, SCHEMA_VERSION, decode_npy
-from .shards import SHARDS_DIR, TarStats, iter_tar_samples
-from .tables import FAILURES_SCHEMA, MANIFEST_SCHEMA
+from .shards import SHARDS_DIR, TarStats, iter_tar_samples, stats_path
+from .tables import FAILURES_SCHEMA, MANIFEST_SCHEMA, VERSION_METADATA_KEY
 from .topology import get_topology
 
 
@@ -42,7 +42,9 @@ def validate_dataset(out_dir: str) -> tuple[list[Problem], Counter]:
 
     keys_seen: dict[str, str] = {}
     names = sorted(n[:-4] for n in os.listdir(shard_dir) if n.endswith(".tar"))
-    stats_names = sorted(n[:-11] for n in os.listdir(shard_dir) if n.endswith(".stats.json"))
+    stats_dir = os.path.dirname(stats_path(out_dir, SHARDS_DIR, ""))
+    stats_names = sorted(n[:-11] for n in (os.listdir(stats_dir) if os.path.isdir(stats_dir) else [])
+                         if n.endswith(".stats.json"))
     for name in sorted(set(stats_names) - set(names)):
         problems.append(Problem(name, "", "stats JSON without its tar"))
     for name in names:
@@ -51,16 +53,18 @@ def validate_dataset(out_dir: str) -> tuple[list[Problem], Counter]:
                                               "rerun the build with --resume"))
             continue
         counts["shards"] += 1
-        problems += _check_shard(os.path.join(shard_dir, name), name, keys_seen, counts)
+        problems += _check_shard(os.path.join(shard_dir, name), stats_path(out_dir, SHARDS_DIR, name), name,
+                                 keys_seen, counts)
 
     problems += _check_tables(out_dir, keys_seen)
     return problems, counts
 
 
-def _check_shard(stem: str, name: str, keys_seen: dict[str, str], counts: Counter) -> list[Problem]:
+def _check_shard(stem: str, stats_file: str, name: str, keys_seen: dict[str, str],
+                 counts: Counter) -> list[Problem]:
     problems = []
     try:
-        stats = TarStats.read(f"{stem}.stats.json")
+        stats = TarStats.read(stats_file)
         listed = {row["key"] for row in stats.samples}
     except (OSError, ValueError, TypeError, KeyError) as error:
         problems.append(Problem(name, "", f"unreadable stats JSON: {error}"))
@@ -126,6 +130,8 @@ def _check_against_meta(key: str, meta: dict, arrays: dict[str, np.ndarray]) -> 
     n_frames, n_samples = meta.get("n_frames"), meta.get("n_samples")
     if not isinstance(n_frames, int) or not isinstance(n_samples, int):
         return problems + ["meta.json lacks integer n_frames / n_samples"]
+    n_vertices: int | None
+    n_landmarks: int | None
     try:
         topology = get_topology(meta.get("topology", ""))
         n_vertices, n_landmarks = topology.n_vertices, topology.n_landmarks
@@ -161,6 +167,7 @@ def _check_tables(out_dir: str, keys_in_shards: dict[str, str]) -> list[Problem]
     if not manifest.schema.equals(MANIFEST_SCHEMA):
         problems.append(Problem("", "", "manifest.parquet does not have the schema v1 columns and types"))
         return problems
+    problems += _version_problems("manifest.parquet", manifest.schema)
     rows = manifest.select(["key", "shard", "split", "speaker"]).to_pylist()
     seen = set()
     splits_of_speaker = defaultdict(set)
@@ -183,6 +190,14 @@ def _check_tables(out_dir: str, keys_in_shards: dict[str, str]) -> list[Problem]
         failures = pq.read_table(os.path.join(out_dir, "failures.parquet"))
         if not failures.schema.equals(FAILURES_SCHEMA):
             problems.append(Problem("", "", "failures.parquet does not have the schema v1 columns and types"))
+        problems += _version_problems("failures.parquet", failures.schema)
     except (OSError, ValueError) as error:
         problems.append(Problem("", "", f"cannot read failures.parquet: {error}"))
     return problems
+
+
+def _version_problems(name: str, schema) -> list[Problem]:
+    found = (schema.metadata or {}).get(VERSION_METADATA_KEY)
+    if found != str(SCHEMA_VERSION).encode():
+        return [Problem("", "", f"{name} metadata gives schema version {found!r}, expected {SCHEMA_VERSION}")]
+    return []

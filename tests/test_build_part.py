@@ -29,7 +29,7 @@ def test_an_exception_in_one_input_is_a_failure_row_not_a_failed_part(tmp_path, 
         assert list(part.process(task)) == ["train-000000"]
     finally:
         part.teardown()
-    with open(os.path.join(config.output, "parts", "train-000000.stats.json")) as f:
+    with open(os.path.join(config.output, "_meta", "parts", "train-000000.stats.json")) as f:
         stats = json.load(f)
     assert stats["inputs"] == ["/x/1.mp4", "/x/2.mp4"] and stats["samples"] == []
     failure, = stats["failures"]

@@ -105,3 +105,20 @@ def test_inputs_in_a_part_come_in_the_order_of_their_sample_keys():
     task, = plan_parts(items, {"id1": "train"}, inputs_per_part=10)
     keys = [make_key(i.speaker, i.video, i.utterance, 0, 0) for i in task.items]
     assert keys == sorted(keys) and len(set(keys)) == 2
+
+
+def test_uris_in_the_data_are_relative_to_the_input_root(tmp_path):
+    from voxmesh.pipelines.build.inputs import common_folder, input_root, redact_root, relative_to
+    folder = tmp_path / "input"
+    (folder / "spk" / "vid").mkdir(parents=True)
+    (folder / "spk" / "vid" / "00001.mp4").write_bytes(b"")
+    raws = discover(str(folder))
+    root = input_root(str(folder), [r.uri for r in raws])
+    assert root == str(folder)  # the folder given, not the deepest one holding the files
+    items, _ = identify(raws, root)
+    assert items[0].uri == "spk/vid/00001.mp4" and items[0].location == str(folder / "spk" / "vid" / "00001.mp4")
+    assert common_folder(["gs://b/data/x/1.mp4", "gs://b/data/y/2.mp4"]) == "gs://b/data"
+    assert common_folder(["gs://b/1.mp4", "s3://c/2.mp4"]) == ""
+    assert relative_to("gs://b/data/x/1.mp4", "gs://b/data") == "x/1.mp4"
+    assert relative_to("/elsewhere/1.mp4", str(folder)) == "/elsewhere/1.mp4"
+    assert redact_root("gs://bucket/private/folder") == "gs://bucket" and redact_root("/data/in") == "/data/in"

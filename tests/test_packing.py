@@ -90,6 +90,6 @@ def test_packing_resumed_after_an_interruption_gives_the_same_bytes(tmp_path):
 def test_a_part_that_is_not_committed_stops_the_packing_with_its_name(tmp_path):
     out = str(tmp_path)
     names = write_parts(out)
-    os.remove(os.path.join(out, PARTS_DIR, "train-000003.stats.json"))
+    os.remove(os.path.join(out, "_meta", PARTS_DIR, "train-000003.stats.json"))
     with pytest.raises(RuntimeError, match="train-000003"):
         remaining_packs(None, out, names, ShardLimits())

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
+import logging
 import os
 import posixpath
 
@@ -26,6 +27,8 @@ import pyarrow.parquet as pq
 from voxmesh.pipelines.ingest.item import InputItem
 from voxmesh.schemas import FailureRecord, Reason, Stage, sanitize_id, shard_name
 from voxmesh.schemas.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
 SPLITS = ("train", "val", "test")
@@ -80,10 +83,50 @@ def ids_from_path(uri: str, root: str) -> tuple[str, str, str]:
     return stem, stem, "0"
 
 
+def input_root(source: str, uris: list[str]) -> str:
+    """The folder the data's URIs are relative to: the folder (or a glob's folder) named by
+    ``source``, or for a listing the deepest folder that holds every listed URI."""
+    if is_listing(source):
+        return common_folder(uris)
+    return _list_root(source)
+
+
+def common_folder(uris: list[str]) -> str:
+    """The deepest folder (or ``scheme://bucket/...`` prefix) that holds every URI; empty when
+    there is none (several schemes or buckets)."""
+    if not uris:
+        return ""
+    schemes = {uri.split("://", 1)[0] if has_scheme(uri) else "" for uri in uris}
+    if len(schemes) > 1:
+        return ""
+    scheme = schemes.pop()
+    paths = [uri.split("://", 1)[1] if scheme else uri for uri in uris]
+    folder = posixpath.commonpath([posixpath.dirname(p) for p in paths]) if scheme else \
+        os.path.commonpath([os.path.dirname(p) for p in paths])
+    if not scheme:
+        return folder
+    return f"{scheme}://{folder}" if folder else ""
+
+
+def relative_to(uri: str, root: str) -> str:
+    """``uri`` relative to ``root`` (posix separators); ``uri`` itself when it is not under it."""
+    if root and uri.startswith(root.rstrip("/") + ("/" if has_scheme(root) else os.sep)):
+        return uri[len(root.rstrip("/")) + 1:].replace(os.sep, "/")
+    return uri
+
+
+def redact_root(root: str) -> str:
+    """The input root as ``dataset.json`` records it: an object store's as scheme and bucket only."""
+    if has_scheme(root):
+        scheme, path = root.split("://", 1)
+        return f"{scheme}://{path.split('/', 1)[0]}"
+    return root
+
+
 def discover(source: str) -> list[RawInput]:
     """Every input named by ``source`` (a folder, a glob, or a ``.csv``/``.parquet`` listing),
     in URI order, each URI once."""
-    if source.endswith((".csv", ".parquet")) and not has_scheme(source) and os.path.isfile(source):
+    if is_listing(source):
         raws = _read_listing(source)
     else:
         root, uris = _list_files(source)
@@ -94,22 +137,33 @@ def discover(source: str) -> list[RawInput]:
     return [unique[uri] for uri in sorted(unique)]
 
 
+def is_listing(source: str) -> bool:
+    return source.endswith((".csv", ".parquet")) and not has_scheme(source) and os.path.isfile(source)
+
+
+def _list_root(pattern: str) -> str:
+    """The folder named by a folder or glob ``pattern``."""
+    magic = min((pattern.index(c) for c in "*?[" if c in pattern), default=None)
+    if has_scheme(pattern):
+        return pattern[:magic].rsplit("/", 1)[0] if magic is not None else pattern.rstrip("/")
+    if magic is None and os.path.isdir(pattern):
+        return os.path.abspath(pattern)
+    return os.path.abspath(os.path.dirname(pattern[:magic]) or ".")
+
+
 def _list_files(pattern: str) -> tuple[str, list[str]]:
+    root = _list_root(pattern)
     if has_scheme(pattern):
         from apache_beam.io.filesystems import FileSystems
         magic = min((pattern.index(c) for c in "*?[" if c in pattern), default=None)
-        root = pattern[:magic].rsplit("/", 1)[0] if magic is not None else pattern.rstrip("/")
         glob_pattern = pattern if magic is not None else f"{root}/**"
         matches = FileSystems.match([glob_pattern])[0].metadata_list
         uris = [m.path for m in matches if magic is not None or m.path.lower().endswith(VIDEO_EXTENSIONS)]
         return root, sorted(uris)
     if os.path.isdir(pattern):
-        root = os.path.abspath(pattern)
         files = [os.path.join(d, f) for d, _, names in os.walk(root) for f in names
                  if f.lower().endswith(VIDEO_EXTENSIONS)]
     else:
-        magic = min((pattern.index(c) for c in "*?[" if c in pattern), default=len(pattern))
-        root = os.path.abspath(os.path.dirname(pattern[:magic]) or ".")
         files = [os.path.abspath(f) for f in glob.glob(pattern, recursive=True) if os.path.isfile(f)]
     return root, sorted(files)
 
@@ -125,37 +179,43 @@ def _read_listing(path: str) -> list[RawInput]:
         if not has_scheme(uri):
             uri = os.path.normpath(os.path.join(base, uri))
         from_path = ids_from_path(uri, "")
-        ids = tuple(str(row[c]) if row.get(c) not in (None, "") else from_path[i]
-                    for i, c in enumerate(("speaker", "video", "utterance")))
-        raws.append(RawInput(uri, ids, str(row.get("split") or "")))
+        speaker, video, utterance = (str(row[c]) if row.get(c) not in (None, "") else from_path[i]
+                                     for i, c in enumerate(("speaker", "video", "utterance")))
+        raws.append(RawInput(uri, (speaker, video, utterance), str(row.get("split") or "")))
     return raws
 
 
-def identify(raws: list[RawInput]) -> tuple[list[InputItem], list[FailureRecord]]:
+def identify(raws: list[RawInput], root: str = "") -> tuple[list[InputItem], list[FailureRecord]]:
     """Check each input's ids; inputs whose ids are unusable, whose URI scheme no installed file
     system reads, whose split is unknown, or whose ids repeat an earlier input's, become failure
-    records (``bad_id``, ``unsupported_uri``, ``duplicate_id``)."""
-    items, failures, seen = [], [], {}
+    records (``bad_id``, ``unsupported_uri``, ``duplicate_id``). Items and records carry URIs
+    relative to ``root``."""
+    items: list[InputItem] = []
+    failures: list[FailureRecord] = []
+    seen: dict[str, str] = {}
     for raw in raws:
-        def fail(reason: Reason, detail: str, input_id: str = raw.uri) -> None:
-            failures.append(FailureRecord(raw.uri, input_id, Stage.DISCOVER.value, reason.value, detail))
+        uri = relative_to(raw.uri, root)
+
+        def fail(reason: Reason, detail: str, input_id: str = uri) -> None:
+            failures.append(FailureRecord(uri, input_id, Stage.DISCOVER.value, reason.value, detail))
         if has_scheme(raw.uri) and not _readable_scheme(raw.uri):
-            fail(Reason.UNSUPPORTED_URI, f"{raw.uri}: no installed file system reads this scheme "
+            fail(Reason.UNSUPPORTED_URI, f"{uri}: no installed file system reads this scheme "
                                          f"(install the matching apache-beam extra, e.g. apache-beam[gcp])")
             continue
         if raw.split and raw.split not in SPLITS:
-            fail(Reason.BAD_ID, f"{raw.uri}: split {raw.split!r} is not one of {', '.join(SPLITS)}")
+            fail(Reason.BAD_ID, f"{uri}: split {raw.split!r} is not one of {', '.join(SPLITS)}")
             continue
         try:
-            item = InputItem(raw.uri, *(sanitize_id(r) for r in raw.ids), split=raw.split)
+            speaker, video, utterance = (sanitize_id(r) for r in raw.ids)
+            item = InputItem(uri, speaker, video, utterance, split=raw.split, root=root if uri != raw.uri else "")
         except ValueError as error:
-            fail(Reason.BAD_ID, f"{raw.uri}: {error}")
+            fail(Reason.BAD_ID, f"{uri}: {error}")
             continue
         if item.key_prefix in seen:
-            fail(Reason.DUPLICATE_ID, f"{raw.uri}: same ids as {seen[item.key_prefix]}; rename one of them",
+            fail(Reason.DUPLICATE_ID, f"{uri}: same ids as {seen[item.key_prefix]}; rename one of them",
                  item.input_id)
             continue
-        seen[item.key_prefix] = raw.uri
+        seen[item.key_prefix] = uri
         items.append(item)
     return items, failures
 
@@ -216,4 +276,6 @@ def plan_parts(items: list[InputItem], split_of_speaker: dict[str, str], inputs_
         for index, start in enumerate(range(0, len(ordered), inputs_per_part)):
             group = sorted(ordered[start:start + inputs_per_part], key=lambda i: i.key_order)
             tasks.append(PartTask(split, index, tuple(group)))
+    log.debug("planned %d parts of %d inputs (%d per part)", len(tasks), sum(len(t.items) for t in tasks),
+              inputs_per_part)
     return tasks

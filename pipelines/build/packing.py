@@ -22,7 +22,7 @@ from collections import defaultdict
 import apache_beam as beam
 
 from voxmesh.schemas import FailureRecord, SampleMeta, TarStats, SampleTarWriter, committed_stats, iter_tar_samples
-from voxmesh.schemas.shards import SHARDS_DIR, shard_name
+from voxmesh.schemas.shards import META_DIR, SHARDS_DIR, shard_name, stats_path
 from voxmesh.schemas.errors import ConfigError, DatasetStateError
 
 PARTS_DIR = "parts"
@@ -86,9 +86,9 @@ def remaining_packs(_, output: str, part_names: list[str], limits: ShardLimits) 
 
 def pack_shard(output: str, task: PackTask) -> None:
     """Write and commit one shard from its parts (nothing to do if it is already committed)."""
-    if os.path.exists(os.path.join(output, SHARDS_DIR, f"{task.name}.stats.json")):
+    if os.path.exists(stats_path(output, SHARDS_DIR, task.name)):
         return
-    parts = [TarStats.read(os.path.join(output, PARTS_DIR, f"{name}.stats.json")) for name in task.parts]
+    parts = [TarStats.read(stats_path(output, PARTS_DIR, name)) for name in task.parts]
     inputs = [uri for part in parts for uri in part.inputs]
     with SampleTarWriter(output, task.split, task.index, inputs) as writer:
         streams = [iter_tar_samples(os.path.join(output, PARTS_DIR, f"{name}.tar")) for name in task.parts]
@@ -113,3 +113,4 @@ class PackShard(beam.DoFn):
 def remove_parts(output: str) -> None:
     """Drop the parts once every shard is committed (they are temporary)."""
     shutil.rmtree(os.path.join(output, PARTS_DIR), ignore_errors=True)
+    shutil.rmtree(os.path.join(output, META_DIR, PARTS_DIR), ignore_errors=True)

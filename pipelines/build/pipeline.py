@@ -29,16 +29,18 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from voxmesh.recon import backend_class
 from voxmesh.schemas import (SCHEMA_VERSION, FailureRecord, Reason, Sample, SampleMeta, TarStats, SampleTarWriter,
                              Stage, committed_stats, iter_tar_samples, write_failures, write_manifest)
-from voxmesh.schemas.shards import SHARDS_DIR, write_atomic
+from voxmesh.schemas.shards import META_DIR, SHARDS_DIR, write_atomic
 
 from voxmesh.pipelines.ingest.clips import ClipRules
 from voxmesh.pipelines.ingest.faces import FaceDetector, TrackRules
-from voxmesh.pipelines.dataset.card import write_dataset_card, write_wids_indexes
-from voxmesh.pipelines.build.inputs import PartTask, SplitFractions, assign_splits, discover, identify, plan_parts
+from voxmesh.pipelines.dataset.card import DEFAULT_LICENSE, write_dataset_card, write_wids_indexes
+from voxmesh.pipelines.build.inputs import (PartTask, SplitFractions, assign_splits, discover, identify, input_root,
+                                            plan_parts, redact_root)
 from voxmesh.pipelines.build.packing import PARTS_DIR, PackShard, ShardLimits, remaining_packs, remove_parts
 from voxmesh.pipelines.build.progress import ProgressReporter
 from voxmesh.pipelines.dataset.report import summarize
 from voxmesh.pipelines.ingest.process import failure, process_input
+from voxmesh.pipelines.logs import hold_quiet_native_logs, release_quiet_native_logs
 from voxmesh.schemas.errors import ConfigError, DatasetStateError
 
 # Distributions whose versions can change the bytes of the output; recorded in dataset.json.
@@ -58,6 +60,7 @@ class BuildConfig:
     shard_limits: ShardLimits = ShardLimits()
     chunk_size: int = 64
     resume: bool = False
+    license: str = DEFAULT_LICENSE  # of the source footage, as the user declares it
 
     def __post_init__(self):
         names = self.backends
@@ -121,8 +124,10 @@ class BuildPart(beam.DoFn):
         self.config = config
         self.backends: list = []
         self.detector: FaceDetector | None = None
+        self.quiet = False
 
     def setup(self):
+        self.quiet = hold_quiet_native_logs()  # MediaPipe's C++ warnings, on workers the launcher did not quiet
         self.detector = FaceDetector()
         self.backends = [backend_class(name)() for name in self.config.backends]
         for backend in self.backends:
@@ -147,6 +152,7 @@ class BuildPart(beam.DoFn):
                         failures, n_frames = result.failures, result.n_frames
                     except Exception as error:  # noqa: BLE001 - one input must never cost the shard
                         last_line = traceback.format_exception_only(type(error), error)[-1].strip()
+                        last_line = last_line.replace(item.location, item.uri)  # no build machine path
                         failures, n_frames = [failure(item, Stage.RECONSTRUCT, Reason.INTERNAL_ERROR,
                                                       f"{item.uri}: {last_line}")], 0
                     n_samples = 0
@@ -179,6 +185,7 @@ class BuildPart(beam.DoFn):
             backend.close()
         if self.detector is not None:
             self.detector.close()
+        release_quiet_native_logs(self.quiet)
 
 
 def local_pipeline_args(workers: int | None = None) -> list[str]:
@@ -194,7 +201,8 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
     versions = {name: backend_class(name)().version for name in config.backends}
     outputs = config.dataset_outputs()
     raws = discover(config.input)
-    items, early_failures = identify(raws)
+    root = input_root(config.input, [raw.uri for raw in raws])
+    items, early_failures = identify(raws, root)
     split_of_speaker, split_failures = assign_splits(items, config.splits)
     tasks = plan_parts(items, split_of_speaker, config.inputs_per_part)
     planned = {item.uri for task in tasks for item in task.items}
@@ -219,7 +227,7 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
                      | f"SpreadShards{suffix}" >> beam.Reshuffle()
                      | f"PackShard{suffix}" >> beam.ParDo(PackShard(output)))
     summaries = {name: finalize(dataclasses.replace(config, output=output, backend=name), planned,
-                                early_failures + split_failures, n_discovered=len(raws),
+                                early_failures + split_failures, n_discovered=len(raws), root=root,
                                 backend_version=versions[name], paired=config.backends)
                  for name, output in outputs.items()}
     for output in outputs.values():
@@ -243,7 +251,7 @@ def _prepare_output(config: BuildConfig) -> None:
 
 
 def remove_temporary_files(output: str) -> None:
-    for folder in (output, os.path.join(output, SHARDS_DIR), os.path.join(output, PARTS_DIR)):
+    for folder in (output, *(os.path.join(output, d, f) for d in ("", META_DIR) for f in (SHARDS_DIR, PARTS_DIR))):
         if os.path.isdir(folder):
             for name in os.listdir(folder):
                 if ".tmp-" in name:
@@ -251,7 +259,7 @@ def remove_temporary_files(output: str) -> None:
 
 
 def finalize(config: BuildConfig, planned: set[str], early_failures: list[FailureRecord],
-             n_discovered: int, backend_version: str = "", paired: tuple[str, ...] = ()) -> dict:
+             n_discovered: int, root: str = "", backend_version: str = "", paired: tuple[str, ...] = ()) -> dict:
     """Write the manifest, the failures table and ``dataset.json`` from the committed shards,
     check that they hold exactly the ``planned`` input URIs, and return the summary.
     ``backend_version`` is recorded (for FLAME it names the landmark embedding); ``paired`` names
@@ -282,6 +290,7 @@ def finalize(config: BuildConfig, planned: set[str], early_failures: list[Failur
         raise RuntimeError(f"inputs not accounted for: {summary}")
     dataset = {
         "schema_version": SCHEMA_VERSION,
+        "input_root": redact_root(root),
         "config": _jsonable(config),
         "versions": {name: version(name) for name in OUTPUT_SHAPING_PACKAGES},
         "counts": summary,
@@ -296,6 +305,9 @@ def finalize(config: BuildConfig, planned: set[str], early_failures: list[Failur
 
 
 def _jsonable(config: BuildConfig) -> dict:
+    """The options that shape the data; no path of the build machine but the input root's."""
     raw = dataclasses.asdict(config)
     raw.pop("resume")
+    raw.pop("output")
+    raw["input"] = redact_root(raw["input"])
     return raw

@@ -1,29 +1,32 @@
-"""A live progress line for local runs, read from the parts committed so far (so it works with
-any runner whose workers write to a folder this process can see)."""
+"""Progress lines for local runs, read from the parts committed so far (so it works with any
+runner whose workers write to a folder this process can see), logged at INFO."""
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import threading
 import time
 
 from voxmesh.schemas import FPS, TarStats
+from voxmesh.schemas.shards import stats_path
 
 from voxmesh.pipelines.build.packing import PARTS_DIR
 
+log = logging.getLogger(__name__)
+
 
 class ProgressReporter:
-    """While active, print every ``interval`` seconds (2 on a terminal, 30 in a log): parts and
-    inputs done of the total, clips, failures, and seconds of clips produced per second."""
+    """While active, log every ``interval`` seconds, and once at the end: parts and inputs done of
+    the total, clips, failures, and seconds of clips produced per second. Nothing when disabled
+    or when INFO is not logged (``voxmesh -q``)."""
 
-    def __init__(self, output: str, tasks: list, enabled: bool = True, interval: float | None = None,
-                 stream=None):
-        self.directory = os.path.join(output, PARTS_DIR)
+    def __init__(self, output: str, tasks: list, enabled: bool = True, interval: float = 15.0):
+        self.directory = os.path.dirname(stats_path(output, PARTS_DIR, ""))
         self.names = {t.name for t in tasks}
         self.total_inputs = sum(len(t.items) for t in tasks)
-        self.enabled, self.stream = enabled, stream or sys.stderr  # the stream of the moment, not of import time
-        self.interval = interval if interval is not None else (2.0 if self.stream.isatty() else 30.0)
+        self.enabled = enabled and log.isEnabledFor(logging.INFO)
+        self.interval = interval
         self._stop = threading.Event()
         self._seen: dict[str, TarStats] = {}
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -39,7 +42,7 @@ class ProgressReporter:
         if self.enabled:
             self._stop.set()
             self._thread.join()
-            self._print(final=True)
+            log.info(self.line())
 
     def line(self) -> str:
         self._refresh()
@@ -48,7 +51,7 @@ class ProgressReporter:
         failures = sum(len(s.failures) for s in self._seen.values())
         seconds = sum(r["n_frames"] for s in self._seen.values() for r in s.samples) / FPS
         elapsed = max(time.monotonic() - self._start, 1e-9)
-        return (f"[voxmesh] parts {len(self._seen)}/{len(self.names)} · inputs {inputs}/{self.total_inputs} · "
+        return (f"parts {len(self._seen)}/{len(self.names)} · inputs {inputs}/{self.total_inputs} · "
                 f"clips {clips} · failures {failures} · {seconds / elapsed:.1f} s of clips per s")
 
     def _refresh(self) -> None:
@@ -61,10 +64,4 @@ class ProgressReporter:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self._print(final=False)
-
-    def _print(self, final: bool) -> None:
-        terminal = self.stream.isatty()
-        end = "\n" if final or not terminal else "\r"
-        self.stream.write(("\r" if terminal else "") + self.line() + end)
-        self.stream.flush()
+            log.info(self.line())

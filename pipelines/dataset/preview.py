@@ -4,12 +4,16 @@ hear whether lips and speech agree. Rendering is plain NumPy + Pillow (no displa
 
 from __future__ import annotations
 
+import json
+import os
+
 import av
 import numpy as np
 from PIL import Image, ImageDraw
 
 from voxmesh.pipelines.ingest.audio import encode_audio
 from voxmesh.pipelines.ingest.frames import iter_frames
+from voxmesh.pipelines.ingest.item import join_uri
 from voxmesh.pipelines.ingest.probe import MediaError, local_path
 from voxmesh.schemas import FPS, SAMPLE_RATE, Sample, get_topology, load_samples, pcm_to_float
 
@@ -31,13 +35,14 @@ def render_mesh(vertices: np.ndarray, faces: np.ndarray, size: int, centre: np.n
     return np.asarray(image)
 
 
-def source_crops(sample: Sample, size: int) -> list[np.ndarray] | None:
-    """Square crops around the face of each frame of the sample, or None if the source is gone."""
+def source_crops(sample: Sample, size: int, root: str = "") -> list[np.ndarray] | None:
+    """Square crops around the face of each frame of the sample, or None if the source is gone;
+    ``root`` is the input root that the sample's ``source_uri`` is relative to."""
     meta = sample.meta
     first = int(round(meta.start_time * FPS))
     crops: list[np.ndarray] = []
     try:
-        with local_path(meta.source_uri) as path:
+        with local_path(join_uri(root, meta.source_uri)) as path:
             index = 0
             for chunk in iter_frames(path):
                 for frame in chunk:
@@ -57,13 +62,22 @@ def source_crops(sample: Sample, size: int) -> list[np.ndarray] | None:
     return crops if len(crops) == meta.n_frames else None
 
 
+def input_root(output: str) -> str:
+    """The input root that ``dataset.json`` records ("" when the file is missing)."""
+    try:
+        with open(os.path.join(output, "dataset.json"), encoding="utf-8") as f:
+            return str(json.load(f).get("input_root", ""))
+    except (OSError, ValueError):
+        return ""
+
+
 def write_preview(output: str, key: str, out_path: str, size: int = 384) -> str:
     """Render the sample ``key`` of the dataset in ``output`` to ``out_path`` (H.264 + AAC mp4)."""
     sample = load_samples(output, [key])[key]
     faces = get_topology(sample.meta.topology).faces
     low, high = sample.mesh.reshape(-1, 3).min(axis=0), sample.mesh.reshape(-1, 3).max(axis=0)
     centre, extent = (low + high) / 2, float((high - low)[:2].max() / 2)
-    crops = source_crops(sample, size)
+    crops = source_crops(sample, size, input_root(output))
     with av.open(out_path, "w") as container:
         video = container.add_stream("libx264", rate=FPS, options={"crf": "23"})
         video.width, video.height, video.pix_fmt = size * (2 if crops else 1), size, "yuv420p"

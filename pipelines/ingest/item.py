@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+
+
+def join_uri(root: str, uri: str) -> str:
+    """``uri`` under ``root`` (a local folder or a ``scheme://bucket/...`` prefix); ``uri`` itself
+    when the root is empty or ``uri`` is whole."""
+    if not root or "://" in uri or os.path.isabs(uri):
+        return uri
+    return f"{root.rstrip('/')}/{uri}" if "://" in root else os.path.join(root, uri)
 
 
 @dataclasses.dataclass(frozen=True)
 class InputItem:
-    """One input video: its URI and the ids its samples are named by."""
+    """One input video: its URI relative to the input root (as the data records it), the root,
+    and the ids its samples are named by."""
 
     uri: str
     speaker: str
     video: str
     utterance: str
     split: str = ""  # from the source (a listing's split column); empty: by speaker hash
+    root: str = ""   # the input root; empty when ``uri`` is whole
+
+    @property
+    def location(self) -> str:
+        """Where the video is read from: the root joined with the relative URI."""
+        return join_uri(self.root, self.uri)
 
     @property
     def key_prefix(self) -> str:

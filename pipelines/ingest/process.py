@@ -57,7 +57,7 @@ def process_input(item: InputItem, split: str, backend: ReconstructionBackend | 
     collected: list[Sample] = []
     emit = sink or collected.append
     try:
-        with local_path(item.uri) as path:
+        with local_path(item.location) as path:
             info = probe(path)
             if info.audio_sample_rate == 0:
                 return InputResult([], [failure(item, Stage.PROBE, Reason.NO_AUDIO_STREAM,
@@ -92,7 +92,8 @@ def process_input(item: InputItem, split: str, backend: ReconstructionBackend | 
                         emit(sample)
                     kept += 1
     except MediaError as error:
-        detail = error.detail if error.detail.startswith(item.uri) else f"{item.uri}: {error.detail}"
+        detail = error.detail.replace(item.location, item.uri)  # no path of the build machine in the data
+        detail = detail if detail.startswith(item.uri) else f"{item.uri}: {detail}"
         return InputResult([], [failure(item, error.stage, error.reason, detail)])
     if not kept and dropped_offsets:
         listed = ", ".join(dropped_offsets)

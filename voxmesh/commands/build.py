@@ -9,6 +9,7 @@ import os
 from voxmesh.pipelines.build.inputs import SplitFractions
 from voxmesh.pipelines.build.packing import ShardLimits
 from voxmesh.pipelines.build.pipeline import BuildConfig, local_pipeline_args, run_build
+from voxmesh.pipelines.dataset.card import DEFAULT_LICENSE
 from voxmesh.pipelines.ingest.clips import ClipRules
 from voxmesh.pipelines.ingest.faces import TrackRules
 from voxmesh.schemas.errors import ConfigError
@@ -46,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="speaker-hash split fractions, for inputs whose listing gives no split")
     parser.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores)")
     parser.add_argument("--resume", action="store_true", help="keep committed parts and shards and build the rest")
+    parser.add_argument("--license", default=DEFAULT_LICENSE,
+                        help="licence of the source footage, for the dataset card (an SPDX-like id such as "
+                             "cc-by-4.0, or a sentence; default: %(default)r)")
 
 
 def config_from_args(args: argparse.Namespace) -> BuildConfig:
@@ -64,7 +68,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
                              min_confidence=args.min_confidence, max_av_offset=args.max_av_offset,
                              drop_av_offset=args.drop_av_offset),
         track_rules=TrackRules(detect_every=args.detect_every),
-        splits=fractions, resume=args.resume)
+        splits=fractions, resume=args.resume, license=args.license)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,140 @@
+"""A built dataset as its readers see it: Hugging Face ``datasets`` on the folder as it is
+(map-style and streaming), the README's DataLoader example with ``collate``, wids without Pillow,
+and the dataset moved to another folder."""
+
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from voxmesh.cli import main
+from voxmesh.pipelines.demo import make_demo_input
+from voxmesh.schemas import collate, decode_members, load_samples, read_manifest, validate_dataset
+from voxmesh.schemas.sample import encode_npy
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The demo input built in one folder, then the dataset moved to another."""
+    root = tmp_path_factory.mktemp("build_here")
+    make_demo_input(str(root / "input"))
+    assert main(["-q", "build", "--input", str(root / "input"), "--output", str(root / "dataset"),
+                 "--workers", "1", "--inputs-per-part", "1", "--license", "cc-by-4.0"]) == 0
+    moved = tmp_path_factory.mktemp("moved_there") / "dataset"
+    shutil.move(str(root / "dataset"), str(moved))
+    return str(root), str(moved)
+
+
+def test_a_moved_dataset_reads_back_and_holds_no_build_machine_path(built):
+    root, dataset = built
+    problems, counts = validate_dataset(dataset)
+    assert problems == [] and counts["samples"] == 3
+    manifest, failures = read_manifest(dataset), pq.read_table(os.path.join(dataset, "failures.parquet"))
+    assert {row["source_uri"] for row in manifest} == {f"id0000{i}/demo/00001.mp4" for i in (1, 2, 3)}
+    assert {f["input_id"] for f in failures.to_pylist()} == {"id00004/demo/00001"}
+    assert {row["input_id"] for row in manifest} == {f"id0000{i}/demo/00001" for i in (1, 2, 3)}
+    for name in ("manifest.parquet", "failures.parquet"):
+        assert pq.read_schema(os.path.join(dataset, name)).metadata[b"voxmesh.schema_version"] == b"1"
+    samples = load_samples(dataset, [row["key"] for row in manifest])
+    assert all(s.meta.source_uri == row["source_uri"] for s, row in zip(samples.values(), manifest))
+    with open(os.path.join(dataset, "dataset.json")) as f:
+        assert json.load(f)["input_root"] == os.path.join(root, "input")  # the one place it is recorded
+    for folder, _, names in os.walk(dataset):
+        for name in names:
+            if name != "dataset.json":
+                with open(os.path.join(folder, name), "rb") as f:
+                    assert root.encode() not in f.read(), name
+    assert main(["stats", dataset, "--report", os.path.join(os.path.dirname(dataset), "report")]) == 0
+
+
+def test_the_card_declares_the_licence_and_documents_every_member_column_and_option(built):
+    _, dataset = built
+    with open(os.path.join(dataset, "README.md"), encoding="utf-8") as f:
+        card = f.read()
+    header = card.split("---\n")[1]
+    assert 'license: "cc-by-4.0"' in header and 'path: "shards/train-*.tar"' in header
+    for name in ("mesh.npy", "pose.npy", "audio.npy", "lmk2d.npy", "meta.json"):
+        assert f"| `{name}` |" in card
+    for column in pq.read_schema(os.path.join(dataset, "manifest.parquet")).names:
+        assert f"| `{column}` |" in card, column
+    for option in ("track_rules.detect_every | 5", "clip_rules.max_av_offset | 5", "splits.train | 0.9", "backend | "):
+        assert f"| {option}" in card, option
+    assert "centimetres" in card and "source pixels" in card
+
+
+def test_hugging_face_datasets_opens_the_folder_map_style(built):
+    datasets = pytest.importorskip("datasets")
+    _, dataset = built
+    splits = datasets.load_dataset(dataset)
+    assert set(splits) == {"train"}
+    train = splits["train"].with_format("numpy", dtype=None)
+    assert len(train) == 3
+    for sample in train:
+        n_frames = int(sample["meta.json"]["n_frames"])
+        assert sample["mesh.npy"].dtype == np.float32 and sample["mesh.npy"].shape == (n_frames, 478, 3)
+        assert sample["pose.npy"].shape == (n_frames, 4, 4) and sample["lmk2d.npy"].shape == (n_frames, 478, 2)
+        assert sample["audio.npy"].dtype == np.int16 and sample["audio.npy"].shape == (n_frames * 640,)
+
+
+def test_hugging_face_datasets_streams_the_folder(built):
+    datasets = pytest.importorskip("datasets")
+    _, dataset = built
+    stream = datasets.load_dataset(dataset, split="train", streaming=True).with_format("numpy")
+    samples = list(stream)
+    assert len(samples) == 3
+    assert {str(s["__key__"]) for s in samples} == {row["key"] for row in read_manifest(dataset)}
+    assert all(s["audio.npy"].dtype == np.int16 and s["mesh.npy"].dtype == np.float32 for s in samples)
+
+
+def readme_block(marker: str) -> str:
+    """The Python block of the README that starts with the comment ``marker``."""
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    found = re.search(r"```python\n(# " + re.escape(marker) + r"\n.*?)```", text, re.S)
+    assert found, f"no README example starting with '# {marker}'"
+    return found.group(1)
+
+
+def test_the_readme_dataloader_example_runs(built):
+    pytest.importorskip("torch")
+    _, dataset = built
+    code = readme_block("batches of clips with a torch DataLoader")
+    namespace = {"__name__": "readme_example"}
+    exec(compile(code.replace('"out/demo/dataset"', repr(dataset)), "README.md", "exec"), namespace)
+    batches = namespace["batches"]
+    assert sum(len(b["keys"]) for b in batches) == 3
+    batch = batches[0]
+    assert batch["mesh"].shape[:2] == batch["mask"].shape and batch["audio"].shape[1] == batch["mask"].shape[1] * 640
+
+
+def test_the_readme_wids_example_runs_without_pillow(built, monkeypatch):
+    pytest.importorskip("wids")
+    import sys
+    monkeypatch.setitem(sys.modules, "PIL", None)  # import PIL fails from here on
+    _, dataset = built
+    namespace: dict = {}
+    exec(compile(readme_block("random access with wids").replace('"out/demo/dataset"', repr(dataset)),
+                 "README.md", "exec"), namespace)
+    sample = namespace["sample"]
+    assert sample["audio.npy"].dtype == np.int16 and sample["meta.json"]["key"] == sample["__key__"]
+
+
+def test_collate_pads_clips_and_masks_the_padding():
+    def clip(n_frames: int, key: str) -> dict:
+        return decode_members({"__key__": key, "meta.json": json.dumps({"key": key}).encode(),
+                               **{name: encode_npy(array) for name, array in {
+                                   "mesh.npy": np.ones((n_frames, 5, 3), np.float32),
+                                   "pose.npy": np.ones((n_frames, 4, 4), np.float32),
+                                   "lmk2d.npy": np.ones((n_frames, 5, 2), np.float32),
+                                   "audio.npy": np.ones(n_frames * 640, np.int16)}.items()}})
+    batch = collate([clip(3, "a"), clip(5, "b")])
+    assert batch["mesh"].shape == (2, 5, 5, 3) and batch["audio"].shape == (2, 3200)
+    assert batch["audio"].dtype == np.int16 and batch["lengths"].tolist() == [3, 5]
+    assert batch["mask"].tolist() == [[True] * 3 + [False] * 2, [True] * 5]
+    assert batch["mesh"][0, 3:].sum() == 0 and batch["audio"][0, 1920:].sum() == 0 and batch["keys"] == ["a", "b"]

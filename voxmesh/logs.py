@@ -1,0 +1,93 @@
+"""The one logging set-up of the ``voxmesh`` command.
+
+Every module logs through ``logging.getLogger(__name__)``. By default the terminal shows
+voxmesh's own INFO lines and up (progress, warnings that need action) and other libraries' errors
+only; other programs' native output (MediaPipe's C++ logs, Beam's local worker harness) goes to
+the null device. ``-q`` keeps voxmesh's warnings and errors only; ``-v`` shows everything, from
+every library, at DEBUG; ``--log-file PATH`` keeps everything in that file (Python records at
+DEBUG and the native output of the command and its local workers) whatever the terminal shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+
+from voxmesh.pipelines.logs import NATIVE_STDERR_ENV, native_stderr_to
+
+FILE_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+
+
+class ConsoleFilter(logging.Filter):
+    """voxmesh's records at ``level`` and up; other libraries' at ERROR and up."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ours = record.name == "voxmesh" or record.name.startswith("voxmesh.")
+        return record.levelno >= (self.level if ours else max(self.level, logging.ERROR))
+
+
+class ConsoleFormatter(logging.Formatter):
+    """INFO lines as they are; warnings and errors prefixed with their level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno == logging.INFO else f"{record.levelname.lower()}: {message}"
+
+
+@contextlib.contextmanager
+def logging_setup(verbose: bool = False, quiet: bool = False, log_file: str | None = None) -> Iterator[None]:
+    """Install the handlers for one command and remove them (and undo the redirection) on exit."""
+    redirect = log_file or (None if verbose else os.devnull)
+    with contextlib.ExitStack() as stack:
+        if redirect is not None:
+            console_stream = stack.enter_context(native_stderr_to(os.path.abspath(redirect)))
+            stack.enter_context(_environment(NATIVE_STDERR_ENV, "keep"))
+        else:
+            console_stream = None  # sys.stderr
+        console = logging.StreamHandler(console_stream)
+        if verbose:
+            console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        else:
+            console.addFilter(ConsoleFilter(logging.WARNING if quiet else logging.INFO))
+            console.setFormatter(ConsoleFormatter("%(message)s"))
+        handlers: list[logging.Handler] = [console]
+        if log_file:
+            file_handler = logging.FileHandler(log_file, encoding="utf-8")
+            file_handler.setFormatter(logging.Formatter(FILE_FORMAT))
+            handlers.append(file_handler)
+        root = logging.getLogger()
+        old_level, old_handlers = root.level, root.handlers[:]
+        root.handlers = handlers
+        root.setLevel(logging.DEBUG if verbose or log_file else logging.INFO)
+        logging.captureWarnings(True)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("default")
+                yield
+        finally:
+            logging.captureWarnings(False)
+            for handler in handlers:
+                handler.flush()
+                if handler is not console:
+                    handler.close()
+            root.handlers, root.level = old_handlers, old_level
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
