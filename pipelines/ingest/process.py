@@ -1,14 +1,17 @@
 """One input video in, its samples and failures out.
 
-probe -> audio (16 kHz, aligned) -> pass 1: shot cuts on every 25 fps frame, face detection on
-every ``detect_every``-th -> tracks of the dominant face -> pass 2: crops of each track -> backend ->
-cut into clips -> samples.
-Decoding twice keeps memory at one chunk of frames whatever the video's length.
+probe -> audio (16 kHz, aligned) -> one pass over the 25 fps frames: shot cuts on every frame,
+face detection on every ``detect_every``-th of a shot, tracks of the dominant face built online
+(a lookahead of about 20 frames), crops of each tracked frame -> backend -> per-frame results
+spooled to disk per run of a track -> tracks (runs cut into equal parts) -> clips -> samples.
+Memory holds the lookahead's frames, one chunk of crops and one track's results, whatever the
+video's length.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -17,10 +20,11 @@ from voxmesh.metrics.quality import jitter, lip_motion
 from voxmesh.metrics.sync import estimate_offset
 from voxmesh.pipelines.ingest.audio import load_audio
 from voxmesh.pipelines.ingest.clips import ClipRules, frame_problems, reason_for_no_clip, segment
-from voxmesh.pipelines.ingest.faces import FaceDetector, FacePass, Track, TrackRules, build_tracks, crop, crop_transform
-from voxmesh.pipelines.ingest.frames import iter_frames
+from voxmesh.pipelines.ingest.faces import FaceDetector, TrackRules, crop, crop_transform, split_run, track_frames
+from voxmesh.pipelines.ingest.frames import iter_images
 from voxmesh.pipelines.ingest.item import InputItem
 from voxmesh.pipelines.ingest.probe import MediaError, local_path, probe
+from voxmesh.pipelines.ingest.tracking import TrackedFrame
 from voxmesh.recon import Reconstruction, ReconstructionBackend
 from voxmesh.schemas import FPS, SAMPLES_PER_FRAME, FailureRecord, Reason, Sample, SampleMeta, Stage, make_key
 
@@ -49,6 +53,9 @@ def process_input(item: InputItem, split: str, backend: ReconstructionBackend, d
     records them as ``internal_error``)."""
     collected: list[Sample] = []
     emit = sink or collected.append
+    problems: list[Reason | None] = []  # per frame, why it is not usable (None: it is)
+    n_tracks = kept = 0
+    dropped_offsets: list[int] = []
     try:
         with local_path(item.uri) as path:
             info = probe(path)
@@ -60,30 +67,28 @@ def process_input(item: InputItem, split: str, backend: ReconstructionBackend, d
                                                 f"{item.uri}: {info.duration:.2f} s < min clip {clip_rules.min_seconds} s")])
             audio = load_audio(path, info.video_start)
             pcm, audio_offset = audio.pcm, audio.offset
-            seen = FacePass.run(iter_frames(path, chunk_size), detector, track_rules)
-            tracks, problems = build_tracks(seen, track_rules)
-            n_frames = len(seen.boxes)
-            if n_frames == 0:
-                return InputResult([], [failure(item, Stage.DECODE, Reason.DECODE_ERROR, f"{item.uri}: no video frames")])
-            has_audio = (np.arange(1, n_frames + 1) * SAMPLES_PER_FRAME) <= len(pcm)
-            kept = 0
-            dropped_offsets: list[int] = []
-            for track, recon in iter_track_reconstructions(path, tracks, backend, track_rules, chunk_size):
-                span = slice(track.start, track.end)
-                problems[span] = frame_problems(recon.n_faces, recon.valid, recon.confidence, has_audio[span], clip_rules)
+            frames = track_frames(iter_images(path), detector, track_rules)
+            for part in iter_tracks(frames, backend, track_rules, chunk_size, problems):
+                span = slice(part.start, part.end)
+                has_audio = np.arange(part.start + 1, part.end + 1) * SAMPLES_PER_FRAME <= len(pcm)
+                n_faces = np.where(part.second_face, np.maximum(part.recon.n_faces, 2), part.recon.n_faces)
+                problems[span] = frame_problems(n_faces, part.recon.valid, part.recon.confidence, has_audio, clip_rules)
                 usable = np.array([p is None for p in problems[span]])
                 clips = segment(usable, int(round(clip_rules.min_seconds * FPS)), int(round(clip_rules.max_seconds * FPS)))
                 for clip_index, (start, end) in enumerate(clips):
-                    sample = _sample(item, split, backend, track, recon, pcm, audio_offset, clip_index, start, end,
-                                     clip_rules)
+                    sample = _sample(item, split, backend, part, pcm, audio_offset, clip_index, start, end, clip_rules)
                     if clip_rules.drop_av_offset and not sample.meta.av_offset_ok:
                         dropped_offsets.append(sample.meta.av_offset)
                         continue
                     emit(sample)
                     kept += 1
+                n_tracks += 1
     except MediaError as error:
         detail = error.detail if error.detail.startswith(item.uri) else f"{item.uri}: {error.detail}"
         return InputResult([], [failure(item, error.stage, error.reason, detail)])
+    n_frames = len(problems)
+    if n_frames == 0:
+        return InputResult([], [failure(item, Stage.DECODE, Reason.DECODE_ERROR, f"{item.uri}: no video frames")])
     if not kept and dropped_offsets:
         listed = ", ".join(f"{o:+d}" for o in dropped_offsets)
         return InputResult([], [failure(item, Stage.SEGMENT, Reason.AV_OFFSET,
@@ -95,62 +100,107 @@ def process_input(item: InputItem, split: str, backend: ReconstructionBackend, d
         usable_frames = sum(p is None for p in problems)
         return InputResult([], [failure(item, Stage.SEGMENT, reason,
                                         f"{item.uri}: no clip of {clip_rules.min_seconds} s or more "
-                                        f"({usable_frames} of {n_frames} frames usable, {len(tracks)} face tracks)")],
+                                        f"({usable_frames} of {n_frames} frames usable, {n_tracks} face tracks)")],
                            n_frames)
     return InputResult(collected, [], n_frames, kept)
 
 
-def iter_track_reconstructions(path: str, tracks: list[Track], backend: ReconstructionBackend, track_rules: TrackRules,
-                               chunk_size: int) -> Iterator[tuple[Track, Reconstruction]]:
-    """Pass 2: crop every frame of every track (tracks never overlap in time), reconstruct the
-    crops in chunks, resetting the backend at each new track, and yield each track's result (in
-    source pixels, after ``finish_track``) as soon as its last frame is done."""
-    if not tracks:
-        return
-    track_of = {t: track for track in tracks for t in range(track.start, track.end)}
-    parts: list[Reconstruction] = []
+@dataclasses.dataclass
+class TrackPart:
+    """One track: frames ``start..end-1`` (a run of the dominant face, or an equal part of a long
+    run), their reconstruction in source pixels and their ``second_face`` flags."""
+
+    index: int
+    start: int
+    end: int
+    recon: Reconstruction
+    second_face: np.ndarray
+
+
+def iter_tracks(frames: Iterator[TrackedFrame], backend: ReconstructionBackend, track_rules: TrackRules,
+                chunk_size: int, problems: list[Reason | None]) -> Iterator[TrackPart]:
+    """Crop every tracked frame as it is decided, reconstruct the crops in chunks (the backend is
+    reset at each new run), and at the end of each run yield its tracks: the run cut into equal
+    parts of at most ``max_track_frames``, each after ``finish_track``. Appends every frame's
+    status to ``problems`` (None for a tracked frame, until its track sets it)."""
     batch: list[np.ndarray] = []
     transforms: list[tuple[float, float, float]] = []
-
-    def flush() -> None:
-        if batch:
-            parts.append(backend.reconstruct(np.stack(batch)).to_source(np.array(transforms)))
+    spool: ResultSpool | None = None
+    flags: list[bool] = []
+    n_tracks = 0
+    for frame in frames:
+        problems.append(frame.status)
+        if frame.box is None or frame.image is None:
+            continue  # in no track
+        if spool is None:
+            backend.reset()
+            spool, start, flags = ResultSpool(), frame.t, []
+        transform = crop_transform(frame.box, track_rules)
+        batch.append(crop(frame.image, transform, track_rules.crop_size))
+        transforms.append(transform)
+        flags.append(frame.second_face)
+        if len(batch) == chunk_size or frame.ends_run:
+            spool.add(backend.reconstruct(np.stack(batch)).to_source(np.array(transforms)))
             batch.clear()
             transforms.clear()
-
-    def finished(track: Track) -> tuple[Track, Reconstruction]:
-        flush()
-        result = backend.finish_track(Reconstruction.concatenate(parts))
-        parts.clear()
-        return track, result
-
-    t, current = 0, None
-    for chunk in iter_frames(path, chunk_size):
-        for frame in chunk:
-            track = track_of.get(t)
-            t += 1
-            if track is not current and current is not None:
-                yield finished(current)
-                current = None
-            if track is None:
-                continue
-            if current is None:
-                backend.reset()
-                current = track
-            transform = crop_transform(track.box(t - 1), track_rules)
-            batch.append(crop(frame, transform, track_rules.crop_size))
-            transforms.append(transform)
-            if len(batch) == chunk_size:
-                flush()
-        if t >= tracks[-1].end:
-            break
-    if current is not None:
-        yield finished(current)
+        if frame.ends_run:
+            bounds = split_run(start, frame.t + 1, track_rules.max_track_frames)
+            with spool:
+                for (low, high), recon in zip(bounds, spool.read_parts([high - low for low, high in bounds])):
+                    yield TrackPart(n_tracks, low, high, backend.finish_track(recon),
+                                    np.array(flags[low - start:high - start]))
+                    n_tracks += 1
+            spool = None
 
 
-def _sample(item: InputItem, split: str, backend: ReconstructionBackend, track: Track, recon: Reconstruction,
-            pcm: np.ndarray, audio_offset: float, clip_index: int, start: int, end: int, clip_rules: ClipRules) -> Sample:
+class ResultSpool:
+    """Per-frame results of one run, in a temporary file so that memory does not grow with the
+    run's length (a run may span a whole video); read back in equal parts of at most
+    ``max_track_frames``. Arrays are stored in NumPy's format, without pickles."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()
+        self._chunks: list[tuple[str, ...]] = []  # the fields each chunk holds (coeffs may be None)
+
+    def add(self, recon: Reconstruction) -> None:
+        names = tuple(f.name for f in dataclasses.fields(recon) if getattr(recon, f.name) is not None)
+        for name in names:
+            np.lib.format.write_array(self._file, getattr(recon, name), allow_pickle=False)
+        self._chunks.append(names)
+
+    def read_parts(self, sizes: list[int]) -> Iterator[Reconstruction]:
+        """Consecutive parts of ``sizes`` frames from the first frame on."""
+        self._file.seek(0)
+        chunks = iter(self._chunks)
+        held: list[Reconstruction] = []
+        n_held = 0
+        for size in sizes:
+            while n_held < size:
+                names = next(chunks)
+                chunk = Reconstruction(**{name: np.lib.format.read_array(self._file, allow_pickle=False)
+                                          for name in names})
+                held.append(chunk)
+                n_held += len(chunk.confidence)
+            joined = Reconstruction.concatenate(held)
+            yield _frames(joined, 0, size)
+            held, n_held = [_frames(joined, size, n_held)], n_held - size
+
+    def __enter__(self) -> ResultSpool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+
+def _frames(recon: Reconstruction, start: int, end: int) -> Reconstruction:
+    return dataclasses.replace(recon, **{f.name: getattr(recon, f.name)[start:end] for f in dataclasses.fields(recon)
+                                         if getattr(recon, f.name) is not None})
+
+
+def _sample(item: InputItem, split: str, backend: ReconstructionBackend, track: TrackPart, pcm: np.ndarray,
+            audio_offset: float, clip_index: int, start: int, end: int, clip_rules: ClipRules) -> Sample:
     """The sample of frames ``start..end-1`` of ``track`` (indices relative to the track)."""
+    recon = track.recon
     topology = backend.topology
     first, last = track.start + start, track.start + end
     mesh = recon.mesh[start:end]
