@@ -33,7 +33,8 @@ from voxmesh.schemas.shards import SHARDS_DIR, write_atomic
 from voxmesh.pipelines.ingest.clips import ClipRules
 from voxmesh.pipelines.ingest.faces import FaceDetector, TrackRules
 from voxmesh.pipelines.dataset.card import write_dataset_card, write_wids_indexes
-from voxmesh.pipelines.build.inputs import PartTask, SplitFractions, assign_splits, discover, identify, plan_parts
+from voxmesh.pipelines.build.inputs import (PartTask, SplitFractions, assign_splits, discover, expected_frames, identify,
+                                            parts_to_build, plan_parts)
 from voxmesh.pipelines.build.packing import PARTS_DIR, PackShard, ShardLimits, remaining_packs, remove_parts
 from voxmesh.pipelines.build.progress import ProgressReporter
 from voxmesh.pipelines.dataset.report import summarize
@@ -54,6 +55,8 @@ class BuildConfig:
     track_rules: TrackRules = TrackRules()
     splits: SplitFractions = SplitFractions()
     inputs_per_part: int = 8
+    frames_per_part: int = 2000
+    min_parts: int = 1  # the workers: parts are split until each has one (shards do not depend on it)
     shard_limits: ShardLimits = ShardLimits()
     chunk_size: int = 64
     resume: bool = False
@@ -153,12 +156,12 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
     raws = discover(config.input)
     items, early_failures = identify(raws)
     split_of_speaker, split_failures = assign_splits(items, config.splits)
-    tasks = plan_parts(items, split_of_speaker, config.inputs_per_part)
+    tasks = plan_parts(items, split_of_speaker, config.inputs_per_part, config.frames_per_part, config.min_parts,
+                       expected_frames(raws))
     planned = {item.uri for task in tasks for item in task.items}
     _prepare_output(config)
     if not planned <= inputs_in_shards(config.output):
-        done = {s.shard for s in committed_stats(config.output, PARTS_DIR)}
-        todo = [t for t in tasks if t.name not in done]
+        todo = parts_to_build(tasks, committed_stats(config.output, PARTS_DIR))
         options = PipelineOptions(pipeline_args or local_pipeline_args())
         with ProgressReporter(config.output, todo, enabled=progress):
             with beam.Pipeline(options=options) as pipeline:
@@ -168,7 +171,7 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
                  | "BuildPart" >> beam.ParDo(BuildPart(config))
                  | "AllPartsCommitted" >> beam.combiners.Count.Globally()
                  | "PlanShards" >> beam.FlatMap(remaining_packs, config.output, [t.name for t in tasks],
-                                                config.shard_limits)
+                                                config.shard_limits, {t.name: t.group for t in tasks})
                  | "SpreadShards" >> beam.Reshuffle()
                  | "PackShard" >> beam.ParDo(PackShard(config.output)))
     summary = finalize(config, planned, early_failures + split_failures, n_discovered=len(raws))
@@ -241,4 +244,5 @@ def finalize(config: BuildConfig, planned: set[str], early_failures: list[Failur
 def _jsonable(config: BuildConfig) -> dict:
     raw = dataclasses.asdict(config)
     raw.pop("resume")
+    raw.pop("min_parts")  # shapes the parts, not the dataset
     return raw

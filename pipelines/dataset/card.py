@@ -44,6 +44,7 @@ def write_dataset_card(output: str, dataset: dict, rows: list[dict], failures: l
         f"`voxmesh build --input {config['input']} --backend {config['backend']} "
         f"--min-clip-seconds {config['clip_rules']['min_seconds']} --max-clip-seconds {config['clip_rules']['max_seconds']} "
         f"--min-confidence {config['clip_rules']['min_confidence']} --inputs-per-part {config['inputs_per_part']} "
+        f"--frames-per-part {config['frames_per_part']} "
         f"--shard-max-samples {config['shard_limits']['max_samples']} "
         f"--shard-max-mb {config['shard_limits']['max_bytes'] / 2 ** 20:g}`",
         "",
