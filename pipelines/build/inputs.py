@@ -24,6 +24,7 @@ import hashlib
 import itertools
 import os
 import posixpath
+from collections import Counter
 
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -241,8 +242,9 @@ def plan_parts(items: list[InputItem], split_of_speaker: dict[str, str], inputs_
     each closed once it holds ``inputs_per_part`` inputs or ``frames_per_part`` expected frames
     (``frames``, per URI; ``UNKNOWN_FRAMES`` where absent). Groups are what packing keeps
     together. Then, while there are fewer parts than ``min_parts`` (the workers, so that none
-    idles), the part with the most expected frames that has two inputs or more is cut in two
-    where its frames are halved. Inside a part, key order. Inputs whose speaker has no split are
+    idles) or a part holds more than its fair share of the expected frames (all of them over
+    ``min_parts``, so that no worker is left with the tail), the part with the most expected
+    frames that has two inputs or more is cut in two where its frames are halved. Inside a part, key order. Inputs whose speaker has no split are
     left out (the caller recorded them as failures)."""
     if inputs_per_part < 1 or frames_per_part < 1:
         raise ConfigError("--inputs-per-part and --frames-per-part must be at least 1")
@@ -267,17 +269,21 @@ def plan_parts(items: list[InputItem], split_of_speaker: dict[str, str], inputs_
             groups[-1].append(item)
             n_frames += cost(item)
         parts += [(split, index, group) for index, group in enumerate(groups)]
-    while len(parts) < min_parts:
+    fair_share = sum(cost(i) for _, _, inputs in parts for i in inputs) / max(min_parts, 1)
+    while True:
         splittable = [k for k, part in enumerate(parts) if len(part[2]) > 1]
         if not splittable:
             break
         k = max(splittable, key=lambda k: (sum(map(cost, parts[k][2])), -k))
         split, group_index, inputs = parts[k]
         prefix = list(itertools.accumulate(map(cost, inputs)))
+        if len(parts) >= min_parts and prefix[-1] <= fair_share:
+            break
         cut = min(bisect.bisect_left(prefix, prefix[-1] / 2) + 1, len(inputs) - 1)
         parts[k:k + 1] = [(split, group_index, inputs[:cut]), (split, group_index, inputs[cut:])]
     tasks: list[PartTask] = []
+    n_tasks: Counter[str] = Counter()
     for split, group_index, inputs in parts:
-        index = sum(task.split == split for task in tasks)
-        tasks.append(PartTask(split, index, tuple(sorted(inputs, key=lambda i: i.key_order)), group_index))
+        tasks.append(PartTask(split, n_tasks[split], tuple(sorted(inputs, key=lambda i: i.key_order)), group_index))
+        n_tasks[split] += 1
     return tasks
