@@ -1,183 +1,163 @@
-"""Benchmark of `voxmesh build` against its ceiling (not a test; figures go in the README).
+"""Benchmark of `voxmesh build` against the script it replaces and against MediaPipe's own
+ceiling (not a test; figures go in the README).
 
-In one run on the same frames:
-  1. decode fps per core: PyAV at 25 fps with RGB conversion (and decord, when importable);
-  2. the ceiling: MediaPipe Face Mesh alone (``FaceMesh.process`` on frames already in memory) in
-     one process (median of three runs), and the same with voxmesh's pose removal (the backend's
-     ``reconstruct``); and the bound that decoding alone puts on the ratio,
-     decode fps / (decode fps + ceiling fps): the ratio if the pipeline added nothing but one decode;
-  3. the same per-video work (``process_input``: decode, audio, reconstruct, cut) in a plain
-     ``multiprocessing.Pool`` over all cores, without Beam, to separate Beam's cost from ours, with
-     face detection on every frame and on every 5th (the default);
-  4. `voxmesh build` end to end over all cores on the shared media repeated to >= 2000 frames.
-Ratio = end-to-end fps / (ceiling fps x cores). Usage: python bench/bench_build.py [--repeat N]
+In one run, on two sets of inputs:
+  (a) 224x224 25 fps clips made here from the shared media with PyAV (H.264 + AAC 16 kHz,
+      VoxCeleb2's own format), and
+  (b) the shared media as they are (512-844 px, 25 and 30 fps),
+each repeated until the set holds at least ``--min-frames`` frames, it measures:
+  1. decode alone: PyAV, 25 fps selection, RGB, one process;
+  2. MediaPipe Face Mesh alone (one face, tracking mode, refined landmarks) on frames already in
+     memory, one process: the ceiling per core;
+  3. the naive script (bench/naive_script.py), one process per core, files dealt round-robin;
+  4. `voxmesh build` end to end with its defaults over all cores (Beam, parts, packing).
+It prints per-set figures, the ratios build / naive and build / (MediaPipe alone x cores), and
+the core-hours that each would take for VoxCeleb2 dev (220 M frames) at the measured speed.
+``--profile`` also profiles one process ingesting the shared media (cProfile) and prints where
+each millisecond of a frame goes.
+
+Usage: python bench/bench_build.py [--min-frames 2000] [--workers N] [--profile] [--short]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
-import resource
 import sys
 import tempfile
 import time
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import naive_script  # noqa: E402
 
-from voxmesh.pipelines.build.pipeline import BuildConfig, local_pipeline_args, run_build
-from voxmesh.pipelines.ingest.clips import ClipRules
-from voxmesh.pipelines.ingest.faces import FaceDetector, TrackRules
-from voxmesh.pipelines.ingest.frames import iter_frames
-from voxmesh.pipelines.ingest.item import InputItem
-from voxmesh.pipelines.ingest.process import process_input
-from voxmesh.recon.mediapipe_mesh import MediaPipeFaceMesh
+from voxmesh.pipelines.build.pipeline import BuildConfig, local_pipeline_args, run_build  # noqa: E402
+from voxmesh.pipelines.ingest.audio import encode_audio, load_audio  # noqa: E402
+from voxmesh.pipelines.ingest.frames import iter_images  # noqa: E402
 
 CLIPS = ("hdtf_aoc_512_25fps.mp4", "retalking2_844_25fps.mp4", "retalking4_700_30fps.mp4")
+VOXCELEB2_DEV_FRAMES = 220e6
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def make_224(source: str, path: str, max_frames: int | None) -> None:
+    """``source`` as VoxCeleb2 stores a clip: the centred square resized to 224x224, 25 fps H.264,
+    AAC mono 16 kHz."""
+    import av
+    import cv2
+    frames = []
+    for image in iter_images(source):
+        side = min(image.shape[:2])
+        top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
+        frames.append(cv2.resize(image[top:top + side, left:left + side], (224, 224), interpolation=cv2.INTER_AREA))
+        if max_frames and len(frames) == max_frames:
+            break
+    audio = load_audio(source).samples[:len(frames) * 640]
+    with av.open(path, "w") as container:
+        video = container.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 224, 224, "yuv420p"
+        sound = container.add_stream("aac", rate=16000, layout="mono")
+        for image in frames:
+            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(video.encode())
+        encode_audio(container, sound, audio, 16000)
 
 
-def timed(function):
-    wall, cpu = time.perf_counter(), cpu_seconds()
-    result = function()
-    return result, time.perf_counter() - wall, cpu_seconds() - cpu
+def repeated(sources: list[str], folder: str, min_frames: int) -> tuple[list[str], int]:
+    """Links to ``sources`` in ``folder/copyNNN/`` (one speaker per copy) until they hold at least
+    ``min_frames`` frames; the links and their frames."""
+    per_pass = sum(sum(1 for _ in iter_images(s)) for s in sources)
+    copies = max(1, -(-min_frames // per_pass))
+    paths = []
+    for copy in range(copies):
+        os.makedirs(os.path.join(folder, f"copy{copy:03d}"))
+        for source in sources:
+            paths.append(os.path.join(folder, f"copy{copy:03d}", os.path.basename(source)))
+            os.symlink(source, paths[-1])
+    return paths, per_pass * copies
 
 
-def decode_pyav(paths: list[str]) -> int:
-    return sum(len(chunk) for path in paths for chunk in iter_frames(path))
+def decode_alone(sources: list[str]) -> float:
+    start, n = time.perf_counter(), 0
+    for source in sources:
+        n += sum(1 for _ in iter_images(source))
+    return n / (time.perf_counter() - start)
 
 
-def load_videos(paths: list[str]) -> list[np.ndarray]:
-    return [np.concatenate([chunk.copy() for chunk in iter_frames(p)]) for p in paths]
+def mediapipe_alone(sources: list[str]) -> float:
+    """Face Mesh as the naive script and the backend run it, on every frame of ``sources`` held in
+    memory; one process; graph start-up not timed."""
+    import mediapipe as mp
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True) as mesh:
+        videos = [list(iter_images(s)) for s in sources]
+        for image in videos[0][:25]:
+            mesh.process(image)
+        start = time.perf_counter()
+        for frames in videos:
+            mesh.reset()
+            for image in frames:
+                mesh.process(image)
+        n = sum(len(v) for v in videos)
+        return n / (time.perf_counter() - start)
 
 
-def decode_decord(paths: list[str]) -> int:
-    import decord
-    n = 0
-    for path in paths:
-        reader = decord.VideoReader(path, num_threads=1)
-        fps = reader.get_avg_fps()
-        indices = np.round(np.arange(0, len(reader) / fps, 1 / 25) * fps).astype(int).clip(0, len(reader) - 1)
-        n += len(reader.get_batch(list(indices)).asnumpy())
-    return n
-
-
-def ready_backend(videos: list[np.ndarray]) -> MediaPipeFaceMesh:
-    """A set-up backend that has already run on 50 frames (graph start-up is not timed)."""
-    backend = MediaPipeFaceMesh()
-    backend.setup()
-    backend.reconstruct(videos[0][:50])
-    return backend
-
-
-def mediapipe_alone(backend: MediaPipeFaceMesh, videos: list[np.ndarray]) -> int:
-    for frames in videos:
-        backend.reset()
-        for frame in frames:
-            backend._face_mesh.process(frame)
-    return sum(len(v) for v in videos)
-
-
-def backend_reconstruct(backend: MediaPipeFaceMesh, videos: list[np.ndarray]) -> int:
-    for frames in videos:
-        backend.reset()
-        backend.reconstruct(frames)
-    return sum(len(v) for v in videos)
-
-
-_worker: dict = {}
-
-
-def _init_worker() -> None:
-    _worker["backend"] = MediaPipeFaceMesh()
-    _worker["backend"].setup()
-    _worker["detector"] = FaceDetector()
-
-
-def _process(job: tuple[InputItem, int]) -> int:
-    item, detect_every = job
-    return process_input(item, "train", _worker["backend"], _worker["detector"], ClipRules(),
-                         TrackRules(detect_every=detect_every)).n_frames
-
-
-def median_of_three(function) -> tuple[list, tuple]:
-    """All three ``timed`` runs of ``function`` and the median one (this machine is noisy)."""
-    runs = [timed(function) for _ in range(3)]
-    return runs, sorted(runs, key=lambda run: run[1])[1]
-
-
-def measure_in_memory(paths: list[str], report: dict) -> int:
-    """Decode speed, the Face Mesh ceiling and the backend on frames held in memory (released on
-    return); adds the figures to ``report`` and returns the frames in one pass over the media."""
-    videos = load_videos(paths)
-    n_frames = sum(len(v) for v in videos)
-    report["frames_per_pass"] = n_frames
-    n, wall, _ = timed(lambda: decode_pyav(paths))
-    report["decode_pyav_fps"] = round(n / wall, 1)
-    try:
-        n, wall, _ = timed(lambda: decode_decord(paths))
-        report["decode_decord_fps"] = round(n / wall, 1)
-    except ImportError:
-        report["decode_decord_fps"] = None
-    backend = ready_backend(videos)
-    runs, (n, wall, cpu) = median_of_three(lambda: mediapipe_alone(backend, videos))
-    report["mediapipe_alone_fps_runs"] = [round(n / run[1], 1) for run in runs]
-    report["mediapipe_alone_fps"] = round(n / wall, 1)
-    report["mediapipe_alone_cpu_per_wall"] = round(cpu / wall, 2)
-    # Even if nothing but one decode were added to Face Mesh, the ratio could not exceed this.
-    report["ratio_bound_from_decoding_once"] = round(report["decode_pyav_fps"] /
-                                                     (report["decode_pyav_fps"] + report["mediapipe_alone_fps"]), 3)
-    n, wall, _ = timed(lambda: backend_reconstruct(backend, videos))
-    report["backend_reconstruct_fps"] = round(n / wall, 1)
-    backend.close()
-    return n_frames
+def measure(name: str, sources: list[str], tmp: str, args: argparse.Namespace) -> dict:
+    paths, n_frames = repeated(sources, os.path.join(tmp, f"{name}-inputs"), args.min_frames)
+    report: dict = {"inputs": len(paths), "frames": n_frames}
+    report["decode_fps_one_process"] = round(decode_alone(sources), 1)
+    report["mediapipe_alone_fps_one_process"] = round(mediapipe_alone(sources), 1)
+    start = time.perf_counter()
+    naive_frames = naive_script.run(paths, os.path.join(tmp, f"{name}-naive"), args.workers)
+    report["naive_fps"] = round(naive_frames / (time.perf_counter() - start), 1)
+    config = BuildConfig(input=os.path.join(tmp, f"{name}-inputs"), output=os.path.join(tmp, f"{name}-build"),
+                         min_parts=args.workers)
+    start = time.perf_counter()
+    summary = run_build(config, local_pipeline_args(args.workers))
+    report["build_fps"] = round(n_frames / (time.perf_counter() - start), 1)
+    report["build_clips"] = summary["clips"]
+    report["build_vs_naive"] = round(report["build_fps"] / report["naive_fps"], 3)
+    report["build_vs_mediapipe_alone_x_cores"] = round(
+        report["build_fps"] / (report["mediapipe_alone_fps_one_process"] * args.workers), 3)
+    for what in ("naive", "build"):
+        per_core = report[f"{what}_fps"] / args.workers
+        report[f"{what}_core_hours_voxceleb2_dev"] = round(VOXCELEB2_DEV_FRAMES / per_core / 3600)
+    report["mediapipe_alone_core_hours_voxceleb2_dev"] = round(
+        VOXCELEB2_DEV_FRAMES / report["mediapipe_alone_fps_one_process"] / 3600)
+    return report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--media", default=os.environ.get("VOXMESH_TEST_MEDIA", "../shared/media"))
-    parser.add_argument("--repeat", type=int, default=10, help="copies of the media for the end-to-end run")
-    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--min-frames", type=int, default=2000, help="frames per set of inputs (by repeating them)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--profile", action="store_true", help="also profile one process on the shared media")
+    parser.add_argument("--short", action="store_true", help="a quick run: 2 s of two clips, no repetition")
     args = parser.parse_args()
-    paths = [os.path.abspath(os.path.join(args.media, c)) for c in CLIPS]
-    missing = [p for p in paths if not os.path.isfile(p)]
+    sources = [os.path.abspath(os.path.join(args.media, c)) for c in CLIPS]
+    missing = [p for p in sources if not os.path.isfile(p)]
     if missing:
         sys.exit(f"missing media {missing}; pass --media or set VOXMESH_TEST_MEDIA")
-
-    report = {"cores": os.cpu_count(), "workers": args.workers}
-    n_frames = measure_in_memory(paths, report)
-
-    items = [InputItem(p, f"copy{k}", "v", str(i)) for k in range(args.repeat) for i, p in enumerate(paths)]
-    with multiprocessing.get_context("spawn").Pool(args.workers, initializer=_init_worker) as pool:
-        pool.map(_process, [(item, 1) for item in items[:args.workers]])  # start-up outside the timing
-        for detect_every in (1, TrackRules.detect_every):
-            jobs = [(item, detect_every) for item in items]
-            frames, wall, _ = timed(lambda jobs=jobs: sum(pool.map(_process, jobs, chunksize=1)))
-            report[f"plain_multiprocessing_detect_every_{detect_every}_fps"] = round(frames / wall, 1)
-
+    if args.short:
+        args.min_frames = 0
+    report: dict = {"cores": os.cpu_count(), "workers": args.workers}
     with tempfile.TemporaryDirectory() as tmp:
-        inputs = os.path.join(tmp, "inputs")
-        for copy in range(args.repeat):
-            os.makedirs(os.path.join(inputs, f"copy{copy:03d}"))
-            for path in paths:
-                os.symlink(path, os.path.join(inputs, f"copy{copy:03d}", os.path.basename(path)))
-        config = BuildConfig(input=inputs, output=os.path.join(tmp, "out"), inputs_per_part=1)
-        summary, wall, _ = timed(lambda: run_build(config, local_pipeline_args(args.workers)))
-    frames_in = n_frames * args.repeat
-    report["end_to_end_frames"] = frames_in
-    report["end_to_end_clips"] = summary["clips"]
-    report["end_to_end_seconds"] = round(wall, 2)
-    report["end_to_end_fps"] = round(frames_in / wall, 1)
-    ceiling = report["mediapipe_alone_fps"] * args.workers
-    report["ratio_to_ceiling"] = round(frames_in / wall / ceiling, 3)
-    for detect_every in (1, TrackRules.detect_every):
-        fps = report[f"plain_multiprocessing_detect_every_{detect_every}_fps"]
-        report[f"plain_multiprocessing_detect_every_{detect_every}_ratio"] = round(fps / ceiling, 3)
+        small = []
+        for source in sources[:2] if args.short else sources:
+            small.append(os.path.join(tmp, "224", os.path.basename(source)))
+            os.makedirs(os.path.dirname(small[-1]), exist_ok=True)
+            make_224(source, small[-1], 60 if args.short else None)
+        report["224x224"] = measure("224x224", small, tmp, args)
+        if args.short:
+            shared = [os.path.join(tmp, "short", os.path.basename(s)) for s in sources[:2]]
+            os.makedirs(os.path.dirname(shared[0]))
+            for source, path in zip(sources, shared):
+                os.symlink(source, path)
+        else:
+            shared = sources
+        report["shared_media_native"] = measure("shared_media_native", shared, tmp, args)
+    if args.profile:
+        from profile_ingest import profile_shared_media
+        report["profile_ms_per_frame"] = profile_shared_media(sources)
     print(json.dumps(report, indent=1))
 
 

@@ -31,9 +31,24 @@ OUTER_EYE_DISTANCE_CM = 9.0  # adult biocular width, sets the template's scale
 CONFIDENCE_SCALE_CM = 1.0
 
 
+# A ``NormalizedLandmarkList`` as protobuf wire bytes, one record per landmark: field 1 (length 15)
+# holding x, y, z as fields 1-3 (fixed32 floats). MediaPipe's Face Mesh sets nothing else.
+_WIRE_LANDMARK = np.dtype([("tag", "u1"), ("size", "u1"), ("x_tag", "u1"), ("x", "<f4"), ("y_tag", "u1"),
+                           ("y", "<f4"), ("z_tag", "u1"), ("z", "<f4")])
+_WIRE_TAGS = {"tag": 0x0A, "size": 15, "x_tag": 0x0D, "y_tag": 0x15, "z_tag": 0x1D}
+
+
 def landmarks_to_points(landmarks, width: int, height: int) -> np.ndarray:
-    """MediaPipe landmarks of one face -> (478, 3) in source pixels (z scaled like x)."""
-    normalized = np.array([(p.x, p.y, p.z) for p in landmarks.landmark], dtype=np.float64)
+    """MediaPipe landmarks of one face -> (478, 3) in source pixels (z scaled like x).
+
+    Read in one step from the message's wire bytes (no Python per point); a message with other
+    fields set (visibility, presence) is read field by field instead."""
+    wire = landmarks.SerializeToString()
+    records = np.frombuffer(wire, dtype=_WIRE_LANDMARK) if len(wire) % _WIRE_LANDMARK.itemsize == 0 else None
+    if records is not None and all((records[name] == value).all() for name, value in _WIRE_TAGS.items()):
+        normalized = np.stack([records["x"], records["y"], records["z"]], axis=1).astype(np.float64)
+    else:
+        normalized = np.array([(p.x, p.y, p.z) for p in landmarks.landmark], dtype=np.float64)
     return normalized * np.array([width, height, width])
 
 
@@ -111,26 +126,32 @@ class MediaPipeFaceMesh(ReconstructionBackend):
 
     def setup(self) -> None:
         import mediapipe as mp
-        # max_num_faces=2 so that a second face is seen and reported, never silently ignored.
+        # One face: with more, Face Mesh runs its own face detector on every frame. A second face
+        # is the pipeline's face pass's job (pipelines/ingest/faces.py), not the backend's.
         self._face_mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=False, max_num_faces=2, refine_landmarks=True,
+            static_image_mode=False, max_num_faces=1, refine_landmarks=True,
             min_detection_confidence=self.min_detection_confidence,
             min_tracking_confidence=self.min_tracking_confidence)
 
     def reset(self) -> None:
-        self._face_mesh.reset()
+        self._mesh().reset()
+
+    def _mesh(self):
+        if self._face_mesh is None:
+            raise RuntimeError("MediaPipeFaceMesh.setup() must be called before use")
+        return self._face_mesh
 
     def reconstruct(self, frames: np.ndarray) -> Reconstruction:
         n_frames, height, width = frames.shape[:3]
         observed = np.full((n_frames, N_POINTS, 3), np.nan)
         n_faces = np.zeros(n_frames, dtype=np.int16)
+        face_mesh = self._mesh()
         for t in range(n_frames):
-            result = self._face_mesh.process(frames[t])
+            result = face_mesh.process(frames[t])
             faces = result.multi_face_landmarks or []
             n_faces[t] = len(faces)
             if faces:
-                candidates = [landmarks_to_points(f, width, height) for f in faces]
-                observed[t] = max(candidates, key=lambda p: np.ptp(p[:, 1]))
+                observed[t] = landmarks_to_points(faces[0], width, height)
         found = np.isfinite(observed).all(axis=(1, 2))
         mesh = np.full_like(observed, np.nan)
         pose = np.full((n_frames, 4, 4), np.nan)

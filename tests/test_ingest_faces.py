@@ -54,6 +54,23 @@ def test_two_comparable_faces_are_never_attributed_to_one_track(models, tmp_path
     assert result.samples == [] and [f.reason for f in result.failures] == ["multiple_faces"]
 
 
+@pytest.mark.parametrize("enters, last_usable", [(77, 75), (97, 95)])
+def test_a_second_face_entering_between_two_looks_makes_those_frames_unusable(models, tmp_path, enters, last_usable):
+    """Looks at every 5th frame: a second face entering at frame 77 is first seen by the look at 80,
+    and frames 76-79 (tracked, not looked at) must not be used either; entering at 97, after the
+    video's last look (95), it is seen by one more look at the last frame (99)."""
+    canvas = np.full((100, 384, 768, 3), int(FACE.mean()), np.uint8)
+    canvas[:, 64:320, 96:352] = FACE
+    canvas[enters:, 64:320, 416:672] = FACE[:, ::-1]  # a second real face, as large as the first
+    path = str(tmp_path / "enters.mp4")
+    write_video(path, canvas, audio=speechy_audio(4))
+    seen = FacePass.run(iter_frames(path), models[1], TrackRules())
+    faces_at_looks = [len(seen.boxes[t]) for t in range(0, 100, 5)]
+    assert seen.cuts == set() and faces_at_looks == [1] * (enters // 5 + 1) + [2] * (19 - enters // 5)
+    result = run(models, path)
+    assert [(s.meta.start_time, s.meta.n_frames) for s in result.samples] == [(0.0, last_usable + 1)]
+
+
 def test_a_face_that_leaves_the_frame_ends_its_clip(models, tmp_path):
     canvas = np.full((125, 256, 512, 3), 40, np.uint8)
     for t in range(125):

@@ -7,9 +7,11 @@ from voxmesh.pipelines.build.inputs import (
     SplitFractions,
     assign_splits,
     discover,
+    expected_frames,
     identify,
     plan_parts,
     split_of,
+    stable_unit,
 )
 from voxmesh.schemas import is_valid_key, make_key, sanitize_id
 
@@ -98,6 +100,32 @@ def test_listing_without_a_uri_column_is_refused_with_the_file_named(tmp_path):
     listing.write_text("path\nx.mp4\n")
     with pytest.raises(ValueError, match="bad.csv: a listing needs a 'uri' column"):
         discover(str(listing))
+
+
+def test_a_run_of_at_least_as_many_inputs_as_workers_plans_a_part_per_worker():
+    items = [InputItem(f"/v/{k}.mp4", f"id{k}", "vid", "1") for k in range(6)]
+    splits = {item.speaker: "train" for item in items}
+    assert len(plan_parts(items, splits, inputs_per_part=8)) == 1
+    for workers in (2, 4, 6):
+        tasks = plan_parts(items, splits, inputs_per_part=8, min_parts=workers)
+        assert len(tasks) >= workers and sorted(i.uri for t in tasks for i in t.items) == sorted(i.uri for i in items)
+        assert {t.group for t in tasks} == {0}  # one group: packing keeps them together
+    assert len(plan_parts(items[:3], splits, inputs_per_part=8, min_parts=4)) == 3  # one input per part at most
+    # parts by expected frames: the first input (in the plan's hash order) is long, so a cut in
+    # two gives it a part of its own (by count, it would share one with two others)
+    first = min(items, key=lambda i: stable_unit(f"shard:{i.key_prefix}"))
+    frames = {item.uri: 100 for item in items} | {first.uri: 1000}
+    assert len(plan_parts(items, splits, inputs_per_part=8, frames_per_part=300, frames=frames)) == 3
+    tasks = plan_parts(items, splits, inputs_per_part=8, frames_per_part=10_000, min_parts=2, frames=frames)
+    assert [[i.uri for i in t.items] for t in tasks if len(t.items) == 1] == [[first.uri]] and len(tasks) == 2
+
+
+def test_the_frames_of_an_input_come_from_the_listing_or_its_header(media_dir, tmp_path):
+    listing = tmp_path / "list.csv"
+    clip = os.path.join(media_dir, "hdtf_aoc_512_25fps.mp4")
+    listing.write_text(f"uri,duration\n{clip},\n/remote/x.mp4,3.0\n")
+    frames = expected_frames(discover(str(listing)))
+    assert frames == {clip: 202, "/remote/x.mp4": 75}  # the header says 8.064 s
 
 
 def test_inputs_in_a_part_come_in_the_order_of_their_sample_keys():

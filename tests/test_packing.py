@@ -6,7 +6,9 @@ import os
 import pytest
 from test_schema_and_validate import make_sample
 
+from voxmesh.pipelines.build.inputs import plan_parts
 from voxmesh.pipelines.build.packing import PARTS_DIR, PackTask, ShardLimits, pack_shard, plan_packs, remaining_packs
+from voxmesh.pipelines.ingest.item import InputItem
 from voxmesh.schemas import FailureRecord, SampleTarWriter, committed_stats, iter_tar_samples
 
 
@@ -93,3 +95,31 @@ def test_a_part_that_is_not_committed_stops_the_packing_with_its_name(tmp_path):
     os.remove(os.path.join(out, "_meta", PARTS_DIR, "train-000003.stats.json"))
     with pytest.raises(RuntimeError, match="train-000003"):
         remaining_packs(None, out, names, ShardLimits())
+
+
+def test_shards_do_not_depend_on_the_worker_count(tmp_path):
+    """Parts are split until every worker has one, but parts of one group always share a shard,
+    so the shards come out byte-identical whatever the worker count."""
+    speakers = "abcdefghij"
+    items = [InputItem(f"/data/{s}.mp4", s, "vid", "00001") for s in speakers]
+    split_of_speaker = dict.fromkeys(speakers, "train")
+    shards = []
+    for workers in (1, 4):
+        out = str(tmp_path / f"workers{workers}")
+        tasks = plan_parts(items, split_of_speaker, inputs_per_part=5, min_parts=workers)
+        for task in tasks:
+            with SampleTarWriter(out, task.split, task.index, [i.uri for i in task.items], folder=PARTS_DIR) as writer:
+                for item in task.items:
+                    if item.speaker == "c":
+                        writer.record_failure(FailureRecord(item.uri, item.input_id, "probe", "not_a_video", "x"))
+                    for clip in range(speakers.index(item.speaker) % 3):
+                        sample = make_sample(item.speaker, clip, n_frames=5, seed=clip)
+                        writer.write_members(sample.meta, sample.to_members())
+                writer.commit()
+        groups = {t.name: t.group for t in tasks}
+        for task in remaining_packs(None, out, [t.name for t in tasks], ShardLimits(max_samples=6), groups):
+            pack_shard(out, task)
+        shards.append((len(tasks), shard_files(out)))
+    (parts_1, shards_1), (parts_4, shards_4) = shards
+    assert parts_1 == 2 and parts_4 >= 4
+    assert len(shards_1) == 4 and shards_1 == shards_4  # two shards, each a tar and its stats

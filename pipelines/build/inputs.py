@@ -9,29 +9,37 @@ matching Beam extra is installed.
 Ids not given by a listing come from the path: ``.../{speaker}/{video}/{utterance}.mp4``
 (VoxCeleb2's layout) gives all three; ``{speaker}/{utterance}.mp4`` uses the file stem as video
 id; a lone file is its own speaker. The plan is a pure function of the set of inputs and the
-config, so a rerun (or a resumed run) over the same inputs assigns every input to the same part.
+config (and the least number of parts asked for, the worker count), so a rerun (or a resumed run)
+over the same inputs assigns every input to the same part. Parts are sized by the frames their
+inputs are expected to give (:func:`expected_frames`), and the groups of parts that packing keeps
+together do not depend on the worker count, so neither do the shards.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import glob
 import hashlib
+import itertools
 import logging
 import os
 import posixpath
+from collections import Counter
 
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from voxmesh.pipelines.ingest.item import InputItem
-from voxmesh.schemas import FailureRecord, Reason, Stage, sanitize_id, shard_name
+from voxmesh.pipelines.ingest.probe import header_duration
+from voxmesh.schemas import FPS, FailureRecord, Reason, Stage, TarStats, sanitize_id, shard_name
 from voxmesh.schemas.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
 SPLITS = ("train", "val", "test")
+UNKNOWN_FRAMES = 200  # an input of unknown duration counts as 8 s, about a VoxCeleb2 utterance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,15 +49,18 @@ class RawInput:
     uri: str
     ids: tuple[str, str, str]
     split: str = ""
+    duration: float = 0.0  # seconds, from a listing's duration column (0: not given)
 
 
 @dataclasses.dataclass(frozen=True)
 class PartTask:
-    """One part to write: its split, index and the inputs assigned to it, in key order."""
+    """One part to write: its split, index and the inputs assigned to it, in key order. Parts of
+    the same ``group`` (an index within the split) always land in the same shard."""
 
     split: str
     index: int
     items: tuple[InputItem, ...]
+    group: int = 0
 
     @property
     def name(self) -> str:
@@ -171,7 +182,8 @@ def _list_files(pattern: str) -> tuple[str, list[str]]:
 def _read_listing(path: str) -> list[RawInput]:
     table = pq.read_table(path) if path.endswith(".parquet") else pacsv.read_csv(path)
     if "uri" not in table.column_names:
-        raise ConfigError(f"{path}: a listing needs a 'uri' column (optional: speaker, video, utterance, split)")
+        raise ConfigError(f"{path}: a listing needs a 'uri' column "
+                          f"(optional: speaker, video, utterance, split, duration)")
     base = os.path.dirname(os.path.abspath(path))
     raws = []
     for row in table.to_pylist():
@@ -181,7 +193,8 @@ def _read_listing(path: str) -> list[RawInput]:
         from_path = ids_from_path(uri, "")
         speaker, video, utterance = (str(row[c]) if row.get(c) not in (None, "") else from_path[i]
                                      for i, c in enumerate(("speaker", "video", "utterance")))
-        raws.append(RawInput(uri, (speaker, video, utterance), str(row.get("split") or "")))
+        raws.append(RawInput(uri, (speaker, video, utterance), str(row.get("split") or ""),
+                             float(row.get("duration") or 0.0)))
     return raws
 
 
@@ -259,23 +272,77 @@ def assign_splits(items: list[InputItem], fractions: SplitFractions) -> tuple[di
     return splits, failures
 
 
-def plan_parts(items: list[InputItem], split_of_speaker: dict[str, str], inputs_per_part: int) -> list[PartTask]:
-    """Assign inputs to parts: per split, order inputs by a hash of their id (so that a part, and
-    the shard it lands in, mixes speakers), cut into groups of ``inputs_per_part``; inside a part,
-    key order. Inputs whose speaker has no split are left out (the caller recorded them as
-    failures)."""
-    if inputs_per_part < 1:
-        raise ConfigError("--inputs-per-part must be at least 1")
+def expected_frames(raws: list[RawInput], root: str = "") -> dict[str, int]:
+    """Per input URI (relative to ``root``, as the items carry it), the 25 fps frames it is
+    expected to give: from the listing's ``duration``
+    column, else from a local file's header (:func:`~voxmesh.pipelines.ingest.probe.header_duration`);
+    inputs on object stores without a listed duration are left out (they count as
+    ``UNKNOWN_FRAMES`` in the plan)."""
+    frames = {}
+    for raw in raws:
+        seconds = raw.duration or (0.0 if has_scheme(raw.uri) else header_duration(raw.uri))
+        if seconds > 0:
+            frames[relative_to(raw.uri, root)] = max(1, round(seconds * FPS))
+    return frames
+
+
+def parts_to_build(tasks: list[PartTask], committed: list[TarStats]) -> list[PartTask]:
+    """The planned parts not yet committed with exactly their planned inputs (a part committed by
+    a run with another plan, e.g. another worker count, is built again)."""
+    done = {(stats.shard, tuple(stats.inputs)) for stats in committed}
+    return [task for task in tasks if (task.name, tuple(item.uri for item in task.items)) not in done]
+
+
+def plan_parts(items: list[InputItem], split_of_speaker: dict[str, str], inputs_per_part: int,
+               frames_per_part: int = 2000, min_parts: int = 1, frames: dict[str, int] | None = None) -> list[PartTask]:
+    """Assign inputs to parts. Per split, inputs are ordered by a hash of their id (so that a
+    part, and the shard it lands in, mixes speakers) and cut into groups of consecutive inputs,
+    each closed once it holds ``inputs_per_part`` inputs or ``frames_per_part`` expected frames
+    (``frames``, per URI; ``UNKNOWN_FRAMES`` where absent). Groups are what packing keeps
+    together. Then, while there are fewer parts than ``min_parts`` (the workers, so that none
+    idles) or a part holds more than its fair share of the expected frames (all of them over
+    ``min_parts``, so that no worker is left with the tail), the part with the most expected
+    frames that has two inputs or more is cut in two where its frames are halved. Inside a part, key order. Inputs whose speaker has no split are
+    left out (the caller recorded them as failures)."""
+    if inputs_per_part < 1 or frames_per_part < 1:
+        raise ConfigError("--inputs-per-part and --frames-per-part must be at least 1")
+    known = frames or {}
+
+    def cost(item: InputItem) -> int:
+        return known.get(item.uri, UNKNOWN_FRAMES)
+
     by_split: dict[str, list[InputItem]] = {}
     for item in items:
         if item.speaker in split_of_speaker:
             by_split.setdefault(split_of_speaker[item.speaker], []).append(item)
-    tasks = []
+    parts: list[tuple[str, int, list[InputItem]]] = []  # (split, group, inputs in hash order)
     for split in sorted(by_split):
         ordered = sorted(by_split[split], key=lambda i: (stable_unit(f"shard:{i.key_prefix}"), i.key_prefix))
-        for index, start in enumerate(range(0, len(ordered), inputs_per_part)):
-            group = sorted(ordered[start:start + inputs_per_part], key=lambda i: i.key_order)
-            tasks.append(PartTask(split, index, tuple(group)))
-    log.debug("planned %d parts of %d inputs (%d per part)", len(tasks), sum(len(t.items) for t in tasks),
-              inputs_per_part)
+        groups: list[list[InputItem]] = [[]]
+        n_frames = 0
+        for item in ordered:
+            if groups[-1] and (len(groups[-1]) == inputs_per_part or n_frames >= frames_per_part):
+                groups.append([])
+                n_frames = 0
+            groups[-1].append(item)
+            n_frames += cost(item)
+        parts += [(split, index, group) for index, group in enumerate(groups)]
+    fair_share = sum(cost(i) for _, _, inputs in parts for i in inputs) / max(min_parts, 1)
+    while True:
+        splittable = [k for k, part in enumerate(parts) if len(part[2]) > 1]
+        if not splittable:
+            break
+        k = max(splittable, key=lambda k: (sum(map(cost, parts[k][2])), -k))
+        split, group_index, inputs = parts[k]
+        prefix = list(itertools.accumulate(map(cost, inputs)))
+        if len(parts) >= min_parts and prefix[-1] <= fair_share:
+            break
+        cut = min(bisect.bisect_left(prefix, prefix[-1] / 2) + 1, len(inputs) - 1)
+        parts[k:k + 1] = [(split, group_index, inputs[:cut]), (split, group_index, inputs[cut:])]
+    tasks: list[PartTask] = []
+    n_tasks: Counter[str] = Counter()
+    for split, group_index, inputs in parts:
+        tasks.append(PartTask(split, n_tasks[split], tuple(sorted(inputs, key=lambda i: i.key_order)), group_index))
+        n_tasks[split] += 1
+    log.debug("planned %d parts of %d inputs", len(tasks), sum(len(t.items) for t in tasks))
     return tasks

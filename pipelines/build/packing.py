@@ -2,11 +2,14 @@
 
 How many clips and bytes an input gives is known only once it is processed, so the build first
 writes small parts (a few inputs each, one worker each, in ``parts/``) and then packs them: per
-split, in part order, consecutive parts join one shard while it stays within ``max_samples`` and
-``max_bytes`` (a part over either limit on its own is a shard of its own), and the shard's samples
-are the parts' samples merged in key order. A part's inputs and failures move with it, so every
-input is still accounted for in exactly one shard. The plan is a pure function of the committed
-parts: a resumed run packs the same shards with the same bytes. The copy costs far less than the
+split, in part order, consecutive groups of parts (parts of one group, split only so that every
+worker has work, always land together) join one shard while it stays within ``max_samples`` and
+``max_bytes`` (a group over either limit on its own is a shard of its own), and the shard's
+samples are the parts' samples merged in key order, its inputs and failures sorted by URI. A
+part's inputs and failures move with it, so every input is still accounted for in exactly one
+shard. The plan is a pure function of the committed parts and their groups, and a shard's bytes
+do not depend on how its groups were split into parts: a resumed run, or a run with another
+worker count, packs the same shards with the same bytes. The copy costs far less than the
 reconstruction it follows (a shard is read and written once, sequentially).
 """
 
@@ -51,37 +54,44 @@ class PackTask:
         return shard_name(self.split, self.index)
 
 
-def plan_packs(parts: list[TarStats], limits: ShardLimits) -> list[PackTask]:
-    """Greedy packing of consecutive parts, per split, within ``limits``."""
-    by_split: dict[str, list[TarStats]] = defaultdict(list)
+def plan_packs(parts: list[TarStats], limits: ShardLimits, groups: dict[str, int] | None = None) -> list[PackTask]:
+    """Greedy packing of consecutive groups of parts, per split, within ``limits``. ``groups``
+    maps a part's name to its group (its own when absent)."""
+    units: dict[str, list[list[TarStats]]] = defaultdict(list)  # per split, the parts of each group
+    previous: tuple[str, object] | None = None
     for part in sorted(parts, key=lambda p: p.shard):
-        by_split[part.split].append(part)
+        group = (part.split, (groups or {}).get(part.shard, part.shard))
+        if group != previous:
+            units[part.split].append([])
+        units[part.split][-1].append(part)
+        previous = group
     tasks = []
-    for split in sorted(by_split):
-        groups: list[list[str]] = []
+    for split in sorted(units):
+        shards: list[list[str]] = []
         n_samples = n_bytes = 0
-        for part in by_split[split]:
-            if not groups or (n_samples + len(part.samples) > limits.max_samples
-                              or n_bytes + part.n_bytes > limits.max_bytes):
-                groups.append([])
+        for unit in units[split]:
+            unit_samples, unit_bytes = sum(len(p.samples) for p in unit), sum(p.n_bytes for p in unit)
+            if not shards or (n_samples + unit_samples > limits.max_samples or n_bytes + unit_bytes > limits.max_bytes):
+                shards.append([])
                 n_samples = n_bytes = 0
-            groups[-1].append(part.shard)
-            n_samples += len(part.samples)
-            n_bytes += part.n_bytes
-        tasks += [PackTask(split, index, tuple(group)) for index, group in enumerate(groups)]
+            shards[-1] += [p.shard for p in unit]
+            n_samples += unit_samples
+            n_bytes += unit_bytes
+        tasks += [PackTask(split, index, tuple(names)) for index, names in enumerate(shards)]
     return tasks
 
 
-def remaining_packs(_, output: str, part_names: list[str], limits: ShardLimits) -> list[PackTask]:
-    """The packing plan over the planned parts, less the shards already committed. Called once,
-    after every part is committed (the argument is the barrier's output)."""
+def remaining_packs(_, output: str, part_names: list[str], limits: ShardLimits,
+                    groups: dict[str, int] | None = None) -> list[PackTask]:
+    """The packing plan over the planned parts (in their ``groups``), less the shards already
+    committed. Called once, after every part is committed (the argument is the barrier's output)."""
     planned = set(part_names)
     parts = [s for s in committed_stats(output, PARTS_DIR) if s.shard in planned]
     missing = sorted(planned - {p.shard for p in parts})
     if missing:
         raise DatasetStateError(f"parts {', '.join(missing[:5])} in {output} were not committed; rerun with --resume")
     done = {s.shard for s in committed_stats(output)}
-    return [task for task in plan_packs(parts, limits) if task.name not in done]
+    return [task for task in plan_packs(parts, limits, groups) if task.name not in done]
 
 
 def pack_shard(output: str, task: PackTask) -> None:
@@ -89,14 +99,14 @@ def pack_shard(output: str, task: PackTask) -> None:
     if os.path.exists(stats_path(output, SHARDS_DIR, task.name)):
         return
     parts = [TarStats.read(stats_path(output, PARTS_DIR, name)) for name in task.parts]
-    inputs = [uri for part in parts for uri in part.inputs]
+    inputs = sorted(uri for part in parts for uri in part.inputs)
     with SampleTarWriter(output, task.split, task.index, inputs) as writer:
         streams = [iter_tar_samples(os.path.join(output, PARTS_DIR, f"{name}.tar")) for name in task.parts]
         for _, members in heapq.merge(*streams, key=lambda sample: sample[0]):
             writer.write_members(SampleMeta.from_dict(json.loads(members["meta.json"])), members)
-        for part in parts:
-            for record in part.failures:
-                writer.record_failure(FailureRecord(**record))
+        records = [record for part in parts for record in part.failures]
+        for record in sorted(records, key=lambda r: (r["source_uri"], r["stage"], r["reason"], r["detail"])):
+            writer.record_failure(FailureRecord(**record))
         writer.commit()
 
 

@@ -34,8 +34,8 @@ from voxmesh.schemas.shards import META_DIR, SHARDS_DIR, write_atomic
 from voxmesh.pipelines.ingest.clips import ClipRules
 from voxmesh.pipelines.ingest.faces import FaceDetector, TrackRules
 from voxmesh.pipelines.dataset.card import DEFAULT_LICENSE, write_dataset_card, write_wids_indexes
-from voxmesh.pipelines.build.inputs import (PartTask, SplitFractions, assign_splits, discover, identify, input_root,
-                                            plan_parts, redact_root)
+from voxmesh.pipelines.build.inputs import (PartTask, SplitFractions, assign_splits, discover, expected_frames, identify,
+                                            input_root, parts_to_build, plan_parts, redact_root)
 from voxmesh.pipelines.build.packing import PARTS_DIR, PackShard, ShardLimits, remaining_packs, remove_parts
 from voxmesh.pipelines.build.progress import ProgressReporter
 from voxmesh.pipelines.dataset.report import summarize
@@ -57,6 +57,8 @@ class BuildConfig:
     track_rules: TrackRules = TrackRules()
     splits: SplitFractions = SplitFractions()
     inputs_per_part: int = 8
+    frames_per_part: int = 2000
+    min_parts: int = 1  # the workers: parts are split until each has one (shards do not depend on it)
     shard_limits: ShardLimits = ShardLimits()
     chunk_size: int = 64
     resume: bool = False
@@ -204,12 +206,14 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
     root = input_root(config.input, [raw.uri for raw in raws])
     items, early_failures = identify(raws, root)
     split_of_speaker, split_failures = assign_splits(items, config.splits)
-    tasks = plan_parts(items, split_of_speaker, config.inputs_per_part)
+    tasks = plan_parts(items, split_of_speaker, config.inputs_per_part, config.frames_per_part, config.min_parts,
+                       expected_frames(raws, root))
     planned = {item.uri for task in tasks for item in task.items}
     _prepare_output(config)
     if any(not planned <= inputs_in_shards(output) for output in outputs.values()):
-        done = set.intersection(*({s.shard for s in committed_stats(output, PARTS_DIR)} for output in outputs.values()))
-        todo = [t for t in tasks if t.name not in done]
+        todo = sorted({task for output in outputs.values()
+                       for task in parts_to_build(tasks, committed_stats(output, PARTS_DIR))},
+                      key=lambda task: (task.split, task.index))
         options = PipelineOptions(pipeline_args or local_pipeline_args())
         first_output = next(iter(outputs.values()))
         with ProgressReporter(first_output, todo, enabled=progress):
@@ -223,7 +227,7 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
                     suffix = "" if len(outputs) == 1 else f"_{name}"
                     (committed
                      | f"PlanShards{suffix}" >> beam.FlatMap(remaining_packs, output, [t.name for t in tasks],
-                                                             config.shard_limits)
+                                                             config.shard_limits, {t.name: t.group for t in tasks})
                      | f"SpreadShards{suffix}" >> beam.Reshuffle()
                      | f"PackShard{suffix}" >> beam.ParDo(PackShard(output)))
     summaries = {name: finalize(dataclasses.replace(config, output=output, backend=name), planned,
@@ -310,4 +314,5 @@ def _jsonable(config: BuildConfig) -> dict:
     raw.pop("resume")
     raw.pop("output")
     raw["input"] = redact_root(raw["input"])
+    raw.pop("min_parts")  # shapes the parts, not the dataset
     return raw

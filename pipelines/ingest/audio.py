@@ -81,7 +81,7 @@ def load_audio(path: str, video_start: float | None = None) -> Audio:
             buffer = PcmBuffer(int((duration + 1.0) * SAMPLE_RATE))
             audio_start = None
             for frame in decoded_until_broken(container, stream):
-                if audio_start is None and frame.pts is not None:
+                if audio_start is None and frame.pts is not None and stream.time_base is not None:
                     audio_start = seconds(frame.pts, stream.time_base)
                     buffer.append(np.zeros(max(0, _samples(audio_start - video_start)), dtype=np.float32))
                 data = _as_float(frame.to_ndarray())

@@ -63,7 +63,7 @@ def segment(usable: np.ndarray, min_frames: int, max_frames: int) -> list[tuple[
 def reason_for_no_clip(problems: list[Reason | None]) -> Reason:
     """Why a track yielded no clip: too short if some frames were usable, else the commonest
     problem among its frames."""
-    counts = Counter(problems)
-    if counts[None] or not problems:
+    reasons = Counter(p for p in problems if p is not None)
+    if sum(reasons.values()) < len(problems) or not problems:
         return Reason.TOO_SHORT
-    return counts.most_common(1)[0][0]
+    return reasons.most_common(1)[0][0]

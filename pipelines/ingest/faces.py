@@ -1,47 +1,29 @@
 """Faces before reconstruction: shot cuts, face detection, tracks of the dominant face, crops.
 
-Pass 1 over a video (:class:`FacePass`) looks for shot cuts on every 25 fps frame (a content
+Over a video's 25 fps frames, :class:`FaceLooks` looks for shot cuts on every frame (a content
 change of a 32x32 grey thumbnail) and detects faces (MediaPipe's bundled full-range BlazeFace) on
-every ``detect_every``-th frame of a shot, counted from the shot's first frame. Tracks are then
-built offline from those detections (:func:`build_tracks`): the dominant face is followed by box
-overlap, with a gap allowance for missed detections; a shot cut, a jump of the box, or a longer
-gap ends a track, and a track runs on to the frame before the next look. Boxes are interpolated
-between detections and smoothed. A frame with two comparable faces (the second at least half the
-area of the first) belongs to no track: whose face speaks is unknown there, so it is marked
-``multiple_faces`` and never attributed to one of them. Pass 2 crops every tracked frame to a
-fixed square around its smoothed box (:func:`crop`), and the reconstruction checks every one of
-those frames again (a crop without exactly one face is not used), so a face that leaves or a
-second face that enters between two looks is still caught.
+every ``detect_every``-th frame of a shot, counted from the shot's first frame. Tracks of the
+dominant face are built from those looks while the video streams
+(:class:`~voxmesh.pipelines.ingest.tracking.OnlineTracker`, a lookahead of about 20 frames): a
+frame with two comparable faces (the second at least half the area of the first) belongs to no
+track: whose face speaks is unknown there, so it is marked ``multiple_faces`` and never
+attributed to one of them. A frame between two looks whose next look sees two comparable faces
+(a second face entered between the looks) is flagged ``second_face`` and never used either; a
+shot that ends on a frame that was not looked at gets one more look there for that purpose
+(:func:`track_frames`). Every tracked frame is cropped to a fixed square around its smoothed box
+(:func:`crop`) for the backend, which checks every crop again (a crop without a face is not used).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Iterator
 
 import cv2
 import numpy as np
 
+from voxmesh.pipelines.ingest.tracking import OnlineTracker, TrackedFrame, TrackRules, area
 from voxmesh.schemas import Reason
-from voxmesh.schemas.errors import ConfigError
-
-
-@dataclasses.dataclass(frozen=True)
-class TrackRules:
-    comparable_area: float = 0.5   # a second face this large (relative area) makes a frame ambiguous
-    detect_every: int = 5          # face detection on every n-th frame of a shot (the detector is the costliest step)
-    min_iou: float = 0.3           # box overlap that continues a track from one observation to the next
-    max_gap: int = 14              # frames without a detection that a track bridges (two missed looks at every 5th)
-    smooth_frames: int = 9         # centred moving average of box centre and size
-    crop_scale: float = 1.8        # crop side / largest side of the box
-    crop_size: int = 256           # crops are crop_size x crop_size pixels
-    cut_threshold: float = 25.0    # mean absolute thumbnail change (0-255) that may be a cut
-    cut_ratio: float = 4.0         # ... and how many times the recent median change it must be
-    min_face_pixels: float = 48.0  # box height below which a face is too small
-    max_track_frames: int = 1000   # longer tracks are cut into equal parts (bounds memory per track)
-
-    def __post_init__(self):
-        if self.detect_every < 1:
-            raise ConfigError(f"--detect-every must be 1 or more (got {self.detect_every})")
 
 
 class ShotCutDetector:
@@ -93,28 +75,44 @@ class FaceDetector:
         self._detector.close()
 
 
+class FaceLooks:
+    """Per frame of one video, in order: whether it starts a new shot, and the detected boxes when
+    it is looked at (every ``detect_every``-th frame of a shot, counted from the shot's first
+    frame; None otherwise)."""
+
+    def __init__(self, detector: FaceDetector, track_rules: TrackRules):
+        self.detector, self.track_rules = detector, track_rules
+        self.cut_detector = ShotCutDetector(track_rules)
+        self.t = self.shot_start = 0
+
+    def observe(self, frame: np.ndarray) -> tuple[bool, np.ndarray | None]:
+        t, self.t = self.t, self.t + 1
+        cut = self.cut_detector.is_cut(frame)
+        if cut:
+            self.shot_start = t
+        looked_at = (t - self.shot_start) % self.track_rules.detect_every == 0
+        return cut, self.detector.detect(frame) if looked_at else None
+
+
 @dataclasses.dataclass
 class FacePass:
-    """What pass 1 saw: per frame the detected boxes (None on a frame that was not looked at),
-    and the frames that start a new shot."""
+    """What the looks saw over a whole video: per frame the detected boxes (None on a frame that
+    was not looked at), and the frames that start a new shot."""
 
     boxes: list[np.ndarray | None]
     cuts: set[int]
 
     @classmethod
     def run(cls, chunks, detector: FaceDetector, track_rules: TrackRules) -> FacePass:
-        cut_detector = ShotCutDetector(track_rules)
+        looks = FaceLooks(detector, track_rules)
         boxes: list[np.ndarray | None] = []
         cuts: set[int] = set()
-        shot_start = 0
         for chunk in chunks:
             for frame in chunk:
-                t = len(boxes)
-                if cut_detector.is_cut(frame):
-                    cuts.add(t)
-                    shot_start = t
-                looked_at = (t - shot_start) % track_rules.detect_every == 0
-                boxes.append(detector.detect(frame) if looked_at else None)
+                cut, found = looks.observe(frame)
+                if cut:
+                    cuts.add(len(boxes))
+                boxes.append(found)
         return cls(boxes, cuts)
 
 
@@ -131,22 +129,11 @@ class Track:
         return self.boxes[frame - self.start]
 
 
-def _area(box: np.ndarray) -> float:
-    return float(max(box[2] - box[0], 0) * max(box[3] - box[1], 0))
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    inner = np.concatenate([np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])])
-    intersection = _area(inner)
-    union = _area(a) + _area(b) - intersection
-    return intersection / union if union > 0 else 0.0
-
-
 def frame_status(boxes: np.ndarray, track_rules: TrackRules) -> tuple[Reason | None, np.ndarray | None]:
     """The one face a frame is about, or why there is none."""
     if len(boxes) == 0:
         return Reason.NO_FACE, None
-    areas = np.array([_area(b) for b in boxes])
+    areas = np.array([area(b) for b in boxes])
     order = np.argsort(-areas)
     if len(boxes) > 1 and areas[order[1]] >= track_rules.comparable_area * areas[order[0]]:
         return Reason.MULTIPLE_FACES, None
@@ -156,71 +143,53 @@ def frame_status(boxes: np.ndarray, track_rules: TrackRules) -> tuple[Reason | N
     return None, box
 
 
+def split_run(start: int, end: int, max_frames: int) -> list[tuple[int, int]]:
+    """A run of frames ``start..end-1`` cut into the fewest equal parts of at most ``max_frames``."""
+    parts = -(-(end - start) // max_frames)
+    bounds = [start + (end - start) * k // parts for k in range(parts + 1)]
+    return list(zip(bounds, bounds[1:]))
+
+
 def build_tracks(seen: FacePass, track_rules: TrackRules) -> tuple[list[Track], list[Reason | None]]:
-    """Tracks of the dominant face and, per frame, the reason it is in no track (None if it is).
-    A frame that was not looked at has the status of the last frame that was."""
-    statuses: list[Reason | None] = []
-    observations: list[np.ndarray | None] = []
-    for boxes in seen.boxes:
-        if boxes is None:
-            statuses.append(statuses[-1] if statuses else Reason.NO_FACE)
-            observations.append(None)
-        else:
-            status, box = frame_status(boxes, track_rules)
-            statuses.append(status)
-            observations.append(box)
-    runs: list[list[tuple[int, np.ndarray]]] = []
-    for t, box in enumerate(observations):
-        if t in seen.cuts and runs and runs[-1]:
-            runs.append([])  # a cut ends the track even without a gap
-        if box is None:
-            if seen.boxes[t] is not None and statuses[t] is not Reason.NO_FACE and runs and runs[-1]:
-                runs.append([])  # ambiguous or too small: never bridged
-            continue
-        if runs and runs[-1]:
-            last_t, last_box = runs[-1][-1]
-            if t - last_t - 1 <= track_rules.max_gap and _iou(box, last_box) >= track_rules.min_iou:
-                runs[-1].append((t, box))
-                continue
-        runs.append([(t, box)])
-    tracks = []
-    for run in (r for r in runs if r):
-        frames = np.array([t for t, _ in run])
-        boxes = np.stack([b for _, b in run])
-        start, end = int(frames[0]), _end_before_next_look(seen, int(frames[-1]))
-        filled = np.stack([np.interp(np.arange(start, end), frames, boxes[:, k]) for k in range(4)], axis=1)
-        smoothed = _smooth(filled, track_rules.smooth_frames)
-        parts = -(-(end - start) // track_rules.max_track_frames)
-        bounds = [start + (end - start) * k // parts for k in range(parts + 1)]
-        for low, high in zip(bounds, bounds[1:]):
-            tracks.append(Track(len(tracks), low, high, smoothed[low - start:high - start]))
-        for t in range(start, end):
-            statuses[t] = None  # bridged gaps included
-    return tracks, statuses
+    """Tracks of the dominant face over a whole video's looks (:class:`OnlineTracker`, fed every
+    frame) and, per frame, the reason it is in no track (None if it is); runs longer than
+    ``max_track_frames`` are cut into equal parts."""
+    tracker = OnlineTracker(track_rules)
+    decided = [d for t, boxes in enumerate(seen.boxes)
+               for d in tracker.push(t in seen.cuts, None if boxes is None else frame_status(boxes, track_rules))]
+    decided += tracker.finish()
+    tracks: list[Track] = []
+    run: list[np.ndarray] = []  # the boxes of the current run
+    first = 0
+    for frame in decided:
+        if frame.box is not None:
+            first = frame.t if not run else first
+            run.append(frame.box)
+        if frame.ends_run:
+            for low, high in split_run(first, first + len(run), track_rules.max_track_frames):
+                tracks.append(Track(len(tracks), low, high, np.stack(run[low - first:high - first])))
+            run = []
+    return tracks, [frame.status for frame in decided]
 
 
-def _end_before_next_look(seen: FacePass, last: int) -> int:
-    """The end (exclusive) of a track last seen at frame ``last``: it holds through the frames
-    after it that were not looked at, up to the next look or shot cut."""
-    end = last + 1
-    while end < len(seen.boxes) and seen.boxes[end] is None and end not in seen.cuts:
-        end += 1
-    return end
-
-
-def _smooth(boxes: np.ndarray, window: int) -> np.ndarray:
-    """Centred moving average of box centre and size (the window shrinks at the ends)."""
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-    size = boxes[:, 2:] - boxes[:, :2]
-    half = window // 2
-    smoothed = []
-    for values in (centre, size):
-        cumulative = np.vstack([np.zeros((1, 2)), np.cumsum(values, axis=0)])
-        low = np.clip(np.arange(len(values)) - half, 0, len(values))
-        high = np.clip(np.arange(len(values)) + half + 1, 0, len(values))
-        smoothed.append((cumulative[high] - cumulative[low]) / (high - low)[:, None])
-    centre, size = smoothed
-    return np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+def track_frames(images: Iterable[np.ndarray], detector: FaceDetector,
+                 track_rules: TrackRules) -> Iterator[TrackedFrame]:
+    """One pass over a video's frames: looks, tracks (:class:`OnlineTracker`) and, where a shot
+    ends on a frame that was not looked at (before a cut, at the end), one more look at that
+    frame, so that a second face entering after a shot's last look is still seen. Frames come
+    out in order, each with its image, holding at most the lookahead's frames."""
+    looks = FaceLooks(detector, track_rules)
+    tracker = OnlineTracker(track_rules)
+    unlooked: np.ndarray | None = None  # the previous frame, if it was not looked at
+    for image in images:
+        cut, boxes = looks.observe(image)
+        if cut and unlooked is not None:
+            tracker.look_back(frame_status(detector.detect(unlooked), track_rules)[0])
+        yield from tracker.push(cut, None if boxes is None else frame_status(boxes, track_rules), image)
+        unlooked = image if boxes is None else None
+    if unlooked is not None:
+        tracker.look_back(frame_status(detector.detect(unlooked), track_rules)[0])
+    yield from tracker.finish()
 
 
 def crop_transform(box: np.ndarray, track_rules: TrackRules) -> tuple[float, float, float]:

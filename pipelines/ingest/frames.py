@@ -22,18 +22,29 @@ def iter_frames(path: str, chunk_size: int = 64) -> Iterator[np.ndarray]:
     is a view of a buffer that the next chunk overwrites (copy it to keep it). A stream that breaks
     off (a truncated or corrupt file) ends at its last good frame.
     """
-    try:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            buffer = ChunkBuffer(chunk_size)
-            for frame in _frames_at_25fps(container, stream):
-                if buffer.add(upright(frame)):
-                    yield buffer.take()
-    except (av.error.FFmpegError, ValueError) as error:
-        raise MediaError(Reason.DECODE_ERROR, Stage.DECODE, f"{path}: video decoding failed ({error})") from error
+    buffer = ChunkBuffer(chunk_size)
+    for image in iter_images(path):
+        if buffer.add(image):
+            yield buffer.take()
     if buffer.count:
         yield buffer.take()
 
+
+def iter_images(path: str) -> Iterator[np.ndarray]:
+    """The video's frames at 25 fps (as :func:`iter_frames` picks them), one RGB (H, W, 3) uint8
+    array each, a new array per frame (safe to keep). The size may not change mid-stream."""
+    shape = None
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            for frame in _frames_at_25fps(container, stream):
+                image = upright(frame)
+                if shape is not None and image.shape != shape:
+                    raise ValueError(f"frame size changed from {shape[:2]} to {image.shape[:2]} mid-stream")
+                shape = image.shape
+                yield image
+    except (av.error.FFmpegError, ValueError) as error:
+        raise MediaError(Reason.DECODE_ERROR, Stage.DECODE, f"{path}: video decoding failed ({error})") from error
 
 
 def upright(frame: av.VideoFrame) -> np.ndarray:
@@ -55,8 +66,10 @@ def _frames_at_25fps(container, stream) -> Iterator[av.VideoFrame]:
         now = seconds(frame.pts - first, stream.time_base)
         while index / FPS <= now:
             target = index / FPS
-            nearer_previous = previous is not None and target - previous[0] <= now - target
-            yield previous[1] if nearer_previous else frame
+            if previous is not None and target - previous[0] <= now - target:
+                yield previous[1]
+            else:
+                yield frame
             index += 1
         previous = (now, frame)
     if previous is not None:
@@ -80,8 +93,6 @@ class ChunkBuffer:
 
     def add(self, image: np.ndarray) -> bool:
         """Store ``image``; True when the chunk is full."""
-        if self.count and image.shape != self.array.shape[1:]:
-            raise ValueError(f"frame size changed from {self.array.shape[1:3]} to {image.shape[:2]} mid-stream")
         if self.array is None or self.array.shape[1:] != image.shape:
             frames = max(1, min(self.chunk_size, MAX_CHUNK_BYTES // image.nbytes))
             self.array = np.empty((frames, *image.shape), dtype=image.dtype)
@@ -90,6 +101,8 @@ class ChunkBuffer:
         return self.count == len(self.array)
 
     def take(self) -> np.ndarray:
+        if self.array is None:
+            raise ValueError("take() before any add()")
         chunk, self.count = self.array[:self.count], 0
         return chunk
 

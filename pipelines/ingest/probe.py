@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterator
 from fractions import Fraction
@@ -40,6 +41,57 @@ class Probe:
     video_start: float        # presentation time of the first video frame, seconds (0 when none decodes)
     rotation: int             # display rotation, counter-clockwise degrees (frames are turned by it)
     audio_sample_rate: int    # 0 when there is no audio stream
+
+
+def header_duration(path: str) -> float:
+    """Seconds, from the file's header alone, for planning: an ISO base media file's (mp4, mov,
+    m4v) ``mvhd`` box, read without opening a demuxer (well under a millisecond), else the
+    container's duration as FFmpeg reads it. 0 when unknown or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            seconds = _mvhd_seconds(f, os.fstat(f.fileno()).st_size)
+        if seconds is None:
+            with av.open(path) as container:
+                seconds = float(container.duration or 0) / av.time_base
+    except (OSError, ValueError, av.error.FFmpegError):
+        return 0.0
+    return max(seconds, 0.0)
+
+
+def _mvhd_seconds(f, size: int) -> float | None:
+    moov = _find_box(f, 0, size, b"moov")
+    mvhd = _find_box(f, *moov, b"mvhd") if moov else None
+    if mvhd is None:
+        return None
+    f.seek(mvhd[0])
+    head = f.read(32)
+    if len(head) < 32:
+        return None
+    # full box: version, flags, then creation and modification times (32 or 64 bits), timescale, duration
+    timescale, duration = struct.unpack(">IQ", head[20:32]) if head[0] == 1 else struct.unpack(">II", head[12:20])
+    return duration / timescale if timescale else None
+
+
+def _find_box(f, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
+    """(body start, box end) of the first box of type ``kind`` among the boxes in ``start..end``."""
+    position = start
+    while position + 8 <= end:
+        f.seek(position)
+        header = f.read(16)
+        if len(header) < 8:
+            return None
+        size, name = struct.unpack(">I4s", header[:8])
+        body = position + 8
+        if size == 1 and len(header) == 16:
+            size, body = struct.unpack(">Q", header[8:16])[0], position + 16
+        elif size == 0:
+            size = end - position
+        if size < body - position:
+            return None
+        if name == kind:
+            return body, position + size
+        position += size
+    return None
 
 
 @contextlib.contextmanager

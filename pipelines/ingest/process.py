@@ -1,9 +1,11 @@
 """One input video in, its samples and failures out.
 
-probe -> audio (16 kHz, aligned) -> pass 1: shot cuts on every 25 fps frame, face detection on
-every ``detect_every``-th -> tracks of the dominant face -> pass 2: crops of each track -> backends ->
-cut into clips -> samples.
-Decoding twice keeps memory at one chunk of frames whatever the video's length.
+probe -> audio (16 kHz, aligned) -> one pass over the 25 fps frames: shot cuts on every frame,
+face detection on every ``detect_every``-th of a shot, tracks of the dominant face built online
+(a lookahead of about 20 frames), crops of each tracked frame -> backend -> per-frame results
+spooled to disk per run of a track -> tracks (runs cut into equal parts) -> clips -> samples.
+Memory holds the lookahead's frames, one chunk of crops and one track's results, whatever the
+video's length.
 
 Several backends share one decode, one tracking and one cut: each crop goes to every backend, a
 frame unusable for any backend is unusable for all, and a clip dropped for one backend is dropped
@@ -12,7 +14,9 @@ for all, so every clip gives one sample per backend with the same key, frames an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -21,18 +25,18 @@ from voxmesh.metrics.quality import jitter, lip_motion
 from voxmesh.metrics.sync import estimate_offset
 from voxmesh.pipelines.ingest.audio import load_audio
 from voxmesh.pipelines.ingest.clips import ClipRules, frame_problems, reason_for_no_clip, segment
-from voxmesh.pipelines.ingest.faces import FaceDetector, FacePass, Track, TrackRules, build_tracks, crop, crop_transform
-from voxmesh.pipelines.ingest.frames import iter_frames
+from voxmesh.pipelines.ingest.faces import FaceDetector, TrackRules, crop, crop_transform, split_run, track_frames
+from voxmesh.pipelines.ingest.frames import iter_images
 from voxmesh.pipelines.ingest.item import InputItem
 from voxmesh.pipelines.ingest.probe import MediaError, local_path, probe
+from voxmesh.pipelines.ingest.tracking import TrackedFrame
 from voxmesh.recon import Reconstruction, ReconstructionBackend
 from voxmesh.schemas import FPS, SAMPLES_PER_FRAME, FailureRecord, Reason, Sample, SampleMeta, Stage, make_key
 
 
 @dataclasses.dataclass
 class InputResult:
-    """What one input gave: its samples (when no sink took them; per clip, one per backend in the
-    backends' order), failures, frames decoded, clips kept (``n_samples``: per backend)."""
+    """What one input gave: its samples (when no sink took them), failures, frames decoded."""
 
     samples: list[Sample]
     failures: list[FailureRecord]
@@ -56,6 +60,9 @@ def process_input(item: InputItem, split: str, backend: ReconstructionBackend | 
     backends = [backend] if isinstance(backend, ReconstructionBackend) else list(backend)
     collected: list[Sample] = []
     emit = sink or collected.append
+    problems: list[Reason | None] = []  # per frame, why it is not usable (None: it is)
+    n_tracks = kept = 0
+    dropped_offsets: list[str] = []
     try:
         with local_path(item.location) as path:
             info = probe(path)
@@ -67,23 +74,18 @@ def process_input(item: InputItem, split: str, backend: ReconstructionBackend | 
                                                 f"{item.uri}: {info.duration:.2f} s < min clip {clip_rules.min_seconds} s")])
             audio = load_audio(path, info.video_start)
             pcm, audio_offset = audio.pcm, audio.offset
-            seen = FacePass.run(iter_frames(path, chunk_size), detector, track_rules)
-            tracks, problems = build_tracks(seen, track_rules)
-            n_frames = len(seen.boxes)
-            if n_frames == 0:
-                return InputResult([], [failure(item, Stage.DECODE, Reason.DECODE_ERROR, f"{item.uri}: no video frames")])
-            has_audio = (np.arange(1, n_frames + 1) * SAMPLES_PER_FRAME) <= len(pcm)
-            kept = 0
-            dropped_offsets: list[str] = []
-            for track, recons in iter_track_reconstructions(path, tracks, backends, track_rules, chunk_size):
-                span = slice(track.start, track.end)
-                problems[span] = _first_problems([frame_problems(r.n_faces, r.valid, r.confidence, has_audio[span],
-                                                                 clip_rules) for r in recons])
+            frames = track_frames(iter_images(path), detector, track_rules)
+            for part in iter_tracks(frames, backends, track_rules, chunk_size, problems):
+                span = slice(part.start, part.end)
+                has_audio = np.arange(part.start + 1, part.end + 1) * SAMPLES_PER_FRAME <= len(pcm)
+                problems[span] = _first_problems([
+                    frame_problems(np.where(part.second_face, np.maximum(r.n_faces, 2), r.n_faces), r.valid,
+                                   r.confidence, has_audio, clip_rules) for r in part.recons])
                 usable = np.array([p is None for p in problems[span]])
                 clips = segment(usable, int(round(clip_rules.min_seconds * FPS)), int(round(clip_rules.max_seconds * FPS)))
                 for clip_index, (start, end) in enumerate(clips):
-                    samples = [_sample(item, split, b, track, r, pcm, audio_offset, clip_index, start, end, clip_rules)
-                               for b, r in zip(backends, recons)]
+                    samples = [_sample(item, split, b, part, r, pcm, audio_offset, clip_index, start, end, clip_rules)
+                               for b, r in zip(backends, part.recons)]
                     flagged = [s.meta for s in samples if not s.meta.av_offset_ok]
                     if clip_rules.drop_av_offset and flagged:
                         dropped_offsets.append(f"{flagged[0].av_offset:+d} (confidence {flagged[0].av_offset_confidence:.1f})")
@@ -91,10 +93,14 @@ def process_input(item: InputItem, split: str, backend: ReconstructionBackend | 
                     for sample in samples:
                         emit(sample)
                     kept += 1
+                n_tracks += 1
     except MediaError as error:
         detail = error.detail.replace(item.location, item.uri)  # no path of the build machine in the data
         detail = detail if detail.startswith(item.uri) else f"{item.uri}: {detail}"
         return InputResult([], [failure(item, error.stage, error.reason, detail)])
+    n_frames = len(problems)
+    if n_frames == 0:
+        return InputResult([], [failure(item, Stage.DECODE, Reason.DECODE_ERROR, f"{item.uri}: no video frames")])
     if not kept and dropped_offsets:
         listed = ", ".join(dropped_offsets)
         return InputResult([], [failure(item, Stage.SEGMENT, Reason.AV_OFFSET,
@@ -107,9 +113,21 @@ def process_input(item: InputItem, split: str, backend: ReconstructionBackend | 
         usable_frames = sum(p is None for p in problems)
         return InputResult([], [failure(item, Stage.SEGMENT, reason,
                                         f"{item.uri}: no clip of {clip_rules.min_seconds} s or more "
-                                        f"({usable_frames} of {n_frames} frames usable, {len(tracks)} face tracks)")],
+                                        f"({usable_frames} of {n_frames} frames usable, {n_tracks} face tracks)")],
                            n_frames)
     return InputResult(collected, [], n_frames, kept)
+
+
+@dataclasses.dataclass
+class TrackPart:
+    """One track: frames ``start..end-1`` (a run of the dominant face, or an equal part of a long
+    run), their reconstruction in source pixels by each backend and their ``second_face`` flags."""
+
+    index: int
+    start: int
+    end: int
+    recons: list[Reconstruction]
+    second_face: np.ndarray
 
 
 def _first_problems(per_backend: list[list[Reason | None]]) -> list[Reason | None]:
@@ -117,62 +135,96 @@ def _first_problems(per_backend: list[list[Reason | None]]) -> list[Reason | Non
     return [next((p for p in frame if p is not None), None) for frame in zip(*per_backend)]
 
 
-def iter_track_reconstructions(path: str, tracks: list[Track], backends: Sequence[ReconstructionBackend],
-                               track_rules: TrackRules, chunk_size: int) -> Iterator[tuple[Track, list[Reconstruction]]]:
-    """Pass 2: crop every frame of every track (tracks never overlap in time), reconstruct the
-    crops in chunks with every backend, resetting the backends at each new track, and yield each
-    track's results (one per backend, in source pixels, after ``finish_track``) as soon as its
-    last frame is done."""
-    if not tracks:
-        return
-    track_of = {t: track for track in tracks for t in range(track.start, track.end)}
-    parts: list[list[Reconstruction]] = [[] for _ in backends]
+def iter_tracks(frames: Iterator[TrackedFrame], backends: Sequence[ReconstructionBackend], track_rules: TrackRules,
+                chunk_size: int, problems: list[Reason | None]) -> Iterator[TrackPart]:
+    """Crop every tracked frame as it is decided, reconstruct the crops in chunks with every
+    backend (each is reset at each new run), and at the end of each run yield its tracks: the run
+    cut into equal parts of at most ``max_track_frames``, each after every backend's
+    ``finish_track``. Appends every frame's status to ``problems`` (None for a tracked frame,
+    until its track sets it)."""
     batch: list[np.ndarray] = []
     transforms: list[tuple[float, float, float]] = []
-
-    def flush() -> None:
-        if batch:
+    spools: list[ResultSpool] = []
+    flags: list[bool] = []
+    n_tracks = start = 0
+    for frame in frames:
+        problems.append(frame.status)
+        if frame.box is None or frame.image is None:
+            continue  # in no track
+        if not spools:
+            for backend in backends:
+                backend.reset()
+            spools, start, flags = [ResultSpool() for _ in backends], frame.t, []
+        transform = crop_transform(frame.box, track_rules)
+        batch.append(crop(frame.image, transform, track_rules.crop_size))
+        transforms.append(transform)
+        flags.append(frame.second_face)
+        if len(batch) == chunk_size or frame.ends_run:
             crops, to_source = np.stack(batch), np.array(transforms)
-            for backend, done in zip(backends, parts):
-                done.append(backend.reconstruct(crops).to_source(to_source))
+            for backend, spool in zip(backends, spools):
+                spool.add(backend.reconstruct(crops).to_source(to_source))
             batch.clear()
             transforms.clear()
-
-    def finished(track: Track) -> tuple[Track, list[Reconstruction]]:
-        flush()
-        results = [b.finish_track(Reconstruction.concatenate(done)) for b, done in zip(backends, parts)]
-        for done in parts:
-            done.clear()
-        return track, results
-
-    t, current = 0, None
-    for chunk in iter_frames(path, chunk_size):
-        for frame in chunk:
-            track = track_of.get(t)
-            t += 1
-            if track is not current and current is not None:
-                yield finished(current)
-                current = None
-            if track is None:
-                continue
-            if current is None:
-                for backend in backends:
-                    backend.reset()
-                current = track
-            transform = crop_transform(track.box(t - 1), track_rules)
-            batch.append(crop(frame, transform, track_rules.crop_size))
-            transforms.append(transform)
-            if len(batch) == chunk_size:
-                flush()
-        if t >= tracks[-1].end:
-            break
-    if current is not None:
-        yield finished(current)
+        if frame.ends_run:
+            bounds = split_run(start, frame.t + 1, track_rules.max_track_frames)
+            sizes = [high - low for low, high in bounds]
+            with contextlib.ExitStack() as open_spools:
+                parts = zip(*(open_spools.enter_context(spool).read_parts(sizes) for spool in spools))
+                for (low, high), recons in zip(bounds, parts):
+                    yield TrackPart(n_tracks, low, high, [b.finish_track(r) for b, r in zip(backends, recons)],
+                                    np.array(flags[low - start:high - start]))
+                    n_tracks += 1
+            spools = []
 
 
-def _sample(item: InputItem, split: str, backend: ReconstructionBackend, track: Track, recon: Reconstruction,
+class ResultSpool:
+    """Per-frame results of one run, in a temporary file so that memory does not grow with the
+    run's length (a run may span a whole video); read back in equal parts of at most
+    ``max_track_frames``. Arrays are stored in NumPy's format, without pickles."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()
+        self._chunks: list[tuple[str, ...]] = []  # the fields each chunk holds (coeffs may be None)
+
+    def add(self, recon: Reconstruction) -> None:
+        names = tuple(f.name for f in dataclasses.fields(recon) if getattr(recon, f.name) is not None)
+        for name in names:
+            np.lib.format.write_array(self._file, getattr(recon, name), allow_pickle=False)
+        self._chunks.append(names)
+
+    def read_parts(self, sizes: list[int]) -> Iterator[Reconstruction]:
+        """Consecutive parts of ``sizes`` frames from the first frame on."""
+        self._file.seek(0)
+        chunks = iter(self._chunks)
+        held: list[Reconstruction] = []
+        n_held = 0
+        for size in sizes:
+            while n_held < size:
+                names = next(chunks)
+                chunk = Reconstruction(**{name: np.lib.format.read_array(self._file, allow_pickle=False)
+                                          for name in names})
+                held.append(chunk)
+                n_held += len(chunk.confidence)
+            joined = Reconstruction.concatenate(held)
+            yield _frames(joined, 0, size)
+            held, n_held = [_frames(joined, size, n_held)], n_held - size
+
+    def __enter__(self) -> ResultSpool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+
+def _frames(recon: Reconstruction, start: int, end: int) -> Reconstruction:
+    return dataclasses.replace(recon, **{f.name: getattr(recon, f.name)[start:end] for f in dataclasses.fields(recon)
+                                         if getattr(recon, f.name) is not None})
+
+
+def _sample(item: InputItem, split: str, backend: ReconstructionBackend, track: TrackPart, recon: Reconstruction,
             pcm: np.ndarray, audio_offset: float, clip_index: int, start: int, end: int, clip_rules: ClipRules) -> Sample:
-    """The sample of frames ``start..end-1`` of ``track`` (indices relative to the track)."""
+    """The sample of frames ``start..end-1`` of ``track`` (indices relative to the track) from
+    ``backend``'s reconstruction ``recon``."""
     topology = backend.topology
     first, last = track.start + start, track.start + end
     mesh = recon.mesh[start:end]

@@ -39,7 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the face detector on every n-th frame of a shot (1: every frame); the "
                              "reconstruction still checks every frame of a track")
     parser.add_argument("--inputs-per-part", type=int, default=BuildConfig.inputs_per_part,
-                        help="inputs one worker processes in one go before they are packed into shards")
+                        help="at most this many inputs in one part (what one worker processes in one go)")
+    parser.add_argument("--frames-per-part", type=int, default=BuildConfig.frames_per_part,
+                        help="a part is closed once its inputs are expected to give this many frames (from a "
+                             "listing's duration column or the files' headers); parts are split further "
+                             "until every worker has one")
     parser.add_argument("--shard-max-samples", type=int, default=ShardLimits.max_samples)
     parser.add_argument("--shard-max-mb", type=float, default=ShardLimits.max_bytes / 2 ** 20,
                         help="MiB; a shard stays under this unless one part alone is larger")
@@ -63,6 +67,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
                           "e.g. 0.9,0.05,0.05") from None
     return BuildConfig(
         input=args.input, output=args.output, backend=args.backend, inputs_per_part=args.inputs_per_part,
+        frames_per_part=args.frames_per_part, min_parts=args.workers or os.cpu_count() or 1,
         shard_limits=ShardLimits(args.shard_max_samples, int(args.shard_max_mb * 2 ** 20)),
         clip_rules=ClipRules(min_seconds=args.min_clip_seconds, max_seconds=args.max_clip_seconds,
                              min_confidence=args.min_confidence, max_av_offset=args.max_av_offset,

@@ -1,0 +1,73 @@
+"""Where each millisecond of a frame goes when one process ingests the shared media
+(``process_input``, defaults, profiled with cProfile). Used by bench_build.py --profile.
+
+Usage: python bench/profile_ingest.py [--media DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import time
+
+# (what, file, function): cumulative time of that function, per frame
+STEPS = (
+    ("Face Mesh on the crop (FaceMesh.process, with its Python wrapper)", "face_mesh.py", "process"),
+    ("BlazeFace looks (FaceDetection.process)", "face_detection.py", "process"),
+    ("decode: PyAV, 25 fps selection, RGB", "frames.py", "iter_images"),
+    ("audio: decode, 16 kHz, aligned", "audio.py", "load_audio"),
+    ("shot-cut thumbnails", "faces.py", "is_cut"),
+    ("crops", "faces.py", "crop"),
+    ("landmark conversion", "mediapipe_mesh.py", "landmarks_to_points"),
+    ("pose removal (Umeyama)", "pose.py", "remove_pose"),
+    ("tracker (online, lookahead)", "tracking.py", "push"),
+    ("results spooled per run and read back", "process.py", "add"),
+    ("", "process.py", "read_parts"),
+    ("clips: offsets, quality figures, samples", "process.py", "_sample"),
+)
+
+
+def profile_shared_media(sources: list[str]) -> dict:
+    from voxmesh.pipelines.ingest.clips import ClipRules
+    from voxmesh.pipelines.ingest.faces import FaceDetector
+    from voxmesh.pipelines.ingest.item import InputItem
+    from voxmesh.pipelines.ingest.process import process_input
+    from voxmesh.recon.mediapipe_mesh import MediaPipeFaceMesh
+    backend, detector = MediaPipeFaceMesh(), FaceDetector()
+    backend.setup()
+    items = [InputItem(s, "s", "v", str(k)) for k, s in enumerate(sources)]
+    process_input(items[0], "train", backend, detector, ClipRules())  # start-up not profiled
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    n_frames = sum(process_input(item, "train", backend, detector, ClipRules()).n_frames for item in items)
+    profiler.disable()
+    wall = time.perf_counter() - start
+    stats = pstats.Stats(profiler).stats
+    steps: dict[str, float] = {}
+    label = ""
+    for what, filename, function in STEPS:
+        label = what or label
+        seconds = sum(row[3] for (path, _, name), row in stats.items()
+                      if path.endswith(os.sep + filename) and name == function)
+        steps[label] = steps.get(label, 0.0) + seconds
+    per_frame = {what: round(1000 * seconds / n_frames, 2) for what, seconds in steps.items()}
+    per_frame["everything else"] = round(1000 * (wall - sum(steps.values())) / n_frames, 2)
+    per_frame["total (profiled; cProfile adds its own overhead)"] = round(1000 * wall / n_frames, 2)
+    per_frame["frames"] = n_frames
+    return per_frame
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--media", default=os.environ.get("VOXMESH_TEST_MEDIA", "../shared/media"))
+    args = parser.parse_args()
+    names = ("hdtf_aoc_512_25fps.mp4", "retalking2_844_25fps.mp4", "retalking4_700_30fps.mp4")
+    print(json.dumps(profile_shared_media([os.path.join(args.media, n) for n in names]), indent=1))
+
+
+if __name__ == "__main__":
+    main()
