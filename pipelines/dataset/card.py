@@ -23,7 +23,7 @@ from voxmesh.schemas.tables import FAILURES_DOCS, MANIFEST_DOCS
 DEFAULT_LICENSE = "unknown: check the source's terms"
 TAGS = ("speech-driven-3d-facial-animation", "3d-face-mesh", "talking-head", "audio", "webdataset")
 # meta.json field annotation -> Hugging Face value type
-META_TYPES = {"str": "string", "int": "int64", "float": "float64", "bool": "bool"}
+META_TYPES = {"str": "string", "int": "int64", "float": "float64", "bool": "bool"}  # nullable too: "int | None"
 
 
 def write_wids_indexes(output: str, stats: list[TarStats]) -> None:
@@ -74,7 +74,8 @@ def yaml_header(license_text: str, splits: list[str], shapes: dict[str, tuple[in
     if shapes:
         lines += ["  - name: meta.json", "    struct:"]
         for field in dataclasses.fields(SampleMeta):
-            lines += [f"    - name: {field.name}", f"      dtype: {META_TYPES[str(field.type)]}"]
+            python_type = str(field.type).removesuffix(" | None")
+            lines += [f"    - name: {field.name}", f"      dtype: {META_TYPES[python_type]}"]
     return lines + ["---", ""]
 
 
