@@ -84,15 +84,14 @@ def test_wids_index_gives_random_access_to_the_samples(built):
     assert {".mesh.npy", ".audio.npy", ".meta.json"} <= set(last), sorted(last)
 
 
-def test_stats_report_renders_non_empty_plots(built, capsys):
+def test_stats_report_renders_non_empty_plots(built, capsys, tmp_path):
     import re
 
     from PIL import Image
-    output = built[1]
-    assert main(["stats", output]) == 0
+    output, report = built[1], str(tmp_path / "report")  # the shared dataset stays as built
+    assert main(["stats", output, "--report", report]) == 0
     printed = capsys.readouterr().out
     assert "clips: 3" in printed and "failures_by_reason" in printed
-    report = os.path.join(output, "report")
     with open(os.path.join(report, "index.html")) as f:
         images = re.findall(r'<img src="([^"]+)"', f.read())
     assert len(images) >= 5  # lengths, speakers, head pose, confidence, failures
