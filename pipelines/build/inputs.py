@@ -20,11 +20,12 @@ import hashlib
 import os
 import posixpath
 
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from voxmesh.pipelines.ingest.item import InputItem
-from voxmesh.schemas import FailureRecord, Reason, Stage, sanitize_id, shard_name
+from voxmesh.schemas import FailureRecord, Reason, Stage, sanitize_id, shard_name, storage
 from voxmesh.schemas.errors import ConfigError
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
@@ -83,7 +84,7 @@ def ids_from_path(uri: str, root: str) -> tuple[str, str, str]:
 def discover(source: str) -> list[RawInput]:
     """Every input named by ``source`` (a folder, a glob, or a ``.csv``/``.parquet`` listing),
     in URI order, each URI once."""
-    if source.endswith((".csv", ".parquet")) and not has_scheme(source) and os.path.isfile(source):
+    if source.endswith((".csv", ".parquet")) and (has_scheme(source) or os.path.isfile(source)):
         raws = _read_listing(source)
     else:
         root, uris = _list_files(source)
@@ -96,12 +97,10 @@ def discover(source: str) -> list[RawInput]:
 
 def _list_files(pattern: str) -> tuple[str, list[str]]:
     if has_scheme(pattern):
-        from apache_beam.io.filesystems import FileSystems
         magic = min((pattern.index(c) for c in "*?[" if c in pattern), default=None)
         root = pattern[:magic].rsplit("/", 1)[0] if magic is not None else pattern.rstrip("/")
         glob_pattern = pattern if magic is not None else f"{root}/**"
-        matches = FileSystems.match([glob_pattern])[0].metadata_list
-        uris = [m.path for m in matches if magic is not None or m.path.lower().endswith(VIDEO_EXTENSIONS)]
+        uris = [uri for uri in storage.match(glob_pattern) if magic is not None or uri.lower().endswith(VIDEO_EXTENSIONS)]
         return root, sorted(uris)
     if os.path.isdir(pattern):
         root = os.path.abspath(pattern)
@@ -115,15 +114,16 @@ def _list_files(pattern: str) -> tuple[str, list[str]]:
 
 
 def _read_listing(path: str) -> list[RawInput]:
-    table = pq.read_table(path) if path.endswith(".parquet") else pacsv.read_csv(path)
+    data = pa.BufferReader(storage.read_bytes(path))
+    table = pq.read_table(data) if path.endswith(".parquet") else pacsv.read_csv(data)
     if "uri" not in table.column_names:
         raise ConfigError(f"{path}: a listing needs a 'uri' column (optional: speaker, video, utterance, split)")
-    base = os.path.dirname(os.path.abspath(path))
+    base = path.rsplit("/", 1)[0] if has_scheme(path) else os.path.dirname(os.path.abspath(path))
     raws = []
     for row in table.to_pylist():
         uri = str(row["uri"])
         if not has_scheme(uri):
-            uri = os.path.normpath(os.path.join(base, uri))
+            uri = f"{base}/{uri}" if has_scheme(base) else os.path.normpath(os.path.join(base, uri))
         from_path = ids_from_path(uri, "")
         ids = tuple(str(row[c]) if row.get(c) not in (None, "") else from_path[i]
                     for i, c in enumerate(("speaker", "video", "utterance")))

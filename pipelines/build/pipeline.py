@@ -28,6 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from voxmesh.recon import backend_class
 from voxmesh.schemas import (SCHEMA_VERSION, FailureRecord, Reason, Sample, SampleMeta, TarStats, SampleTarWriter,
                              Stage, committed_stats, iter_tar_samples, write_failures, write_manifest)
+from voxmesh.schemas import storage
 from voxmesh.schemas.shards import SHARDS_DIR, write_atomic
 
 from voxmesh.pipelines.ingest.clips import ClipRules
@@ -95,13 +96,16 @@ class SampleSpool:
 
 class BuildPart(beam.DoFn):
     """Writes one planned part: every input of the task becomes samples or failure records; an
-    exception inside one input becomes an ``internal_error`` record for that input only."""
+    exception inside one input becomes an ``internal_error`` record for that input only.
+    ``storage_args`` are the pipeline arguments for the file systems (``--s3_endpoint_url``, ...)."""
 
-    def __init__(self, config: BuildConfig):
+    def __init__(self, config: BuildConfig, storage_args: list[str] | None = None):
         self.config = config
+        self.storage_args = storage_args
         self.backend = self.detector = None
 
     def setup(self):
+        storage.configure(self.storage_args)
         self.detector = FaceDetector()
         self.backend = backend_class(self.config.backend)()
         self.backend.setup()
@@ -150,6 +154,10 @@ def local_pipeline_args(workers: int | None = None) -> list[str]:
 def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progress: bool = False) -> dict:
     """Run the whole build and return the summary (also written to ``dataset.json``)."""
     backend_class(config.backend)  # fail before any work when the backend cannot run here
+    pipeline_args = pipeline_args or local_pipeline_args()
+    storage.configure(pipeline_args)
+    storage.check_reachable(config.input, "--input")
+    storage.check_reachable(config.output, "--output")
     raws = discover(config.input)
     items, early_failures = identify(raws)
     split_of_speaker, split_failures = assign_splits(items, config.splits)
@@ -159,18 +167,18 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
     if not planned <= inputs_in_shards(config.output):
         done = {s.shard for s in committed_stats(config.output, PARTS_DIR)}
         todo = [t for t in tasks if t.name not in done]
-        options = PipelineOptions(pipeline_args or local_pipeline_args())
+        options = PipelineOptions(pipeline_args)
         with ProgressReporter(config.output, todo, enabled=progress):
             with beam.Pipeline(options=options) as pipeline:
                 (pipeline
                  | "PlanParts" >> beam.Create(todo)
                  | "SpreadParts" >> beam.Reshuffle()
-                 | "BuildPart" >> beam.ParDo(BuildPart(config))
+                 | "BuildPart" >> beam.ParDo(BuildPart(config, pipeline_args))
                  | "AllPartsCommitted" >> beam.combiners.Count.Globally()
                  | "PlanShards" >> beam.FlatMap(remaining_packs, config.output, [t.name for t in tasks],
-                                                config.shard_limits)
+                                                config.shard_limits, pipeline_args)
                  | "SpreadShards" >> beam.Reshuffle()
-                 | "PackShard" >> beam.ParDo(PackShard(config.output)))
+                 | "PackShard" >> beam.ParDo(PackShard(config.output, pipeline_args)))
     summary = finalize(config, planned, early_failures + split_failures, n_discovered=len(raws))
     remove_parts(config.output)
     return summary
@@ -181,21 +189,22 @@ def inputs_in_shards(output: str) -> set[str]:
 
 
 def _prepare_output(config: BuildConfig) -> None:
-    """Refuse to mix runs in one folder unless resuming; on resume, drop the temporary files of
-    writes that were interrupted (their shards are rebuilt)."""
-    if os.path.isdir(config.output) and os.listdir(config.output) and not config.resume:
+    """Refuse to mix runs in one folder unless resuming; on resume, drop what interrupted writes
+    left (their parts and shards are rebuilt)."""
+    if not config.resume and not storage.is_empty_folder(config.output):
         raise DatasetStateError(f"{config.output} is not empty; pass --resume to continue a build there, "
                               f"or choose a new output folder")
-    os.makedirs(config.output, exist_ok=True)
-    remove_temporary_files(config.output)
+    storage.make_folder(config.output)
+    remove_uncommitted_files(config.output)
 
 
-def remove_temporary_files(output: str) -> None:
-    for folder in (output, os.path.join(output, SHARDS_DIR), os.path.join(output, PARTS_DIR)):
-        if os.path.isdir(folder):
-            for name in os.listdir(folder):
-                if ".tmp-" in name:
-                    os.remove(os.path.join(folder, name))
+def remove_uncommitted_files(output: str) -> None:
+    """Delete temporary files and tars without their stats JSON (the commit marker)."""
+    for folder in (output, storage.join(output, SHARDS_DIR), storage.join(output, PARTS_DIR)):
+        names = storage.list_names(folder)
+        committed = {n[:-len(".stats.json")] for n in names if n.endswith(".stats.json")}
+        storage.delete([storage.join(folder, n) for n in names
+                        if ".tmp-" in n or (n.endswith(".tar") and n[:-len(".tar")] not in committed)])
 
 
 def finalize(config: BuildConfig, planned: set[str], early_failures: list[FailureRecord],
@@ -211,8 +220,8 @@ def finalize(config: BuildConfig, planned: set[str], early_failures: list[Failur
                            f"or build into a new folder if the inputs or the config changed")
     rows = [row for s in stats for row in s.samples]
     failures = early_failures + [FailureRecord(**f) for s in stats for f in s.failures]
-    write_manifest(rows, os.path.join(config.output, "manifest.parquet"))
-    write_failures(failures, os.path.join(config.output, "failures.parquet"))
+    write_manifest(rows, storage.join(config.output, "manifest.parquet"))
+    write_failures(failures, storage.join(config.output, "failures.parquet"))
     write_wids_indexes(config.output, stats)
 
     inputs_with_clips = {r["source_uri"] for r in rows}
@@ -232,7 +241,7 @@ def finalize(config: BuildConfig, planned: set[str], early_failures: list[Failur
         "versions": {name: version(name) for name in OUTPUT_SHAPING_PACKAGES},
         "counts": summary,
     }
-    write_atomic(os.path.join(config.output, "dataset.json"),
+    write_atomic(storage.join(config.output, "dataset.json"),
                  json.dumps(dataset, indent=1, sort_keys=True).encode("utf-8"))
     write_dataset_card(config.output, dataset, rows, failures)
     return summary

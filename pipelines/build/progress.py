@@ -1,14 +1,13 @@
-"""A live progress line for local runs, read from the parts committed so far (so it works with
-any runner whose workers write to a folder this process can see)."""
+"""A live progress line, read from the parts committed so far in the output (a local folder or
+an object store), so it works with any runner."""
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 
-from voxmesh.schemas import FPS, TarStats
+from voxmesh.schemas import FPS, TarStats, storage
 
 from voxmesh.pipelines.build.packing import PARTS_DIR
 
@@ -19,7 +18,7 @@ class ProgressReporter:
 
     def __init__(self, output: str, tasks: list, enabled: bool = True, interval: float | None = None,
                  stream=sys.stderr):
-        self.directory = os.path.join(output, PARTS_DIR)
+        self.directory = storage.join(output, PARTS_DIR)
         self.names = {t.name for t in tasks}
         self.total_inputs = sum(len(t.items) for t in tasks)
         self.enabled, self.stream = enabled, stream
@@ -52,12 +51,10 @@ class ProgressReporter:
                 f"clips {clips} · failures {failures} · {seconds / elapsed:.1f} s of clips per s")
 
     def _refresh(self) -> None:
-        if not os.path.isdir(self.directory):
-            return
-        for name in os.listdir(self.directory):
+        for name in storage.list_names(self.directory):
             shard = name[:-len(".stats.json")]
             if name.endswith(".stats.json") and shard in self.names and shard not in self._seen:
-                self._seen[shard] = TarStats.read(os.path.join(self.directory, name))
+                self._seen[shard] = TarStats.read(storage.join(self.directory, name))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -4,10 +4,9 @@ wids index per split (``wids-{split}.json``)."""
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter, defaultdict
 
-from voxmesh.schemas import FPS, FailureRecord, TarStats
+from voxmesh.schemas import FPS, FailureRecord, TarStats, storage
 from voxmesh.schemas.shards import SHARDS_DIR, write_atomic
 
 
@@ -20,7 +19,7 @@ def write_wids_indexes(output: str, stats: list[TarStats]) -> None:
     for split, shardlist in sorted(by_split.items()):
         index = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": f"voxmesh-{split}",
                  "shardlist": shardlist}
-        write_atomic(os.path.join(output, f"wids-{split}.json"), json.dumps(index, indent=1).encode("utf-8"))
+        write_atomic(storage.join(output, f"wids-{split}.json"), json.dumps(index, indent=1).encode("utf-8"))
 
 
 def write_dataset_card(output: str, dataset: dict, rows: list[dict], failures: list[FailureRecord]) -> None:
@@ -77,4 +76,4 @@ def write_dataset_card(output: str, dataset: dict, rows: list[dict], failures: l
         "The source videos carry their own terms of use; so do the meshes and audio derived from them.",
         "",
     ]
-    write_atomic(os.path.join(output, "README.md"), "\n".join(lines).encode("utf-8"))
+    write_atomic(storage.join(output, "README.md"), "\n".join(lines).encode("utf-8"))

@@ -78,4 +78,4 @@ def print_summary(summary: dict, output: str) -> None:
           f"in {summary['shards']} shards; by split: {json.dumps(summary['clips_by_split'])}")
     reasons = ", ".join(f"{k}={v}" for k, v in summary["failures_by_reason"].items()) or "none"
     print(f"failures by reason: {reasons}")
-    print(f"output: {os.path.abspath(output)}")
+    print(f"output: {output if '://' in output else os.path.abspath(output)}")

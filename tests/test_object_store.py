@@ -1,0 +1,184 @@
+"""Builds whose inputs and output are on an S3-compatible server (moto's standalone server on
+127.0.0.1), read back by the dataset commands, killed and resumed, against a local build of the
+same inputs; commit markers when a writer dies while uploading; one-line errors before any work."""
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from s3_server import stored_bytes, upload_folder
+
+from voxmesh.cli import main
+from voxmesh.schemas import committed_stats, iter_samples, iter_tar_samples, shard_paths, storage
+from voxmesh.schemas.tables import read_parquet
+
+pytest_plugins = ["s3_server"]  # the s3_endpoint and bucket fixtures
+SHARDING = ["--inputs-per-part", "1", "--shard-max-samples", "1", "--workers", "2"]
+
+
+def local_bytes(folder: str) -> dict[str, bytes]:
+    files = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            with open(os.path.join(root, name), "rb") as f:
+                files[os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")] = f.read()
+    return files
+
+
+def content(files: dict[str, bytes], input_root: str) -> dict[str, object]:
+    """What a dataset holds with its input root replaced by INPUT: tar members, JSON, table rows
+    (the files record their inputs' URIs, which differ between a local and an s3 build)."""
+    def text(data: bytes) -> str:
+        return data.decode("utf-8").replace(input_root, "INPUT")
+    held: dict[str, object] = {}
+    for name, data in files.items():
+        if name.endswith(".tar"):
+            held[name] = [(key, {m: text(v) if m.endswith(".json") else v for m, v in members.items()})
+                          for key, members in iter_tar_samples(io.BytesIO(data))]
+        elif name.endswith(".parquet"):
+            rows = pq.read_table(pa.BufferReader(data)).to_pylist()
+            held[name] = [{k: v.replace(input_root, "INPUT") if isinstance(v, str) else v for k, v in row.items()}
+                          for row in rows]
+        elif name != "dataset.json":  # it records the output location too
+            held[name] = text(data)
+    return held
+
+
+@pytest.fixture(scope="module")
+def inputs(media_dir, tmp_path_factory):
+    """One real clip and one broken file, as a local folder."""
+    folder = tmp_path_factory.mktemp("inputs")
+    shutil.copy(os.path.join(media_dir, "retalking2_844_25fps.mp4"), folder / "clip.mp4")
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def s3_build(inputs, s3_endpoint):
+    """The inputs uploaded to a bucket and built into it: ``(bucket, output)``."""
+    import boto3
+    name = "voxmesh-build"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    upload_folder(inputs, f"s3://{name}/inputs")
+    output = f"s3://{name}/dataset"
+    assert main(["build", "--input", f"s3://{name}/inputs/", "--output", output, *SHARDING]) == 0
+    return f"s3://{name}", output
+
+
+def test_a_build_from_s3_to_s3_holds_what_the_local_build_holds_and_reads_back(inputs, s3_build, tmp_path, capsys):
+    bucket, output = s3_build
+    local = str(tmp_path / "local")
+    assert main(["build", "--input", inputs + os.sep, "--output", local, *SHARDING]) == 0  # "/" as in s3
+    remote_files, local_files = stored_bytes(output), local_bytes(local)
+    assert sorted(remote_files) == sorted(local_files)  # no part, no temporary object left
+    assert content(remote_files, f"{bucket}/inputs") == content(local_files, inputs)
+    assert remote_files["wids-train.json"] == local_files["wids-train.json"]
+    assert [r["source_uri"] for r in read_parquet(f"{output}/manifest.parquet").to_pylist()] == [
+        f"{bucket}/inputs/clip.mp4"]
+    assert [f["reason"] for f in read_parquet(f"{output}/failures.parquet").to_pylist()] == ["not_a_video"]
+
+    assert main(["validate", output]) == 0
+    assert main(["stats", output]) == 0
+    assert storage.exists(f"{output}/report/index.html") and storage.exists(f"{output}/report/head_pose.png")
+    samples = list(iter_samples(output))  # webdataset over s3:// shard URLs
+    assert [s.meta.source_uri for s in samples] == [f"{bucket}/inputs/clip.mp4"]
+    assert shard_paths(output) == [f"{output}/shards/train-000000.tar"]
+
+    assert main(["build", "--input", f"{bucket}/inputs/", "--output", output]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_a_killed_s3_build_resumed_is_byte_identical_to_an_uninterrupted_one(s3_build):
+    bucket, complete = s3_build
+    output = f"{bucket}/resumed"
+    command = [sys.executable, "-m", "voxmesh", "build", "--input", f"{bucket}/inputs/", "--output", output,
+               *SHARDING]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if committed_stats(output, "parts"):
+            break
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    parts = committed_stats(output, "parts")
+    assert parts and sum(len(p.inputs) for p in parts) < 2, "the build was not interrupted mid-way"
+    assert not storage.exists(f"{output}/manifest.parquet")
+
+    assert main(["build", "--input", f"{bucket}/inputs/", "--output", output, *SHARDING, "--resume"]) == 0
+    first, second = stored_bytes(complete), stored_bytes(output)
+    first.pop("dataset.json"), second.pop("dataset.json")  # it records the output location
+    for name in [n for n in first if n.startswith("report/")]:
+        first.pop(name)  # written by `voxmesh stats` in the other test
+    assert sorted(first) == sorted(second)
+    assert [name for name in first if first[name] != second[name]] == []
+    assert main(["validate", output]) == 0
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np
+    from voxmesh.schemas import SampleTarWriter, shards, storage
+    stage, output = sys.argv[1], sys.argv[2]
+    if stage == "upload":  # die with the tar's upload open, after 6 MiB were sent
+        target = storage._filesystems().create(output + "/shards/train-000000.tar")
+        target.write(os.urandom(6 * 2 ** 20))
+        target.flush()
+    else:  # die between the tar's upload and its stats JSON (the commit marker)
+        shards.write_atomic = lambda *_: os.kill(os.getpid(), signal.SIGKILL)
+        with SampleTarWriter(output, "train", 0, ["input.mp4"]) as writer:
+            writer.commit()
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+@pytest.mark.parametrize("stage", ["upload", "commit"])
+def test_a_writer_killed_while_uploading_leaves_nothing_a_reader_takes_for_a_shard(bucket, stage):
+    output = f"{bucket}/dataset"
+    result = subprocess.run([sys.executable, "-c", KILLED_WRITER, stage, output], capture_output=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr.decode()[-2000:]
+    names = storage.list_names(f"{output}/shards")
+    assert names == ([] if stage == "upload" else ["train-000000.tar"])  # an upload appears whole or not at all
+    assert committed_stats(output) == [] and shard_paths(output) == []
+    if stage == "commit":
+        from voxmesh.pipelines.build.pipeline import remove_uncommitted_files
+        remove_uncommitted_files(output)  # what --resume does first
+        assert storage.list_names(f"{output}/shards") == []
+
+
+def test_unreachable_bucket_or_missing_credentials_fail_before_any_work(bucket, tmp_path, capsys, monkeypatch):
+    assert main(["build", "--input", "s3://no-such-bucket-voxmesh/inputs/", "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert "s3://no-such-bucket-voxmesh/inputs/" in error and "AWS_ENDPOINT_URL" in error
+    assert not (tmp_path / "out").exists()
+
+    assert main(["build", "--input", f"{bucket}/listing.csv", "--output", f"{bucket}/out"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and f"{bucket}/listing.csv" in error
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    assert main(["build", "--input", f"{bucket}/inputs/", "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "credentials" in error and "AWS_ACCESS_KEY_ID" in error
+
+
+def test_an_object_gone_before_it_is_read_is_a_missing_file_failure(bucket, tmp_path):
+    storage.write_bytes(f"{bucket}/listing.csv", b"uri,speaker\ngone/clip.mp4,spk\n")
+    output = str(tmp_path / "out")
+    assert main(["build", "--input", f"{bucket}/listing.csv", "--output", output, "--workers", "1"]) == 0
+    (failure,) = read_parquet(f"{output}/failures.parquet").to_pylist()
+    assert failure["source_uri"] == f"{bucket}/gone/clip.mp4" and failure["reason"] == "missing_file"
+    assert failure["detail"].startswith(f"{bucket}/gone/clip.mp4: ")
