@@ -4,7 +4,10 @@
 Per track: one shape vector; per frame: expression, jaw rotation and a similarity (scale shared)
 from the FLAME head frame to MediaPipe's canonical head frame; a temporal smoothness prior on
 expression and jaw. The model is the user's own file (FLAME's licence forbids redistribution),
-converted by ``voxmesh convert-flame`` to a plain ``.npz``; its path is ``$VOXMESH_FLAME_MODEL``.
+converted by ``voxmesh convert-flame`` to a plain ``.npz`` (it holds the landmark embedding too);
+its URI is the backend option ``model`` (``--backend-option flame.model=s3://.../flame.npz``, any
+Beam file system, copied to the worker in :meth:`FlameBackend.setup`), or locally the path in
+``$VOXMESH_FLAME_MODEL``.
 
 Outputs: ``mesh.npy`` FLAME vertices with global pose removed (FLAME's head frame, metres),
 ``coeffs.npy`` [expression, jaw axis-angle], ``pose.npy`` = MediaPipe head->image pose composed
@@ -19,7 +22,7 @@ import os
 import numpy as np
 import torch
 
-from voxmesh.schemas import Topology, register_topology
+from voxmesh.schemas import Topology, register_topology, storage
 from voxmesh.schemas.errors import ConfigError, MissingFileError
 
 from .base import Reconstruction, ReconstructionBackend
@@ -227,10 +230,13 @@ class FlameBackend(ReconstructionBackend):
     topology_name = TOPOLOGY
     needs_gpu = False
     description = "FLAME 5023 fitted to MediaPipe landmarks per track (torch; CUDA when available)"
-    required_files = (f"${MODEL_ENV}: a FLAME model converted by `voxmesh convert-flame`",)
+    required_files = (f"flame.model=URI or ${MODEL_ENV}: a FLAME model converted by `voxmesh convert-flame`",)
+    option_names = ("model",)
 
-    def __init__(self, model_path: str | None = None, settings: FitSettings = FitSettings()):
-        self.model_path = model_path or os.environ.get(MODEL_ENV, "")
+    def __init__(self, model_path: str | None = None, settings: FitSettings = FitSettings(),
+                 options: dict[str, str] | None = None):
+        super().__init__(options)
+        self.model_path = self.options.get("model") or model_path or os.environ.get(MODEL_ENV, "")
         self.settings = settings
         self.landmarker = MediaPipeFaceMesh()
         self.model: FlameModel | None = None
@@ -240,17 +246,20 @@ class FlameBackend(ReconstructionBackend):
         return f"flame-fit-1+{self.landmarker.version}+torch-{torch.__version__}"
 
     @classmethod
-    def unavailable_reason(cls) -> str | None:
-        path = os.environ.get(MODEL_ENV, "")
-        if not path:
-            return f"set {MODEL_ENV} to a FLAME model converted with `voxmesh convert-flame` (FLAME is not redistributable)"
-        if not os.path.isfile(path):
-            return f"{MODEL_ENV}={path}: no such file"
+    def unavailable_reason(cls, options: dict[str, str] | None = None) -> str | None:
+        uri = (options or {}).get("model") or os.environ.get(MODEL_ENV, "")
+        where = "--backend-option flame.model" if (options or {}).get("model") else MODEL_ENV
+        if not uri:
+            return (f"set {MODEL_ENV} (or pass --backend-option flame.model=URI) to a FLAME model converted "
+                    f"with `voxmesh convert-flame` (FLAME is not redistributable)")
+        if not storage.exists(uri):
+            return f"{where}={uri}: no such file"
         return MediaPipeFaceMesh.unavailable_reason()
 
     def setup(self) -> None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = FlameModel.load(self.model_path).to(device)
+        with storage.local_copy(self.model_path) as path:
+            self.model = FlameModel.load(path).to(device)
         register_topology(flame_topology(self.model))
         self.landmarker.setup()
 

@@ -182,3 +182,60 @@ def test_an_object_gone_before_it_is_read_is_a_missing_file_failure(bucket, tmp_
     (failure,) = read_parquet(f"{output}/failures.parquet").to_pylist()
     assert failure["source_uri"] == f"{bucket}/gone/clip.mp4" and failure["reason"] == "missing_file"
     assert failure["detail"].startswith(f"{bucket}/gone/clip.mp4: ")
+
+
+@pytest.fixture
+def no_local_backend_files(tmp_path, monkeypatch):
+    from voxmesh.recon.fan3d import WEIGHTS_ENV
+    from voxmesh.recon.flame import MODEL_ENV
+    monkeypatch.delenv(MODEL_ENV, raising=False)
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+
+
+def test_backend_files_travel_as_options_and_are_read_through_the_file_systems(
+        bucket, fan3d_weights, no_local_backend_files, tmp_path):
+    import numpy as np
+    from flame_synthetic import synthetic_flame
+
+    from voxmesh.recon import BackendUnavailable, backend_class, create_backend
+    model = synthetic_flame()
+    buffer = io.BytesIO()
+    np.savez(buffer, **model)
+    storage.write_bytes(f"{bucket}/models/flame.npz", buffer.getvalue())
+    flame = create_backend("flame", {"model": f"{bucket}/models/flame.npz"})
+    flame.setup()
+    assert np.array_equal(flame.model.v_template.cpu().numpy(), model["v_template"])
+    flame.close()
+
+    for role, path in fan3d_weights.items():
+        with open(path, "rb") as f:
+            storage.write_bytes(f"{bucket}/models/{os.path.basename(path)}", f.read())
+    options = {role: f"{bucket}/models/{os.path.basename(path)}" for role, path in fan3d_weights.items()}
+    fan3d = create_backend("fan3d", options)
+    fan3d.setup()
+    assert fan3d.fan is not None and fan3d.depth is not None and "3DFAN4" in fan3d.version
+
+    with pytest.raises(BackendUnavailable, match=f"flame.model={bucket}/models/gone.npz: no such file"):
+        backend_class("flame", {"model": f"{bucket}/models/gone.npz"})
+    with pytest.raises(BackendUnavailable, match="pass --backend-option fan3d.depth"):
+        backend_class("fan3d", {"fan": options["fan"]})
+    with pytest.raises(BackendUnavailable, match="has no option 'modle'"):
+        backend_class("flame", {"modle": "x"})
+
+
+def test_a_build_reads_the_flame_model_from_its_backend_option(bucket, inputs, no_local_backend_files, tmp_path,
+                                                               capsys):
+    import numpy as np
+    from flame_synthetic import synthetic_flame
+    buffer = io.BytesIO()
+    np.savez(buffer, **synthetic_flame())
+    storage.write_bytes(f"{bucket}/flame.npz", buffer.getvalue())
+    output = str(tmp_path / "out")
+    assert main(["build", "--input", inputs, "--output", output, "--backend", "flame", "--workers", "1",
+                 "--backend-option", f"flame.model={bucket}/flame.npz"]) == 0
+    (sample,) = iter_samples(output)
+    assert sample.meta.topology == "flame5023" and sample.coeffs is not None
+
+    assert main(["build", "--input", inputs, "--output", output, "--backend-option", "flame"]) == 2
+    assert "expected BACKEND.KEY=VALUE" in capsys.readouterr().err

@@ -25,7 +25,7 @@ import apache_beam as beam
 import webdataset as wds
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from voxmesh.recon import backend_class
+from voxmesh.recon import backend_class, create_backend
 from voxmesh.schemas import (SCHEMA_VERSION, FailureRecord, Reason, Sample, SampleMeta, TarStats, SampleTarWriter,
                              Stage, committed_stats, iter_tar_samples, write_failures, write_manifest)
 from voxmesh.schemas import storage
@@ -58,6 +58,13 @@ class BuildConfig:
     shard_limits: ShardLimits = ShardLimits()
     chunk_size: int = 64
     resume: bool = False
+    # ("BACKEND.KEY", "VALUE") pairs of --backend-option, e.g. ("flame.model", "s3://bucket/flame.npz")
+    backend_options: tuple[tuple[str, str], ...] = ()
+
+    def options_of(self, backend: str) -> dict[str, str]:
+        """The ``--backend-option`` values of ``backend`` by key."""
+        prefix = f"{backend}."
+        return {name[len(prefix):]: value for name, value in self.backend_options if name.startswith(prefix)}
 
 
 class SampleSpool:
@@ -107,7 +114,7 @@ class BuildPart(beam.DoFn):
     def setup(self):
         storage.configure(self.storage_args)
         self.detector = FaceDetector()
-        self.backend = backend_class(self.config.backend)()
+        self.backend = create_backend(self.config.backend, self.config.options_of(self.config.backend))
         self.backend.setup()
 
     def process(self, task: PartTask):
@@ -153,9 +160,9 @@ def local_pipeline_args(workers: int | None = None) -> list[str]:
 
 def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progress: bool = False) -> dict:
     """Run the whole build and return the summary (also written to ``dataset.json``)."""
-    backend_class(config.backend)  # fail before any work when the backend cannot run here
     pipeline_args = pipeline_args or local_pipeline_args()
     storage.configure(pipeline_args)
+    backend_class(config.backend, config.options_of(config.backend))  # fail before any work when it cannot run
     storage.check_reachable(config.input, "--input")
     storage.check_reachable(config.output, "--output")
     raws = discover(config.input)

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a folder of videos (searched recursively), a glob, or a .csv/.parquet listing")
     parser.add_argument("--output", required=True, help="output folder (must be empty unless --resume)")
     parser.add_argument("--backend", default="mediapipe", help="reconstruction backend (default: mediapipe)")
+    parser.add_argument("--backend-option", action="append", default=[], metavar="BACKEND.KEY=VALUE",
+                        help="a backend's file or setting, read by every worker (any file system), e.g. "
+                             "flame.model=s3://bucket/flame.npz; repeatable")
     parser.add_argument("--min-clip-seconds", type=float, default=ClipRules.min_seconds)
     parser.add_argument("--max-clip-seconds", type=float, default=ClipRules.max_seconds)
     parser.add_argument("--min-confidence", type=float, default=ClipRules.min_confidence)
@@ -62,7 +65,21 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
                              min_confidence=args.min_confidence, max_av_offset=args.max_av_offset,
                              drop_av_offset=args.drop_av_offset),
         track_rules=TrackRules(detect_every=args.detect_every),
-        splits=fractions, resume=args.resume)
+        splits=fractions, resume=args.resume, backend_options=parse_backend_options(args.backend_option))
+
+
+def parse_backend_options(values: list[str]) -> tuple[tuple[str, str], ...]:
+    """``BACKEND.KEY=VALUE`` strings as sorted ``("BACKEND.KEY", "VALUE")`` pairs, one per name."""
+    pairs: dict[str, str] = {}
+    for text in values:
+        name, equals, value = text.partition("=")
+        backend, dot, key = name.partition(".")
+        if not (equals and dot and backend and key and value):
+            raise ConfigError(f"--backend-option {text}: expected BACKEND.KEY=VALUE, e.g. flame.model=s3://bucket/flame.npz")
+        if name in pairs:
+            raise ConfigError(f"--backend-option {name} is given twice")
+        pairs[name] = value
+    return tuple(sorted(pairs.items()))
 
 
 def run(args: argparse.Namespace) -> int:
