@@ -208,7 +208,7 @@ def test_backend_files_travel_as_options_and_are_read_through_the_file_systems(
     assert np.array_equal(flame.model.v_template.cpu().numpy(), model["v_template"])
     flame.close()
 
-    for role, path in fan3d_weights.items():
+    for path in fan3d_weights.values():
         with open(path, "rb") as f:
             storage.write_bytes(f"{bucket}/models/{os.path.basename(path)}", f.read())
     options = {role: f"{bucket}/models/{os.path.basename(path)}" for role, path in fan3d_weights.items()}
