@@ -20,7 +20,6 @@ from voxmesh.cli import main
 from voxmesh.schemas import committed_stats, iter_samples, iter_tar_samples, shard_paths, storage
 from voxmesh.schemas.tables import read_parquet
 
-pytest_plugins = ["s3_server"]  # the s3_endpoint and bucket fixtures
 SHARDING = ["--inputs-per-part", "1", "--shard-max-samples", "1", "--workers", "2"]
 
 

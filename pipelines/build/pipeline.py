@@ -25,7 +25,7 @@ import apache_beam as beam
 import webdataset as wds
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from voxmesh.recon import backend_class, create_backend
+from voxmesh.recon import backend_class
 from voxmesh.schemas import (SCHEMA_VERSION, FailureRecord, Reason, Sample, SampleMeta, TarStats, SampleTarWriter,
                              Stage, committed_stats, iter_tar_samples, write_failures, write_manifest)
 from voxmesh.schemas import storage
@@ -37,6 +37,7 @@ from voxmesh.pipelines.dataset.card import write_dataset_card, write_wids_indexe
 from voxmesh.pipelines.build.inputs import PartTask, SplitFractions, assign_splits, discover, identify, plan_parts
 from voxmesh.pipelines.build.packing import PARTS_DIR, PackShard, ShardLimits, remaining_packs, remove_parts
 from voxmesh.pipelines.build.progress import ProgressReporter
+from voxmesh.pipelines.build.shared_model import check_share_mode, make_backend
 from voxmesh.pipelines.dataset.report import summarize
 from voxmesh.pipelines.ingest.process import failure, process_input
 from voxmesh.schemas.errors import DatasetStateError
@@ -60,6 +61,7 @@ class BuildConfig:
     resume: bool = False
     # ("BACKEND.KEY", "VALUE") pairs of --backend-option, e.g. ("flame.model", "s3://bucket/flame.npz")
     backend_options: tuple[tuple[str, str], ...] = ()
+    share_model: str = "auto"  # one model per machine: auto (shareable backend on a GPU), always, never
 
     def options_of(self, backend: str) -> dict[str, str]:
         """The ``--backend-option`` values of ``backend`` by key."""
@@ -114,7 +116,8 @@ class BuildPart(beam.DoFn):
     def setup(self):
         storage.configure(self.storage_args)
         self.detector = FaceDetector()
-        self.backend = create_backend(self.config.backend, self.config.options_of(self.config.backend))
+        self.backend = make_backend(self.config.backend, self.config.options_of(self.config.backend),
+                                    self.config.share_model)
         self.backend.setup()
 
     def process(self, task: PartTask):
@@ -162,7 +165,8 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
     """Run the whole build and return the summary (also written to ``dataset.json``)."""
     pipeline_args = pipeline_args or local_pipeline_args()
     storage.configure(pipeline_args)
-    backend_class(config.backend, config.options_of(config.backend))  # fail before any work when it cannot run
+    # fail before any work when the backend cannot run
+    check_share_mode(config.share_model, backend_class(config.backend, config.options_of(config.backend)))
     storage.check_reachable(config.input, "--input")
     storage.check_reachable(config.output, "--output")
     raws = discover(config.input)

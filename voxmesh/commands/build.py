@@ -9,6 +9,7 @@ import os
 from voxmesh.pipelines.build.inputs import SplitFractions
 from voxmesh.pipelines.build.packing import ShardLimits
 from voxmesh.pipelines.build.pipeline import BuildConfig, local_pipeline_args, run_build
+from voxmesh.pipelines.build.shared_model import SHARE_MODES
 from voxmesh.pipelines.ingest.clips import ClipRules
 from voxmesh.pipelines.ingest.faces import TrackRules
 from voxmesh.schemas.errors import ConfigError
@@ -28,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend-option", action="append", default=[], metavar="BACKEND.KEY=VALUE",
                         help="a backend's file or setting, read by every worker (any file system), e.g. "
                              "flame.model=s3://bucket/flame.npz; repeatable")
+    parser.add_argument("--share-model", choices=SHARE_MODES, default=BuildConfig.share_model,
+                        help="one model per worker machine, shared by its processes: auto (a shareable backend "
+                             "on a GPU machine), always, never")
     parser.add_argument("--min-clip-seconds", type=float, default=ClipRules.min_seconds)
     parser.add_argument("--max-clip-seconds", type=float, default=ClipRules.max_seconds)
     parser.add_argument("--min-confidence", type=float, default=ClipRules.min_confidence)
@@ -65,7 +69,8 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
                              min_confidence=args.min_confidence, max_av_offset=args.max_av_offset,
                              drop_av_offset=args.drop_av_offset),
         track_rules=TrackRules(detect_every=args.detect_every),
-        splits=fractions, resume=args.resume, backend_options=parse_backend_options(args.backend_option))
+        splits=fractions, resume=args.resume, backend_options=parse_backend_options(args.backend_option),
+        share_model=args.share_model)
 
 
 def parse_backend_options(values: list[str]) -> tuple[tuple[str, str], ...]:
