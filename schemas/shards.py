@@ -136,7 +136,8 @@ def iter_tar_samples(source: str | IO[bytes]) -> Iterator[tuple[str, dict[str, b
         with storage.open_read(source) as f:
             yield from iter_tar_samples(f)
         return
-    key, members = None, {}
+    key: str | None = None
+    members: dict[str, bytes] = {}
     with tarfile.open(fileobj=source, mode="r|") as tar:
         for info in tar:
             extracted = tar.extractfile(info) if info.isfile() else None

@@ -25,7 +25,7 @@ import apache_beam as beam
 import webdataset as wds
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from voxmesh.recon import backend_class
+from voxmesh.recon import ReconstructionBackend, backend_class
 from voxmesh.schemas import (SCHEMA_VERSION, FailureRecord, Reason, Sample, SampleMeta, TarStats, SampleTarWriter,
                              Stage, committed_stats, iter_tar_samples, write_failures, write_manifest)
 from voxmesh.schemas import storage
@@ -111,7 +111,8 @@ class BuildPart(beam.DoFn):
     def __init__(self, config: BuildConfig, storage_args: list[str] | None = None):
         self.config = config
         self.storage_args = storage_args
-        self.backend = self.detector = None
+        self.backend: ReconstructionBackend | None = None
+        self.detector: FaceDetector | None = None
 
     def setup(self):
         storage.configure(self.storage_args)
@@ -121,13 +122,16 @@ class BuildPart(beam.DoFn):
         self.backend.setup()
 
     def process(self, task: PartTask):
-        counters = Counter()
+        if self.backend is None or self.detector is None:
+            raise RuntimeError("BuildPart.process called before setup")
+        backend, detector = self.backend, self.detector
+        counters: Counter[str] = Counter()
         with SampleTarWriter(self.config.output, task.split, task.index, [i.uri for i in task.items],
                          folder=PARTS_DIR) as writer:
             for item in task.items:
                 with SampleSpool() as spool:
                     try:
-                        result = process_input(item, task.split, self.backend, self.detector, self.config.clip_rules,
+                        result = process_input(item, task.split, backend, detector, self.config.clip_rules,
                                                self.config.track_rules, self.config.chunk_size, sink=spool.add)
                         failures, n_frames = result.failures, result.n_frames
                     except Exception as error:  # noqa: BLE001 - one input must never cost the shard
