@@ -238,3 +238,19 @@ def test_a_build_reads_the_flame_model_from_its_backend_option(bucket, inputs, n
 
     assert main(["build", "--input", inputs, "--output", output, "--backend-option", "flame"]) == 2
     assert "expected BACKEND.KEY=VALUE" in capsys.readouterr().err
+
+
+def test_pipeline_options_alone_reach_the_launcher_and_the_workers(bucket, s3_endpoint, tmp_path, monkeypatch):
+    storage.write_bytes(f"{bucket}/inputs/spk/broken.mp4", b"not a video")
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    output = f"{bucket}/out"
+    options = [f"--s3_endpoint_url={s3_endpoint}", "--s3_access_key_id=voxmesh-test",
+               "--s3_secret_access_key=voxmesh-test", "--runner=FnApiRunner",
+               "--direct_running_mode=multi_processing", "--direct_num_workers=1"]
+    try:
+        assert main(["build", "--input", f"{bucket}/inputs/", "--output", output, *options]) == 0
+        (failure,) = read_parquet(f"{output}/failures.parquet").to_pylist()
+        assert failure["reason"] == "not_a_video"  # the worker read the object (else: missing_file)
+    finally:
+        storage.configure(None)  # back to the environment for the other tests

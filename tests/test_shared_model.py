@@ -15,7 +15,7 @@ from voxmesh.recon import backend_class, create_backend
 from voxmesh.schemas.errors import ConfigError
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
-N_ITEMS = 4
+N_ITEMS = 3
 
 
 def frames_of(index: int) -> np.ndarray:
