@@ -90,6 +90,10 @@ def test_a_build_from_s3_to_s3_holds_what_the_local_build_holds_and_reads_back(i
     samples = list(iter_samples(output))  # webdataset over s3:// shard URLs
     assert [s.meta.source_uri for s in samples] == [f"{bucket}/inputs/clip.mp4"]
     assert shard_paths(output) == [f"{output}/shards/train-000000.tar"]
+    assert main(["preview", output, samples[0].key, "-o", str(tmp_path / "preview.mp4")]) == 0
+    from voxmesh.models.data import DataConfig, evaluation_stream  # what train and generate read
+    windows = list(evaluation_stream(DataConfig(dataset=output, window=25)))
+    assert len(windows) == samples[0].meta.n_frames // 25 and windows[0]["key"] == samples[0].key
 
     assert main(["build", "--input", f"{bucket}/inputs/", "--output", output]) == 2
     assert "--resume" in capsys.readouterr().err
