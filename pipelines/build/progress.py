@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from typing import TextIO
 
 from voxmesh.schemas import FPS, TarStats, storage
 
@@ -17,12 +18,13 @@ class ProgressReporter:
     inputs done of the total, clips, failures, and seconds of clips produced per second."""
 
     def __init__(self, output: str, tasks: list, enabled: bool = True, interval: float | None = None,
-                 stream=sys.stderr):
+                 stream: TextIO | None = None):
         self.directory = storage.join(output, PARTS_DIR)
         self.names = {t.name for t in tasks}
         self.total_inputs = sum(len(t.items) for t in tasks)
-        self.enabled, self.stream = enabled, stream
-        self.interval = interval if interval is not None else (2.0 if stream.isatty() else 30.0)
+        self.enabled = enabled
+        self.stream = stream or sys.stderr  # the current one, not the one at import time
+        self.interval = interval if interval is not None else (2.0 if self.stream.isatty() else 30.0)
         self._stop = threading.Event()
         self._seen: dict[str, TarStats] = {}
         self._thread = threading.Thread(target=self._run, daemon=True)
