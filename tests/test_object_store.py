@@ -229,10 +229,13 @@ def test_backend_files_travel_as_options_and_are_read_through_the_file_systems(
         backend_class("flame", {"modle": "x"})
 
 
-def test_a_build_reads_the_flame_model_from_its_backend_option(bucket, inputs, no_local_backend_files, tmp_path,
+def test_a_build_reads_the_flame_model_from_its_backend_option(bucket, media_dir, no_local_backend_files, tmp_path,
                                                                capsys):
     import numpy as np
     from flame_synthetic import synthetic_flame
+    inputs = str(tmp_path / "inputs")
+    os.makedirs(inputs)
+    shutil.copy(os.path.join(media_dir, "retalking2_844_25fps.mp4"), os.path.join(inputs, "clip.mp4"))
     buffer = io.BytesIO()
     np.savez(buffer, **synthetic_flame())
     storage.write_bytes(f"{bucket}/flame.npz", buffer.getvalue())
