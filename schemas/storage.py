@@ -2,7 +2,9 @@
 (``gs://``, ``s3://``, ...): open, list, delete, and publishing a finished file.
 
 Local paths use the operating system directly (and ``os.replace`` to publish, so a file appears
-whole or not at all). Other URIs go through ``apache_beam.io.filesystems.FileSystems``; object
+whole or not at all). Other URIs go through ``apache_beam.io.filesystems.FileSystems`` (``s3://``
+reads, writes, checks and deletes through Beam's ``S3IO`` with one client per thread, see
+:func:`_s3`); object
 stores have no rename, but an object appears only once its upload completes, so publishing is a
 single upload of a finished local file, and a dataset's commit markers (a shard's stats JSON,
 written after its tar) say which objects are complete.
