@@ -66,17 +66,18 @@ def configure(pipeline_args: list[str] | None) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions
     FileSystems.set_options(PipelineOptions(list(pipeline_args or [])))
     _configured = True
-    _clients.s3 = None
 
 
 def _s3():
     """Beam's S3 I/O with a client kept for this thread and these options. Beam's S3 file system
     creates a boto3 session and client for every call (0.6-0.75 s each, measured on the
     development machine), which a build makes dozens of times; the objects are the same."""
-    if getattr(_clients, "s3", None) is None:
+    options = _filesystems()._pipeline_options
+    cached = getattr(_clients, "s3", None)
+    if cached is None or cached[0] is not options:  # new options (configure): a new client
         from apache_beam.io.aws.s3io import S3IO
-        _clients.s3 = S3IO(options=_filesystems()._pipeline_options)
-    return _clients.s3
+        _clients.s3 = cached = (options, S3IO(options=options))
+    return cached[1]
 
 
 def _filesystems():
