@@ -12,7 +12,7 @@ $(INSTALLED): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,lint,torch,fan3d]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,lint,torch,fan3d,aws]'
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt face-alignment
 	touch $(INSTALLED)
 

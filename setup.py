@@ -41,8 +41,12 @@ setup(
         "fan3d": ["torch==2.13.0", "numba>=0.60", "tqdm"],
         # speech: HuBERT / wav2vec 2.0 features from a local model folder (data.audio_model).
         "speech": ["transformers>=5.23,<6"],
-        # datasets: the dataset folder opened with Hugging Face datasets (tests/test_dataset_readers.py)
-        "test": ["pytest>=8", "wids==0.1.11", "transformers>=5.23,<6", "datasets==5.2.0"],
+        # aws / gcp: Beam's S3 and GCS file systems, for inputs and outputs on object stores.
+        "aws": ["apache-beam[aws]==2.77.0"],
+        "gcp": ["apache-beam[gcp]==2.77.0"],
+        # test: datasets opens the dataset folder (tests/test_dataset_readers.py); moto[server] is the
+        # S3-compatible server the object-store tests start on 127.0.0.1.
+        "test": ["pytest>=8", "wids==0.1.11", "transformers>=5.23,<6", "datasets==5.2.0", "moto[server]==5.2.5"],
         "lint": ["ruff==0.17.6", "mypy==2.4.1"],
     },
     entry_points={

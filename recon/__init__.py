@@ -2,7 +2,7 @@
 
 from .base import Reconstruction, ReconstructionBackend
 from .pose import remove_pose, umeyama
-from .registry import BackendUnavailable, backend_class, backend_classes
+from .registry import BackendUnavailable, backend_class, backend_classes, create_backend
 
 __all__ = ["BackendUnavailable", "Reconstruction", "ReconstructionBackend", "backend_class",
-           "backend_classes", "remove_pose", "umeyama"]
+           "backend_classes", "create_backend", "remove_pose", "umeyama"]

@@ -4,6 +4,12 @@ A backend turns the frames of one face track into per-frame 3D vertices with hea
 the head pose, image-space landmarks and a confidence. It is created once per worker, loads its
 models in :meth:`setup` (Beam calls it from ``DoFn.setup``), and is :meth:`reset` between tracks
 so that no tracking state leaks from one video into the next.
+
+Files a backend needs (models, checkpoints) travel with the job as options: ``--backend-option
+flame.model=s3://bucket/flame.npz`` gives the backend ``options={"model": "s3://..."}``; its
+:meth:`setup` reads them on the worker through ``voxmesh.schemas.storage`` (any Beam file system).
+A backend lists the option names it accepts in :attr:`option_names`; environment variables stay
+a convenience for local runs.
 """
 
 from __future__ import annotations
@@ -64,6 +70,14 @@ class ReconstructionBackend(abc.ABC):
     needs_gpu: bool = False
     description: str = ""
     required_files: tuple[str, ...] = ()  # what the user must supply, for `voxmesh backends`
+    option_names: tuple[str, ...] = ()    # keys of --backend-option NAME.KEY=VALUE it accepts
+    # True when reconstruct and finish_track depend on their arguments alone (no tracking state),
+    # so that the processes of a machine may share one loaded model
+    shareable: bool = False
+
+    def __init__(self, options: dict[str, str] | None = None):
+        """``options``: the backend's ``--backend-option`` values by key (see :attr:`option_names`)."""
+        self.options = dict(options or {})
 
     @property
     def version(self) -> str:
@@ -75,8 +89,9 @@ class ReconstructionBackend(abc.ABC):
         return get_topology(self.topology_name)
 
     @classmethod
-    def unavailable_reason(cls) -> str | None:
-        """None when the backend can run on this machine; else what is missing and how to fix it."""
+    def unavailable_reason(cls, options: dict[str, str] | None = None) -> str | None:
+        """None when the backend can run here with these options; else what is missing and how to
+        fix it."""
         return None
 
     def setup(self) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from voxmesh.schemas import register_topology
+from voxmesh.schemas import register_topology, storage
 from voxmesh.schemas.errors import ConfigError, MissingFileError
 
 from .base import Reconstruction, ReconstructionBackend
@@ -114,12 +114,16 @@ class DecaBackend(ReconstructionBackend):
     topology_name = landmark_topology_name(68)  # set again in setup from the model's landmark embedding
     needs_gpu = False
     description = "DECA coarse FLAME regressor, 5023 vertices (torch; CUDA + bfloat16 when available)"
-    required_files = (f"${CHECKPOINT_ENV}: DECA's deca_model.tar",
-                      f"${MODEL_ENV}: FLAME converted by `voxmesh convert-flame --landmarks landmark_embedding.npy`")
+    required_files = (f"deca.checkpoint=URI or ${CHECKPOINT_ENV}: DECA's deca_model.tar",
+                      f"deca.model=URI or ${MODEL_ENV}: FLAME converted by `voxmesh convert-flame --landmarks "
+                      f"landmark_embedding.npy`")
+    option_names = ("checkpoint", "model")
 
-    def __init__(self, checkpoint_path: str | None = None, model_path: str | None = None, smooth_sigma: float = 0.0):
-        self.checkpoint_path = checkpoint_path or os.environ.get(CHECKPOINT_ENV, "")
-        self.model_path = model_path or os.environ.get(MODEL_ENV, "")
+    def __init__(self, checkpoint_path: str | None = None, model_path: str | None = None, smooth_sigma: float = 0.0,
+                 options: dict[str, str] | None = None):
+        super().__init__(options)
+        self.checkpoint_path = self.options.get("checkpoint") or checkpoint_path or os.environ.get(CHECKPOINT_ENV, "")
+        self.model_path = self.options.get("model") or model_path or os.environ.get(MODEL_ENV, "")
         self.smooth_sigma = smooth_sigma
         self.device = "cpu"
         self.encoder: DecaCoarseEncoder | None = None
@@ -131,25 +135,29 @@ class DecaBackend(ReconstructionBackend):
                 f"+smooth-{self.smooth_sigma:g}")
 
     @classmethod
-    def unavailable_reason(cls) -> str | None:
-        for env, what in ((CHECKPOINT_ENV, "DECA's deca_model.tar"),
-                          (MODEL_ENV, "a FLAME model converted with `voxmesh convert-flame`")):
-            path = os.environ.get(env, "")
-            if not path:
-                return f"set {env} to {what} (not redistributable, never downloaded)"
-            if not os.path.isfile(path):
-                return f"{env}={path}: no such file"
+    def unavailable_reason(cls, options: dict[str, str] | None = None) -> str | None:
+        for key, env, what in (("checkpoint", CHECKPOINT_ENV, "DECA's deca_model.tar"),
+                               ("model", MODEL_ENV, "a FLAME model converted with `voxmesh convert-flame`")):
+            uri = (options or {}).get(key) or os.environ.get(env, "")
+            where = f"--backend-option deca.{key}" if (options or {}).get(key) else env
+            if not uri:
+                return f"set {env} (or pass --backend-option deca.{key}=URI) to {what} (not redistributable, never downloaded)"
+            if not storage.exists(uri):
+                return f"{where}={uri}: no such file"
         return None
 
     def setup(self) -> None:
-        if not os.path.isfile(self.checkpoint_path):
-            raise MissingFileError(f"no DECA checkpoint at {self.checkpoint_path!r}; set {CHECKPOINT_ENV}")
+        if not self.checkpoint_path or not storage.exists(self.checkpoint_path):
+            raise MissingFileError(f"no DECA checkpoint at {self.checkpoint_path!r}; set {CHECKPOINT_ENV} "
+                                   f"or pass --backend-option deca.checkpoint=URI")
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.encoder = load_encoder(self.checkpoint_path).to(self.device)
-        self.model = FlameModel.load(self.model_path).to(self.device)
+        with storage.local_copy(self.checkpoint_path) as path:
+            self.encoder = load_encoder(path).to(self.device)
+        with storage.local_copy(self.model_path) as path:
+            self.model = FlameModel.load(path).to(self.device)
         if self.model.n_shape < 100 or self.model.n_expression < 50:
             raise ConfigError(f"{self.model_path}: {self.model.n_shape} shape / {self.model.n_expression} expression "
                               f"components, DECA needs 100 / 50; convert FLAME 2020 with `voxmesh convert-flame`")

@@ -6,10 +6,12 @@ pre- and post-processing are the ``face_alignment`` package's, run in eager mode
 ``torch.compile``), on CUDA when available, else CPU. Its face detector is not used: the pipeline
 hands over crops of tracked faces, whose face box is known (:data:`CROP_FACE_FRACTION`).
 
-Weights are never downloaded. They are read, under the file names face-alignment gives them,
-from ``$VOXMESH_FAN3D_DIR`` or else from torch hub's cache (``$TORCH_HOME/hub/checkpoints``, where
-face-alignment itself would put them), with ``torch.load(weights_only=True)``: a checkpoint that
-holds anything but tensors and plain containers is refused, not unpickled.
+Weights are never downloaded. They are the backend options ``fan`` and ``depth``
+(``--backend-option fan3d.fan=URI --backend-option fan3d.depth=URI``, any Beam file system, copied
+to the worker in :meth:`Fan3D.setup`), or else read locally, under the file names face-alignment
+gives them, from ``$VOXMESH_FAN3D_DIR`` or torch hub's cache (``$TORCH_HOME/hub/checkpoints``,
+where face-alignment itself would put them); always with ``torch.load(weights_only=True)``: a
+checkpoint that holds anything but tensors and plain containers is refused, not unpickled.
 
 Geometry: landmark ``x, y`` in crop pixels and FAN's depth on the same scale form the observation;
 head pose is removed by a similarity fit of the stable landmarks (nose, eye corners) to the
@@ -21,6 +23,7 @@ landmarks' heatmap peaks (FAN's own landmark scores), clipped to [0, 1].
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 from typing import Any
@@ -29,7 +32,7 @@ from urllib.parse import urlparse
 import numpy as np
 from scipy.spatial import Delaunay
 
-from voxmesh.schemas import Topology, get_topology
+from voxmesh.schemas import Topology, get_topology, storage
 from voxmesh.schemas.errors import ConfigError, MissingFileError
 
 from .base import Reconstruction, ReconstructionBackend
@@ -112,9 +115,13 @@ class Fan3D(ReconstructionBackend):
     topology_name = TOPOLOGY
     needs_gpu = False
     description = "face-alignment 3D FAN, 68 points (torch; CUDA when available)"
-    required_files = (f"3DFAN4 and depth weights of face-alignment in ${WEIGHTS_ENV} or torch hub's checkpoints",)
+    required_files = ("3DFAN4 and depth weights of face-alignment: fan3d.fan=URI and fan3d.depth=URI, "
+                      f"or in ${WEIGHTS_ENV} or torch hub's checkpoints",)
+    option_names = tuple(WEIGHT_KEYS)
+    shareable = True  # frame by frame, no tracking state
 
-    def __init__(self, flip_input: bool = True):
+    def __init__(self, flip_input: bool = True, options: dict[str, str] | None = None):
+        super().__init__(options)
         self.flip_input = flip_input  # face-alignment's default: average with the mirrored image
         self.device = "cpu"
         self.fan: Any = None    # face_alignment's FAN once set up
@@ -124,16 +131,22 @@ class Fan3D(ReconstructionBackend):
     @property
     def version(self) -> str:
         import face_alignment
-        files = "+".join(os.path.basename(path) for path in self._files.values())
+        files = "+".join(storage.basename(path) for path in self._files.values())
         return f"fan3d-1+face_alignment-{face_alignment.__version__}+{files}+flip-{int(self.flip_input)}"
 
     @classmethod
-    def unavailable_reason(cls) -> str | None:
+    def unavailable_reason(cls, options: dict[str, str] | None = None) -> str | None:
         try:
             import face_alignment  # noqa: F401
         except ImportError as error:
             return (f"face_alignment cannot be imported ({error}); install it with "
                     f"`pip install --no-deps face-alignment==1.5.0 numba` (see the README)")
+        if options:
+            missing = [f"fan3d.{role}" for role in WEIGHT_KEYS if not options.get(role)]
+            if missing:
+                return f"pass --backend-option {' and '.join(missing)} too (both checkpoints travel together)"
+            gone = [f"fan3d.{role}={uri}" for role, uri in options.items() if not storage.exists(uri)]
+            return f"{gone[0]}: no such file" if gone else None
         if find_weights() is None:
             return (f"the weights {' and '.join(weight_files().values())} are not in "
                     f"{' or '.join(weight_folders())}; download {' and '.join(weight_urls().values())} "
@@ -144,17 +157,19 @@ class Fan3D(ReconstructionBackend):
         import torch
         from face_alignment.models import FAN, ResNetDepth
 
-        files = find_weights()
+        files = {role: self.options[role] for role in WEIGHT_KEYS} if self.options else find_weights()
         if files is None:
             raise MissingFileError(str(self.unavailable_reason()))
         self._files = files
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.fan, self.depth = FAN(4), ResNetDepth()
         for network, role in ((self.fan, "fan"), (self.depth, "depth")):
-            try:
-                network.load_state_dict(load_state_dict(self._files[role]))
-            except RuntimeError as error:
-                raise ConfigError(f"{self._files[role]}: does not fit face-alignment's {role} network: {error}") from None
+            with contextlib.ExitStack() as stack:
+                path = stack.enter_context(storage.local_copy(files[role]))
+                try:
+                    network.load_state_dict(load_state_dict(path))
+                except RuntimeError as error:
+                    raise ConfigError(f"{files[role]}: does not fit face-alignment's {role} network: {error}") from None
             network.to(self.device).eval()
 
     def reconstruct(self, frames: np.ndarray) -> Reconstruction:

@@ -5,13 +5,15 @@ Per track: one shape vector; per frame: expression, jaw rotation and a similarit
 from the FLAME head frame to MediaPipe's canonical head frame; a temporal smoothness prior on
 expression and jaw (the solver: :mod:`voxmesh.recon.flame_fit`). The model is the user's own file
 (FLAME's licence forbids redistribution), converted by ``voxmesh convert-flame`` to a plain
-``.npz``; its path is ``$VOXMESH_FLAME_MODEL``.
+``.npz``; its URI is the backend option ``model`` (``--backend-option flame.model=s3://.../flame.npz``,
+any Beam file system, copied to the worker in :meth:`FlameBackend.setup`), or locally the path in
+``$VOXMESH_FLAME_MODEL``.
 
 Landmarks: FLAME's MediaPipe embedding (``mediapipe_landmark_embedding.npz``, distributed with
 FLAME-based trackers: ``lmk_face_idx`` (105,), ``lmk_b_coords`` (105, 3), ``landmark_indices``
-(105,) MediaPipe indices) when ``$VOXMESH_FLAME_MEDIAPIPE_EMBEDDING`` names it; otherwise the model
-file's own 51/68-point iBUG embedding matched to MediaPipe through :data:`MEDIAPIPE_68`. The
-backend's version names the one used (``mp105`` or ``ibug51``/``ibug68``).
+(105,) MediaPipe indices) when the backend option ``embedding`` or ``$VOXMESH_FLAME_MEDIAPIPE_EMBEDDING``
+names it; otherwise the model file's own 51/68-point iBUG embedding matched to MediaPipe through
+:data:`MEDIAPIPE_68`. The backend's version names the one used (``mp105`` or ``ibug``).
 
 Outputs: ``mesh.npy`` FLAME vertices with global pose removed (FLAME's head frame, metres),
 ``coeffs.npy`` [expression, jaw axis-angle], ``pose.npy`` = MediaPipe head->image pose composed
@@ -26,7 +28,7 @@ import os
 import numpy as np
 import torch
 
-from voxmesh.schemas import Topology, register_topology
+from voxmesh.schemas import Topology, register_topology, storage
 from voxmesh.schemas.errors import ConfigError, MissingFileError
 
 from .base import Reconstruction, ReconstructionBackend
@@ -127,12 +129,14 @@ class FlameBackend(ReconstructionBackend):
     topology_name = TOPOLOGY
     needs_gpu = False
     description = "FLAME 5023 fitted to MediaPipe landmarks per track (torch; CUDA when available)"
-    required_files = (f"${MODEL_ENV}: a FLAME model converted by `voxmesh convert-flame`",)
+    required_files = (f"flame.model=URI or ${MODEL_ENV}: a FLAME model converted by `voxmesh convert-flame`",)
+    option_names = ("model", "embedding")
 
     def __init__(self, model_path: str | None = None, settings: FitSettings = FitSettings(),
-                 embedding_path: str | None = None):
-        self.model_path = model_path or os.environ.get(MODEL_ENV, "")
-        self.embedding_path = embedding_path or os.environ.get(EMBEDDING_ENV, "")
+                 embedding_path: str | None = None, options: dict[str, str] | None = None):
+        super().__init__(options)
+        self.model_path = self.options.get("model") or model_path or os.environ.get(MODEL_ENV, "")
+        self.embedding_path = self.options.get("embedding") or embedding_path or os.environ.get(EMBEDDING_ENV, "")
         self.settings = settings
         self.landmarker = MediaPipeFaceMesh()
         self.model: FlameModel | None = None
@@ -144,20 +148,26 @@ class FlameBackend(ReconstructionBackend):
         return f"flame-fit-2+{landmarks}+{self.landmarker.version}+torch-{torch.__version__}"
 
     @classmethod
-    def unavailable_reason(cls) -> str | None:
-        path = os.environ.get(MODEL_ENV, "")
-        if not path:
-            return f"set {MODEL_ENV} to a FLAME model converted with `voxmesh convert-flame` (FLAME is not redistributable)"
-        if not os.path.isfile(path):
-            return f"{MODEL_ENV}={path}: no such file"
+    def unavailable_reason(cls, options: dict[str, str] | None = None) -> str | None:
+        uri = (options or {}).get("model") or os.environ.get(MODEL_ENV, "")
+        where = "--backend-option flame.model" if (options or {}).get("model") else MODEL_ENV
+        if not uri:
+            return (f"set {MODEL_ENV} (or pass --backend-option flame.model=URI) to a FLAME model converted "
+                    f"with `voxmesh convert-flame` (FLAME is not redistributable)")
+        if not storage.exists(uri):
+            return f"{where}={uri}: no such file"
         return MediaPipeFaceMesh.unavailable_reason()
 
     def setup(self) -> None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = FlameModel.load(self.model_path).to(device)
+        with storage.local_copy(self.model_path) as path:
+            self.model = FlameModel.load(path).to(device)
         register_topology(flame_topology(self.model))
-        self.embedding = (LandmarkEmbedding.load_mediapipe(self.embedding_path) if self.embedding_path
-                          else LandmarkEmbedding.of_model(self.model))
+        if self.embedding_path:
+            with storage.local_copy(self.embedding_path) as path:
+                self.embedding = LandmarkEmbedding.load_mediapipe(path)
+        else:
+            self.embedding = LandmarkEmbedding.of_model(self.model)
         self.landmarker.setup()
 
     def reset(self) -> None:

@@ -117,7 +117,7 @@ class MediaPipeFaceMesh(ReconstructionBackend):
         return f"mediapipe-{mp.__version__}"
 
     @classmethod
-    def unavailable_reason(cls) -> str | None:
+    def unavailable_reason(cls, options: dict[str, str] | None = None) -> str | None:
         try:
             import mediapipe  # noqa: F401
         except ImportError:

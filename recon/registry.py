@@ -25,15 +25,27 @@ def backend_classes() -> dict[str, type[ReconstructionBackend]]:
     return {ep.name: ep.load() for ep in sorted(entry_points(group=GROUP), key=lambda ep: ep.name)}
 
 
-def backend_class(name: str) -> type[ReconstructionBackend]:
-    """The backend class called ``name``, checked to be runnable here; raises BackendUnavailable."""
+def backend_class(name: str, options: dict[str, str] | None = None) -> type[ReconstructionBackend]:
+    """The backend class called ``name``, checked to be runnable here with ``options``; raises
+    BackendUnavailable."""
     matches = [ep for ep in entry_points(group=GROUP) if ep.name == name]
     if not matches:
         known = ", ".join(sorted(ep.name for ep in entry_points(group=GROUP))) or "none"
         raise BackendUnavailable(f"unknown reconstruction backend {name!r} (registered: {known}); "
                                  f"is voxmesh installed with `pip install -e .`?")
     cls = matches[0].load()
-    reason = cls.unavailable_reason()
+    unknown = sorted(set(options or {}) - set(cls.option_names))
+    if unknown:
+        accepted = ", ".join(f"{name}.{key}" for key in cls.option_names) or "none"
+        raise BackendUnavailable(f"--backend-option {name}.{unknown[0]}: backend {name!r} has no option "
+                                 f"{unknown[0]!r} (accepted: {accepted})")
+    reason = cls.unavailable_reason(options)
     if reason:
         raise BackendUnavailable(f"backend {name!r} cannot run here: {reason}")
     return cls
+
+
+def create_backend(name: str, options: dict[str, str] | None = None) -> ReconstructionBackend:
+    """A new instance of the backend ``name`` with its options (not yet set up)."""
+    cls = backend_class(name, options)
+    return cls(options=options) if options else cls()

@@ -1,22 +1,29 @@
-"""Reading a voxmesh dataset back: streaming through WebDataset, or chosen samples by key."""
+"""Reading a voxmesh dataset back: streaming through WebDataset, or chosen samples by key.
+
+The dataset may be a local folder or a URI on any Beam file system (``s3://``, ``gs://``):
+importing this module routes webdataset's ``s3``/``gs`` URLs through ``storage.open_read``, so
+``webdataset``/``wids`` pipelines over :func:`shard_paths` read them with the same clients and
+credentials as the build."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator
 
-import pyarrow.parquet as pq
 import webdataset as wds
 
+from . import storage
 from .errors import MissingFileError, SampleNotFound
 from .sample import Sample, SampleMeta, decode_npy
 from .shards import SHARDS_DIR, committed_stats, iter_tar_samples
+from .tables import read_parquet
+
+storage.register_webdataset_schemes()
 
 
 def shard_paths(out_dir: str, split: str | None = None) -> list[str]:
-    """Paths of the committed shard tars of ``split`` (all splits when None), sorted."""
-    return [os.path.join(out_dir, SHARDS_DIR, f"{s.shard}.tar") for s in committed_stats(out_dir)
+    """Paths (or URIs) of the committed shard tars of ``split`` (all splits when None), sorted."""
+    return [storage.join(out_dir, SHARDS_DIR, f"{s.shard}.tar") for s in committed_stats(out_dir)
             if split is None or s.split == split]
 
 
@@ -60,7 +67,7 @@ def iter_samples(out_dir: str, split: str | None = None) -> Iterator[Sample]:
 
 def read_manifest(out_dir: str, columns: list[str] | None = None) -> list[dict]:
     """The rows of ``manifest.parquet`` (only ``columns`` when given)."""
-    return pq.read_table(os.path.join(out_dir, "manifest.parquet"), columns=columns).to_pylist()
+    return read_parquet(storage.join(out_dir, "manifest.parquet"), columns).to_pylist()
 
 
 def load_samples(out_dir: str, keys: Iterable[str]) -> dict[str, Sample]:
@@ -72,7 +79,7 @@ def load_samples(out_dir: str, keys: Iterable[str]) -> dict[str, Sample]:
         raise SampleNotFound(f"no sample {key!r} in {out_dir}/manifest.parquet")
     found: dict[str, Sample] = {}
     for shard in sorted({shard_of[key] for key in wanted}):
-        for key, members in iter_tar_samples(os.path.join(out_dir, SHARDS_DIR, f"{shard}.tar")):
+        for key, members in iter_tar_samples(storage.join(out_dir, SHARDS_DIR, f"{shard}.tar")):
             if key in wanted:
                 found[key] = Sample.from_members(members)
     for key in sorted(wanted - set(found)):

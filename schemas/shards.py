@@ -4,10 +4,11 @@ into shards (both are written the same way, by :class:`SampleTarWriter`).
 A shard is ``shards/{split}-{index:06d}.tar`` plus its stats,
 ``_meta/shards/{split}-{index:06d}.stats.json`` (:func:`stats_path`: auxiliary files live under
 ``_meta/``, so that a folder of tars holds data only and no reader takes the stats for samples).
-The tar is written under a temporary name and renamed into place; the stats JSON is written
-(also through a rename) only after that, so it is the shard's commit marker: a tar without its
-stats is an interrupted write and is ignored. Member order (sorted keys, then sorted member names)
-and tar headers (mtime 0, fixed owner and mode) are fixed, so equal samples give equal bytes.
+The tar is written to a temporary local file and published whole (a rename on a local disk, one
+upload on an object store, see ``storage``); the stats JSON is published only after that, so it is
+the shard's commit marker: a tar without its stats is an interrupted write and is ignored. Member
+order (sorted keys, then sorted member names) and tar headers (mtime 0, fixed owner and mode) are
+fixed, so equal samples give equal bytes.
 """
 
 from __future__ import annotations
@@ -17,11 +18,17 @@ import json
 import os
 import tarfile
 from collections.abc import Iterator
+from typing import IO
 
 import webdataset as wds
 
+from . import storage
 from .sample import SampleMeta
+from .storage import write_bytes as write_atomic
 from .tables import FailureRecord, manifest_row
+
+__all__ = ["SHARDS_DIR", "SampleTarWriter", "TarStats", "committed_stats", "iter_tar_samples", "shard_name",
+           "write_atomic"]
 
 SHARDS_DIR = "shards"
 META_DIR = "_meta"
@@ -29,7 +36,7 @@ META_DIR = "_meta"
 
 def stats_path(out_dir: str, folder: str, name: str) -> str:
     """The stats (commit marker) of ``{out_dir}/{folder}/{name}.tar``."""
-    return os.path.join(out_dir, META_DIR, folder, f"{name}.stats.json")
+    return storage.join(out_dir, META_DIR, folder, f"{name}.stats.json")
 
 
 def shard_name(split: str, index: int) -> str:
@@ -57,9 +64,8 @@ class TarStats:
         return cls(**json.loads(data))
 
     @classmethod
-    def read(cls, path: str) -> TarStats:
-        with open(path, "rb") as f:
-            return cls.from_json(f.read())
+    def read(cls, uri: str) -> TarStats:
+        return cls.from_json(storage.read_bytes(uri))
 
 
 class SampleTarWriter:
@@ -74,12 +80,10 @@ class SampleTarWriter:
         self.name = shard_name(split, index)
         self.split = split
         self.inputs = list(inputs)
-        self.directory = os.path.join(out_dir, folder)
-        os.makedirs(self.directory, exist_ok=True)
-        self.tar_path = os.path.join(self.directory, f"{self.name}.tar")
+        self.directory = storage.join(out_dir, folder)
+        self.tar_path = storage.join(self.directory, f"{self.name}.tar")
         self.stats_path = stats_path(out_dir, folder, self.name)
-        os.makedirs(os.path.dirname(self.stats_path), exist_ok=True)
-        self._tmp_path = f"{self.tar_path}.tmp-{os.getpid()}"
+        self._tmp_path = storage.local_spool(self.tar_path)
         self._file = open(self._tmp_path, "wb")
         self._tar = wds.TarWriter(self._file, user="voxmesh", group="voxmesh", mode=0o444,
                                   encoder=False, mtime=0)
@@ -104,7 +108,7 @@ class SampleTarWriter:
         self._tar.close()
         self._file.close()
         n_bytes = os.path.getsize(self._tmp_path)
-        os.replace(self._tmp_path, self.tar_path)
+        storage.publish(self._tmp_path, self.tar_path)
         stats = TarStats(shard=self.name, split=self.split, inputs=self.inputs,
                            samples=self._rows, failures=self._failures, n_bytes=n_bytes)
         write_atomic(self.stats_path, stats.to_json())
@@ -122,40 +126,36 @@ class SampleTarWriter:
                 os.remove(self._tmp_path)
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def committed_stats(out_dir: str, folder: str = SHARDS_DIR) -> list[TarStats]:
     """Stats of every committed shard in ``out_dir/folder``, sorted by shard name."""
-    directory = os.path.dirname(stats_path(out_dir, folder, ""))
-    if not os.path.isdir(directory):
-        return []
-    names = sorted(n for n in os.listdir(directory) if n.endswith(".stats.json"))
-    return [TarStats.read(os.path.join(directory, name)) for name in names]
+    directory = storage.join(out_dir, META_DIR, folder)
+    names = [n for n in storage.list_names(directory) if n.endswith(".stats.json")]
+    return [TarStats.read(storage.join(directory, name)) for name in names]
 
 
-def iter_tar_samples(source) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yield ``(key, {member: bytes})`` from a shard tar (a path or a binary file object) in file
-    order, streaming.
+def iter_tar_samples(source: str | IO[bytes]) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Yield ``(key, {member: bytes})`` from a shard tar (a path or URI, or a binary file object)
+    in file order, streaming.
 
     Members of one sample must be adjacent (as :class:`SampleTarWriter` writes them). Raises
     ``tarfile.TarError`` or ``OSError`` for a damaged tar, after the samples read before it.
     """
-    key, members = None, {}
-    opened = tarfile.open(source, mode="r|") if isinstance(source, str) else tarfile.open(fileobj=source, mode="r|")
-    with opened as tar:
+    if isinstance(source, str):
+        with storage.open_read(source) as f:
+            yield from iter_tar_samples(f)
+        return
+    key: str | None = None
+    members: dict[str, bytes] = {}
+    with tarfile.open(fileobj=source, mode="r|") as tar:
         for info in tar:
-            if not info.isfile():
+            extracted = tar.extractfile(info) if info.isfile() else None
+            if extracted is None:
                 continue
             sample_key, _, member = info.name.partition(".")
             if sample_key != key:
                 if key is not None:
                     yield key, members
                 key, members = sample_key, {}
-            members[member] = tar.extractfile(info).read()
+            members[member] = extracted.read()
     if key is not None:
         yield key, members

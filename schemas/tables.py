@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import storage
 from .sample import META_DOCS, SCHEMA_VERSION, SampleMeta
 
 # key of the schema version in both Parquet files' metadata
@@ -99,10 +100,22 @@ def versioned(schema: pa.Schema) -> pa.Schema:
 
 def write_manifest(rows: Iterable[dict], path: str) -> None:
     table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["key"]), schema=versioned(MANIFEST_SCHEMA))
-    pq.write_table(table, path)
+    write_parquet(table, path)
 
 
 def write_failures(records: Iterable[FailureRecord], path: str) -> None:
     rows = sorted((dataclasses.asdict(r) for r in records),
                   key=lambda r: (r["source_uri"], r["input_id"], r["stage"], r["reason"]))
-    pq.write_table(pa.Table.from_pylist(rows, schema=versioned(FAILURES_SCHEMA)), path)
+    write_parquet(pa.Table.from_pylist(rows, schema=versioned(FAILURES_SCHEMA)), path)
+
+
+def write_parquet(table: pa.Table, uri: str) -> None:
+    """Write ``table`` as Parquet to a path or file-system URI, whole (see ``storage``)."""
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    storage.write_bytes(uri, buffer.getvalue().to_pybytes())
+
+
+def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet table from a path or file-system URI (only ``columns`` when given)."""
+    return pq.read_table(pa.BufferReader(storage.read_bytes(uri)), columns=columns)

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import tarfile
 from collections import Counter, defaultdict
 
 import numpy as np
-import pyarrow.parquet as pq
 
+from . import storage
 from .keys import is_valid_key
 from .sample import MEMBER_DTYPES, REQUIRED_MEMBERS, SAMPLES_PER_FRAME, SCHEMA_VERSION, decode_npy
-from .shards import SHARDS_DIR, TarStats, iter_tar_samples, stats_path
-from .tables import FAILURES_SCHEMA, MANIFEST_SCHEMA, VERSION_METADATA_KEY
+from .shards import META_DIR, SHARDS_DIR, TarStats, iter_tar_samples, stats_path
+from .tables import FAILURES_SCHEMA, MANIFEST_SCHEMA, VERSION_METADATA_KEY, read_parquet
 from .topology import get_topology
 
 
@@ -36,14 +35,14 @@ def validate_dataset(out_dir: str) -> tuple[list[Problem], Counter]:
     """Check every shard and the manifest; return the problems and counts of what was checked."""
     problems: list[Problem] = []
     counts: Counter = Counter()
-    shard_dir = os.path.join(out_dir, SHARDS_DIR)
-    if not os.path.isdir(shard_dir):
+    shard_dir = storage.join(out_dir, SHARDS_DIR)
+    listing = storage.list_names(shard_dir)
+    if not listing:
         return [Problem("", "", f"no {SHARDS_DIR}/ folder in {out_dir}; is this a voxmesh output?")], counts
 
     keys_seen: dict[str, str] = {}
-    names = sorted(n[:-4] for n in os.listdir(shard_dir) if n.endswith(".tar"))
-    stats_dir = os.path.dirname(stats_path(out_dir, SHARDS_DIR, ""))
-    stats_names = sorted(n[:-11] for n in (os.listdir(stats_dir) if os.path.isdir(stats_dir) else [])
+    names = sorted(n[:-4] for n in listing if n.endswith(".tar"))
+    stats_names = sorted(n[:-11] for n in storage.list_names(storage.join(out_dir, META_DIR, SHARDS_DIR))
                          if n.endswith(".stats.json"))
     for name in sorted(set(stats_names) - set(names)):
         problems.append(Problem(name, "", "stats JSON without its tar"))
@@ -53,7 +52,7 @@ def validate_dataset(out_dir: str) -> tuple[list[Problem], Counter]:
                                               "rerun the build with --resume"))
             continue
         counts["shards"] += 1
-        problems += _check_shard(os.path.join(shard_dir, name), stats_path(out_dir, SHARDS_DIR, name), name,
+        problems += _check_shard(storage.join(shard_dir, name), stats_path(out_dir, SHARDS_DIR, name), name,
                                  keys_seen, counts)
 
     problems += _check_tables(out_dir, keys_seen)
@@ -159,9 +158,8 @@ def _shape_matches(actual: tuple, expected: tuple) -> bool:
 
 def _check_tables(out_dir: str, keys_in_shards: dict[str, str]) -> list[Problem]:
     problems = []
-    manifest_path = os.path.join(out_dir, "manifest.parquet")
     try:
-        manifest = pq.read_table(manifest_path)
+        manifest = read_parquet(storage.join(out_dir, "manifest.parquet"))
     except (OSError, ValueError) as error:
         return [Problem("", "", f"cannot read manifest.parquet: {error}")]
     if not manifest.schema.equals(MANIFEST_SCHEMA):
@@ -187,7 +185,7 @@ def _check_tables(out_dir: str, keys_in_shards: dict[str, str]) -> list[Problem]
         if len(splits) > 1:
             problems.append(Problem("", "", f"speaker {speaker} is in several splits: {', '.join(sorted(splits))}"))
     try:
-        failures = pq.read_table(os.path.join(out_dir, "failures.parquet"))
+        failures = read_parquet(storage.join(out_dir, "failures.parquet"))
         if not failures.schema.equals(FAILURES_SCHEMA):
             problems.append(Problem("", "", "failures.parquet does not have the schema v1 columns and types"))
         problems += _version_problems("failures.parquet", failures.schema)

@@ -3,6 +3,7 @@ import os
 import numpy as np
 import pytest
 
+pytest_plugins = ["s3_server"]  # the s3_endpoint and bucket fixtures: a local S3-compatible server
 MEDIA_ENV = "VOXMESH_TEST_MEDIA"
 REAL_CLIPS = ("hdtf_aoc_512_25fps.mp4", "retalking2_844_25fps.mp4", "retalking4_700_30fps.mp4")
 

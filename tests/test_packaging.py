@@ -28,6 +28,23 @@ def test_dockerfile_uses_the_python_and_beam_of_setup_py():
     assert f"apache-beam=={beam}" in constraints.splitlines()
 
 
+def test_the_gpu_image_pins_a_torch_build_for_the_cuda_of_its_base_image():
+    dockerfile, setup, makefile = read("Dockerfile"), read("setup.py"), read("Makefile")
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", dockerfile, flags=re.M))
+    cuda, torch_cuda = args["CUDA_VERSION"], args["TORCH_CUDA"]
+    assert torch_cuda == "cu" + "".join(cuda.split(".")[:2]), (cuda, torch_cuda)  # 12.8.x -> cu128
+    assert "FROM nvidia/cuda:${CUDA_VERSION}-cudnn-runtime-" in dockerfile
+    assert "https://download.pytorch.org/whl/${TORCH_CUDA}" in dockerfile
+    torch_pins = set(re.findall(r"torch==([\d.]+)", dockerfile))
+    assert torch_pins == set(re.findall(r"torch==([\d.]+)", setup)) == set(re.findall(r"torch==([\d.]+)", makefile))
+    assert len(torch_pins) == 1
+    beam = re.search(r'"apache-beam==([\d.]+)"', setup).group(1)
+    assert re.search(rf"^FROM apache/beam_python3\.11_sdk:{beam} AS beam$", dockerfile, flags=re.M)
+    assert "COPY --from=beam /opt/apache/beam /opt/apache/beam" in dockerfile
+    assert 'ENTRYPOINT ["/opt/apache/beam/boot"]' in dockerfile
+    assert args["VARIANT"] == "cpu" and "FROM base-${VARIANT}" in dockerfile
+
+
 def dockerignore_patterns() -> list[str]:
     lines = read(".dockerignore").splitlines()
     patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]

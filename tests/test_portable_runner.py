@@ -1,6 +1,7 @@
 """The build through Beam's own local job service, with workers in a separate worker-pool process:
 the job must be serializable and its code staged through setup.py, as Flink, Spark and Dataflow
-runners need."""
+runners need. Inputs and output are on a local S3-compatible server, so the launcher and the
+workers share no folder at all."""
 
 import os
 import shutil
@@ -9,10 +10,12 @@ import subprocess
 import sys
 import time
 
-import pyarrow.parquet as pq
 import pytest
+from s3_server import upload_folder
 
 from voxmesh.cli import main
+from voxmesh.schemas import storage
+from voxmesh.schemas.tables import read_parquet
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -34,7 +37,7 @@ def wait_for_port(port: int, timeout: float = 60) -> None:
 
 
 @pytest.fixture
-def beam_services(tmp_path):
+def beam_services(tmp_path, s3_endpoint):  # after the server: the workers inherit its AWS variables
     job_port, pool_port = free_port(), free_port()
     staging = tmp_path / "staging"
     log = open(tmp_path / "services.log", "ab")
@@ -58,20 +61,22 @@ def beam_services(tmp_path):
         log.close()
 
 
-def test_build_runs_on_the_portable_runner_with_staged_code(media_dir, beam_services, tmp_path):
+def test_build_runs_on_the_portable_runner_with_staged_code(media_dir, beam_services, bucket, tmp_path):
     job_port, pool_port, staging = beam_services
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     shutil.copy(os.path.join(media_dir, "retalking2_844_25fps.mp4"), inputs / "clip.mp4")
     (inputs / "broken.mp4").write_bytes(b"not a video")
-    output = str(tmp_path / "out")
-    code = main(["build", "--input", str(inputs), "--output", output,
+    upload_folder(str(inputs), f"{bucket}/inputs")
+    output = f"{bucket}/out"
+    code = main(["build", "--input", f"{bucket}/inputs/", "--output", output,
                  "--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}",
                  "--environment_type=EXTERNAL", f"--environment_config=localhost:{pool_port}",
                  f"--setup_file={os.path.join(ROOT, 'setup.py')}"])
     assert code == 0
     assert main(["validate", output]) == 0
-    assert len(pq.read_table(os.path.join(output, "manifest.parquet"))) == 1
-    assert [f["reason"] for f in pq.read_table(os.path.join(output, "failures.parquet")).to_pylist()] == ["not_a_video"]
+    assert len(read_parquet(f"{output}/manifest.parquet")) == 1
+    assert [f["reason"] for f in read_parquet(f"{output}/failures.parquet").to_pylist()] == ["not_a_video"]
+    assert not storage.list_names(f"{output}/parts")
     staged = [name for _, _, names in os.walk(staging) for name in names]
     assert any(name.endswith("workflow.tar.gz") for name in staged), staged  # the sdist built from setup.py

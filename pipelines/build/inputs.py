@@ -27,12 +27,13 @@ import os
 import posixpath
 from collections import Counter
 
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from voxmesh.pipelines.ingest.item import InputItem
 from voxmesh.pipelines.ingest.probe import header_duration
-from voxmesh.schemas import FPS, FailureRecord, Reason, Stage, TarStats, sanitize_id, shard_name
+from voxmesh.schemas import FPS, FailureRecord, Reason, Stage, TarStats, sanitize_id, shard_name, storage
 from voxmesh.schemas.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def discover(source: str) -> list[RawInput]:
 
 
 def is_listing(source: str) -> bool:
-    return source.endswith((".csv", ".parquet")) and not has_scheme(source) and os.path.isfile(source)
+    return source.endswith((".csv", ".parquet")) and (has_scheme(source) or os.path.isfile(source))
 
 
 def _list_root(pattern: str) -> str:
@@ -165,11 +166,9 @@ def _list_root(pattern: str) -> str:
 def _list_files(pattern: str) -> tuple[str, list[str]]:
     root = _list_root(pattern)
     if has_scheme(pattern):
-        from apache_beam.io.filesystems import FileSystems
         magic = min((pattern.index(c) for c in "*?[" if c in pattern), default=None)
         glob_pattern = pattern if magic is not None else f"{root}/**"
-        matches = FileSystems.match([glob_pattern])[0].metadata_list
-        uris = [m.path for m in matches if magic is not None or m.path.lower().endswith(VIDEO_EXTENSIONS)]
+        uris = [uri for uri in storage.match(glob_pattern) if magic is not None or uri.lower().endswith(VIDEO_EXTENSIONS)]
         return root, sorted(uris)
     if os.path.isdir(pattern):
         files = [os.path.join(d, f) for d, _, names in os.walk(root) for f in names
@@ -180,16 +179,17 @@ def _list_files(pattern: str) -> tuple[str, list[str]]:
 
 
 def _read_listing(path: str) -> list[RawInput]:
-    table = pq.read_table(path) if path.endswith(".parquet") else pacsv.read_csv(path)
+    data = pa.BufferReader(storage.read_bytes(path))
+    table = pq.read_table(data) if path.endswith(".parquet") else pacsv.read_csv(data)
     if "uri" not in table.column_names:
         raise ConfigError(f"{path}: a listing needs a 'uri' column "
                           f"(optional: speaker, video, utterance, split, duration)")
-    base = os.path.dirname(os.path.abspath(path))
+    base = path.rsplit("/", 1)[0] if has_scheme(path) else os.path.dirname(os.path.abspath(path))
     raws = []
     for row in table.to_pylist():
         uri = str(row["uri"])
         if not has_scheme(uri):
-            uri = os.path.normpath(os.path.join(base, uri))
+            uri = f"{base}/{uri}" if has_scheme(base) else os.path.normpath(os.path.join(base, uri))
         from_path = ids_from_path(uri, "")
         speaker, video, utterance = (str(row[c]) if row.get(c) not in (None, "") else from_path[i]
                                      for i, c in enumerate(("speaker", "video", "utterance")))
@@ -209,7 +209,7 @@ def identify(raws: list[RawInput], root: str = "") -> tuple[list[InputItem], lis
     for raw in raws:
         uri = relative_to(raw.uri, root)
 
-        def fail(reason: Reason, detail: str, input_id: str = uri) -> None:
+        def fail(reason: Reason, detail: str, input_id: str = uri, uri: str = uri) -> None:
             failures.append(FailureRecord(uri, input_id, Stage.DISCOVER.value, reason.value, detail))
         if has_scheme(raw.uri) and not _readable_scheme(raw.uri):
             fail(Reason.UNSUPPORTED_URI, f"{uri}: no installed file system reads this scheme "
@@ -302,8 +302,9 @@ def plan_parts(items: list[InputItem], split_of_speaker: dict[str, str], inputs_
     together. Then, while there are fewer parts than ``min_parts`` (the workers, so that none
     idles) or a part holds more than its fair share of the expected frames (all of them over
     ``min_parts``, so that no worker is left with the tail), the part with the most expected
-    frames that has two inputs or more is cut in two where its frames are halved. Inside a part, key order. Inputs whose speaker has no split are
-    left out (the caller recorded them as failures)."""
+    frames that has two inputs or more is cut in two where its frames are halved. Inside a part,
+    key order. Inputs whose speaker has no split are left out (the caller recorded them as
+    failures)."""
     if inputs_per_part < 1 or frames_per_part < 1:
         raise ConfigError("--inputs-per-part and --frames-per-part must be at least 1")
     known = frames or {}

@@ -18,15 +18,13 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import json
-import os
-import shutil
 from collections import defaultdict
 
 import apache_beam as beam
 
-from voxmesh.schemas import FailureRecord, SampleMeta, TarStats, SampleTarWriter, committed_stats, iter_tar_samples
-from voxmesh.schemas.shards import META_DIR, SHARDS_DIR, shard_name, stats_path
+from voxmesh.schemas import FailureRecord, SampleMeta, SampleTarWriter, TarStats, committed_stats, iter_tar_samples, storage
 from voxmesh.schemas.errors import ConfigError, DatasetStateError
+from voxmesh.schemas.shards import META_DIR, SHARDS_DIR, shard_name, stats_path
 
 PARTS_DIR = "parts"
 
@@ -82,9 +80,10 @@ def plan_packs(parts: list[TarStats], limits: ShardLimits, groups: dict[str, int
 
 
 def remaining_packs(_, output: str, part_names: list[str], limits: ShardLimits,
-                    groups: dict[str, int] | None = None) -> list[PackTask]:
+                    groups: dict[str, int] | None = None, storage_args: list[str] | None = None) -> list[PackTask]:
     """The packing plan over the planned parts (in their ``groups``), less the shards already
     committed. Called once, after every part is committed (the argument is the barrier's output)."""
+    storage.configure(storage_args)
     planned = set(part_names)
     parts = [s for s in committed_stats(output, PARTS_DIR) if s.shard in planned]
     missing = sorted(planned - {p.shard for p in parts})
@@ -96,12 +95,12 @@ def remaining_packs(_, output: str, part_names: list[str], limits: ShardLimits,
 
 def pack_shard(output: str, task: PackTask) -> None:
     """Write and commit one shard from its parts (nothing to do if it is already committed)."""
-    if os.path.exists(stats_path(output, SHARDS_DIR, task.name)):
+    if storage.exists(stats_path(output, SHARDS_DIR, task.name)):
         return
     parts = [TarStats.read(stats_path(output, PARTS_DIR, name)) for name in task.parts]
     inputs = sorted(uri for part in parts for uri in part.inputs)
     with SampleTarWriter(output, task.split, task.index, inputs) as writer:
-        streams = [iter_tar_samples(os.path.join(output, PARTS_DIR, f"{name}.tar")) for name in task.parts]
+        streams = [iter_tar_samples(storage.join(output, PARTS_DIR, f"{name}.tar")) for name in task.parts]
         for _, members in heapq.merge(*streams, key=lambda sample: sample[0]):
             writer.write_members(SampleMeta.from_dict(json.loads(members["meta.json"])), members)
         records = [record for part in parts for record in part.failures]
@@ -111,8 +110,12 @@ def pack_shard(output: str, task: PackTask) -> None:
 
 
 class PackShard(beam.DoFn):
-    def __init__(self, output: str):
+    def __init__(self, output: str, storage_args: list[str] | None = None):
         self.output = output
+        self.storage_args = storage_args
+
+    def setup(self):
+        storage.configure(self.storage_args)
 
     def process(self, task: PackTask):
         pack_shard(self.output, task)
@@ -122,5 +125,5 @@ class PackShard(beam.DoFn):
 
 def remove_parts(output: str) -> None:
     """Drop the parts once every shard is committed (they are temporary)."""
-    shutil.rmtree(os.path.join(output, PARTS_DIR), ignore_errors=True)
-    shutil.rmtree(os.path.join(output, META_DIR, PARTS_DIR), ignore_errors=True)
+    storage.remove_tree(storage.join(output, PARTS_DIR))
+    storage.remove_tree(storage.join(output, META_DIR, PARTS_DIR))

@@ -19,29 +19,52 @@ import os
 import tempfile
 import traceback
 from collections import Counter
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 
 import apache_beam as beam
 import webdataset as wds
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from voxmesh.recon import backend_class
-from voxmesh.schemas import (SCHEMA_VERSION, FailureRecord, Reason, Sample, SampleMeta, TarStats, SampleTarWriter,
-                             Stage, committed_stats, iter_tar_samples, write_failures, write_manifest)
-from voxmesh.schemas.shards import META_DIR, SHARDS_DIR, write_atomic
-
-from voxmesh.pipelines.ingest.clips import ClipRules
-from voxmesh.pipelines.ingest.faces import FaceDetector, TrackRules
-from voxmesh.pipelines.dataset.card import DEFAULT_LICENSE, write_dataset_card, write_wids_indexes
-from voxmesh.pipelines.build.inputs import (PartTask, SplitFractions, assign_splits, discover, expected_frames, identify,
-                                            input_root, parts_to_build, plan_parts, redact_root)
+from voxmesh.pipelines.build.inputs import (
+    PartTask,
+    SplitFractions,
+    assign_splits,
+    discover,
+    expected_frames,
+    identify,
+    input_root,
+    parts_to_build,
+    plan_parts,
+    redact_root,
+)
 from voxmesh.pipelines.build.packing import PARTS_DIR, PackShard, ShardLimits, remaining_packs, remove_parts
 from voxmesh.pipelines.build.progress import ProgressReporter
+from voxmesh.pipelines.build.shared_model import check_share_mode, make_backend
+from voxmesh.pipelines.dataset.card import DEFAULT_LICENSE, write_dataset_card, write_wids_indexes
 from voxmesh.pipelines.dataset.report import summarize
+from voxmesh.pipelines.ingest.clips import ClipRules
+from voxmesh.pipelines.ingest.faces import FaceDetector, TrackRules
 from voxmesh.pipelines.ingest.process import failure, process_input
 from voxmesh.pipelines.logs import hold_quiet_native_logs, release_quiet_native_logs
+from voxmesh.recon import ReconstructionBackend, backend_class, create_backend
+from voxmesh.schemas import (
+    SCHEMA_VERSION,
+    FailureRecord,
+    Reason,
+    Sample,
+    SampleMeta,
+    SampleTarWriter,
+    Stage,
+    TarStats,
+    committed_stats,
+    iter_tar_samples,
+    storage,
+    write_failures,
+    write_manifest,
+)
 from voxmesh.schemas.errors import ConfigError, DatasetStateError
+from voxmesh.schemas.shards import META_DIR, SHARDS_DIR, write_atomic
 
 # Distributions whose versions can change the bytes of the output; recorded in dataset.json.
 OUTPUT_SHAPING_PACKAGES = ("voxmesh", "mediapipe", "opencv-contrib-python", "numpy", "scipy", "av", "soxr",
@@ -62,6 +85,15 @@ class BuildConfig:
     shard_limits: ShardLimits = ShardLimits()
     chunk_size: int = 64
     resume: bool = False
+    # ("BACKEND.KEY", "VALUE") pairs of --backend-option, e.g. ("flame.model", "s3://bucket/flame.npz")
+    backend_options: tuple[tuple[str, str], ...] = ()
+    share_model: str = "auto"  # one model per machine: auto (shareable backend on a GPU), always, never
+
+    def options_of(self, backend: str) -> dict[str, str]:
+        """The ``--backend-option`` values of ``backend`` by key."""
+        prefix = f"{backend}."
+        return {name[len(prefix):]: value for name, value in self.backend_options if name.startswith(prefix)}
+
     license: str = DEFAULT_LICENSE  # of the source footage, as the user declares it
 
     def __post_init__(self):
@@ -81,7 +113,7 @@ class BuildConfig:
         names = self.backends
         if len(names) == 1:
             return {names[0]: self.output}
-        return {name: os.path.join(self.output, name) for name in names}
+        return {name: storage.join(self.output, name) for name in names}
 
 
 class SampleSpool:
@@ -105,7 +137,7 @@ class SampleSpool:
             assert key == meta.key, (key, meta.key)
             yield meta, members
 
-    def __enter__(self) -> "SampleSpool":
+    def __enter__(self) -> SampleSpool:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -120,24 +152,29 @@ class SampleSpool:
 
 class BuildPart(beam.DoFn):
     """Writes one planned part: every input of the task becomes samples or failure records; an
-    exception inside one input becomes an ``internal_error`` record for that input only."""
+    exception inside one input becomes an ``internal_error`` record for that input only.
+    ``storage_args`` are the pipeline arguments for the file systems (``--s3_endpoint_url``, ...)."""
 
-    def __init__(self, config: BuildConfig):
+    def __init__(self, config: BuildConfig, storage_args: list[str] | None = None):
         self.config = config
-        self.backends: list = []
+        self.storage_args = storage_args
+        self.backends: list[ReconstructionBackend] = []
         self.detector: FaceDetector | None = None
         self.quiet = False
 
     def setup(self):
+        storage.configure(self.storage_args)
         self.quiet = hold_quiet_native_logs()  # MediaPipe's C++ warnings, on workers the launcher did not quiet
         self.detector = FaceDetector()
-        self.backends = [backend_class(name)() for name in self.config.backends]
+        self.backends = [make_backend(name, self.config.options_of(name), self.config.share_model)
+                         for name in self.config.backends]
         for backend in self.backends:
             backend.setup()
 
     def process(self, task: PartTask):
         """The part in every backend's dataset: the same inputs, failures and clips in each."""
-        assert self.detector is not None, "setup() first"
+        if not self.backends or self.detector is None:
+            raise RuntimeError("BuildPart.process called before setup")
         counters: Counter[str] = Counter()
         outputs = self.config.dataset_outputs()
         with contextlib.ExitStack() as stack:
@@ -199,8 +236,15 @@ def local_pipeline_args(workers: int | None = None) -> list[str]:
 def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progress: bool = False) -> dict:
     """Run the whole build and return the summary (also written to ``dataset.json``; with several
     backends, one dataset each under ``output/<backend>``, whose counts are the same)."""
+    pipeline_args = pipeline_args or local_pipeline_args()
+    storage.configure(pipeline_args)
     # fail before any work when a backend cannot run here; the versions go into dataset.json
-    versions = {name: backend_class(name)().version for name in config.backends}
+    versions = {}
+    for name in config.backends:
+        check_share_mode(config.share_model, backend_class(name, config.options_of(name)))
+        versions[name] = create_backend(name, config.options_of(name)).version
+    storage.check_reachable(config.input, "--input")
+    storage.check_reachable(config.output, "--output")
     outputs = config.dataset_outputs()
     raws = discover(config.input)
     root = input_root(config.input, [raw.uri for raw in raws])
@@ -214,22 +258,22 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
         todo = sorted({task for output in outputs.values()
                        for task in parts_to_build(tasks, committed_stats(output, PARTS_DIR))},
                       key=lambda task: (task.split, task.index))
-        options = PipelineOptions(pipeline_args or local_pipeline_args())
+        options = PipelineOptions(pipeline_args)
         first_output = next(iter(outputs.values()))
-        with ProgressReporter(first_output, todo, enabled=progress):
-            with beam.Pipeline(options=options) as pipeline:
-                committed = (pipeline
-                             | "PlanParts" >> beam.Create(todo)
-                             | "SpreadParts" >> beam.Reshuffle()
-                             | "BuildPart" >> beam.ParDo(BuildPart(config))
-                             | "AllPartsCommitted" >> beam.combiners.Count.Globally())
-                for name, output in outputs.items():
-                    suffix = "" if len(outputs) == 1 else f"_{name}"
-                    (committed
-                     | f"PlanShards{suffix}" >> beam.FlatMap(remaining_packs, output, [t.name for t in tasks],
-                                                             config.shard_limits, {t.name: t.group for t in tasks})
-                     | f"SpreadShards{suffix}" >> beam.Reshuffle()
-                     | f"PackShard{suffix}" >> beam.ParDo(PackShard(output)))
+        with ProgressReporter(first_output, todo, enabled=progress), beam.Pipeline(options=options) as pipeline:
+            committed = (pipeline
+                         | "PlanParts" >> beam.Create(todo)
+                         | "SpreadParts" >> beam.Reshuffle()
+                         | "BuildPart" >> beam.ParDo(BuildPart(config, pipeline_args))
+                         | "AllPartsCommitted" >> beam.combiners.Count.Globally())
+            for name, output in outputs.items():
+                suffix = "" if len(outputs) == 1 else f"_{name}"
+                (committed
+                 | f"PlanShards{suffix}" >> beam.FlatMap(remaining_packs, output, [t.name for t in tasks],
+                                                         config.shard_limits, {t.name: t.group for t in tasks},
+                                                         pipeline_args)
+                 | f"SpreadShards{suffix}" >> beam.Reshuffle()
+                 | f"PackShard{suffix}" >> beam.ParDo(PackShard(output, pipeline_args)))
     summaries = {name: finalize(dataclasses.replace(config, output=output, backend=name), planned,
                                 early_failures + split_failures, n_discovered=len(raws), root=root,
                                 backend_version=versions[name], paired=config.backends)
@@ -244,22 +288,25 @@ def inputs_in_shards(output: str) -> set[str]:
 
 
 def _prepare_output(config: BuildConfig) -> None:
-    """Refuse to mix runs in one folder unless resuming; on resume, drop the temporary files of
-    writes that were interrupted (their shards are rebuilt)."""
-    if os.path.isdir(config.output) and os.listdir(config.output) and not config.resume:
+    """Refuse to mix runs in one folder unless resuming; on resume, drop what interrupted writes
+    left (their parts and shards are rebuilt)."""
+    if not config.resume and not storage.is_empty_folder(config.output):
         raise DatasetStateError(f"{config.output} is not empty; pass --resume to continue a build there, "
                               f"or choose a new output folder")
     for output in config.dataset_outputs().values():
-        os.makedirs(output, exist_ok=True)
-        remove_temporary_files(output)
+        storage.make_folder(output)
+        remove_uncommitted_files(output)
 
 
-def remove_temporary_files(output: str) -> None:
-    for folder in (output, *(os.path.join(output, d, f) for d in ("", META_DIR) for f in (SHARDS_DIR, PARTS_DIR))):
-        if os.path.isdir(folder):
-            for name in os.listdir(folder):
-                if ".tmp-" in name:
-                    os.remove(os.path.join(folder, name))
+def remove_uncommitted_files(output: str) -> None:
+    """Delete temporary files, and tars without their stats JSON (the commit marker, under
+    ``_meta/``), of the output, its shards and its parts."""
+    for folder in ("", SHARDS_DIR, PARTS_DIR):
+        tars = storage.join(output, folder) if folder else output
+        names = storage.list_names(tars)
+        stats = set(storage.list_names(storage.join(output, META_DIR, folder))) if folder else set()
+        storage.delete([storage.join(tars, n) for n in names
+                        if ".tmp-" in n or (n.endswith(".tar") and f"{n[:-len('.tar')]}.stats.json" not in stats)])
 
 
 def finalize(config: BuildConfig, planned: set[str], early_failures: list[FailureRecord],
@@ -277,8 +324,8 @@ def finalize(config: BuildConfig, planned: set[str], early_failures: list[Failur
                            f"or build into a new folder if the inputs or the config changed")
     rows = [row for s in stats for row in s.samples]
     failures = early_failures + [FailureRecord(**f) for s in stats for f in s.failures]
-    write_manifest(rows, os.path.join(config.output, "manifest.parquet"))
-    write_failures(failures, os.path.join(config.output, "failures.parquet"))
+    write_manifest(rows, storage.join(config.output, "manifest.parquet"))
+    write_failures(failures, storage.join(config.output, "failures.parquet"))
     write_wids_indexes(config.output, stats)
 
     inputs_with_clips = {r["source_uri"] for r in rows}
@@ -302,7 +349,7 @@ def finalize(config: BuildConfig, planned: set[str], early_failures: list[Failur
     }
     if len(paired) > 1:
         dataset["paired_backends"] = list(paired)
-    write_atomic(os.path.join(config.output, "dataset.json"),
+    write_atomic(storage.join(config.output, "dataset.json"),
                  json.dumps(dataset, indent=1, sort_keys=True).encode("utf-8"))
     write_dataset_card(config.output, dataset, rows, failures)
     return summary

@@ -1,17 +1,15 @@
-"""Progress lines for local runs, read from the parts committed so far (so it works with any
-runner whose workers write to a folder this process can see), logged at INFO."""
+"""Progress lines, read from the parts committed so far in the output (a local folder or an
+object store, so it works with any runner), logged at INFO."""
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
-from voxmesh.schemas import FPS, TarStats
-from voxmesh.schemas.shards import stats_path
-
 from voxmesh.pipelines.build.packing import PARTS_DIR
+from voxmesh.schemas import FPS, TarStats, storage
+from voxmesh.schemas.shards import META_DIR
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +20,7 @@ class ProgressReporter:
     or when INFO is not logged (``voxmesh -q``)."""
 
     def __init__(self, output: str, tasks: list, enabled: bool = True, interval: float = 15.0):
-        self.directory = os.path.dirname(stats_path(output, PARTS_DIR, ""))
+        self.directory = storage.join(output, META_DIR, PARTS_DIR)
         self.names = {t.name for t in tasks}
         self.total_inputs = sum(len(t.items) for t in tasks)
         self.enabled = enabled and log.isEnabledFor(logging.INFO)
@@ -32,7 +30,7 @@ class ProgressReporter:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._start = 0.0
 
-    def __enter__(self) -> "ProgressReporter":
+    def __enter__(self) -> ProgressReporter:
         if self.enabled:
             self._start = time.monotonic()
             self._thread.start()
@@ -55,12 +53,10 @@ class ProgressReporter:
                 f"clips {clips} · failures {failures} · {seconds / elapsed:.1f} s of clips per s")
 
     def _refresh(self) -> None:
-        if not os.path.isdir(self.directory):
-            return
-        for name in os.listdir(self.directory):
+        for name in storage.list_names(self.directory):
             shard = name[:-len(".stats.json")]
             if name.endswith(".stats.json") and shard in self.names and shard not in self._seen:
-                self._seen[shard] = TarStats.read(os.path.join(self.directory, name))
+                self._seen[shard] = TarStats.read(storage.join(self.directory, name))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

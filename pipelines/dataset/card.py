@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections import Counter, defaultdict
 
-from voxmesh.schemas import FPS, FailureRecord, SampleMeta, TarStats, committed_stats, iter_tar_samples
+from voxmesh.schemas import FPS, FailureRecord, SampleMeta, TarStats, committed_stats, iter_tar_samples, storage
 from voxmesh.schemas.sample import MEMBER_DOCS, MEMBER_DTYPES, META_DOCS, decode_npy
 from voxmesh.schemas.shards import META_DIR, SHARDS_DIR, write_atomic
 from voxmesh.schemas.tables import FAILURES_DOCS, MANIFEST_DOCS
@@ -35,14 +34,14 @@ def write_wids_indexes(output: str, stats: list[TarStats]) -> None:
     for split, shardlist in sorted(by_split.items()):
         index = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": f"voxmesh-{split}",
                  "shardlist": shardlist}
-        write_atomic(os.path.join(output, META_DIR, f"wids-{split}.json"), json.dumps(index, indent=1).encode("utf-8"))
+        write_atomic(storage.join(output, META_DIR, f"wids-{split}.json"), json.dumps(index, indent=1).encode("utf-8"))
 
 
 def member_shapes(output: str, stats: list[TarStats]) -> dict[str, tuple[int, ...]]:
     """Shapes of the members of the first sample (all samples share their trailing dimensions)."""
     for shard in stats:
         if shard.samples:
-            _, members = next(iter_tar_samples(os.path.join(output, SHARDS_DIR, f"{shard.shard}.tar")))
+            _, members = next(iter_tar_samples(storage.join(output, SHARDS_DIR, f"{shard.shard}.tar")))
             return {name: decode_npy(data).shape for name, data in sorted(members.items()) if name.endswith(".npy")}
     return {}
 
@@ -124,7 +123,7 @@ def write_dataset_card(output: str, dataset: dict, rows: list[dict], failures: l
     else:
         lines.append("None.")
     lines += ["", *files_section()]
-    write_atomic(os.path.join(output, "README.md"), "\n".join(lines).encode("utf-8"))
+    write_atomic(storage.join(output, "README.md"), "\n".join(lines).encode("utf-8"))
 
 
 def reading_section() -> list[str]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import html
 import os
+import tempfile
 from collections import Counter
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from voxmesh.schemas import FPS, iter_samples
+from voxmesh.schemas import FPS, iter_samples, storage
 from voxmesh.schemas.errors import MissingFileError
+from voxmesh.schemas.tables import read_parquet
 
 # The pose of a frontal, upright face: head x -> image x, head y (up) -> image -y, head z (out of
 # the face) -> image -z (towards the camera).
@@ -37,10 +38,10 @@ def read_tables(output: str) -> tuple[list[dict], list[dict]]:
     """The rows of ``manifest.parquet`` and ``failures.parquet``; MissingFileError when absent."""
     tables = []
     for name in ("manifest.parquet", "failures.parquet"):
-        path = os.path.join(output, name)
-        if not os.path.isfile(path):
+        path = storage.join(output, name)
+        if not storage.exists(path):
             raise MissingFileError(f"{path}: no such file; is {output} a dataset written by `voxmesh build`?")
-        tables.append(pq.read_table(path).to_pylist())
+        tables.append(read_parquet(path).to_pylist())
     return tables[0], tables[1]
 
 
@@ -70,13 +71,25 @@ def offset_counts(manifest: list[dict]) -> dict:
 
 def write_report(output: str, manifest: list[dict], failures: list[dict], summary: dict,
                  report_dir: str | None = None, max_pose_samples: int = 2000) -> str:
-    """Write ``report_dir/index.html`` (default ``OUT/report``) and its PNGs for the dataset in
-    ``output`` with these table rows and summary; return the HTML path."""
+    """Write ``report_dir/index.html`` (default ``OUT/report``; a folder or a file-system URI) and
+    its PNGs for the dataset in ``output`` with these table rows and summary; return the HTML
+    path or URI."""
+    report_dir = report_dir or storage.join(output, "report")
+    if not storage.is_remote(report_dir):
+        return _render_report(output, manifest, failures, summary, report_dir, max_pose_samples)
+    with tempfile.TemporaryDirectory() as local:
+        _render_report(output, manifest, failures, summary, local, max_pose_samples)
+        for name in sorted(os.listdir(local)):
+            storage.publish(os.path.join(local, name), storage.join(report_dir, name))
+    return storage.join(report_dir, "index.html")
+
+
+def _render_report(output: str, manifest: list[dict], failures: list[dict], summary: dict, report_dir: str,
+                   max_pose_samples: int) -> str:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    report_dir = report_dir or os.path.join(output, "report")
     os.makedirs(report_dir, exist_ok=True)
     per_sample = [head_angles(s.pose) for _, s in zip(range(max_pose_samples), iter_samples(output))] if manifest else []
     angles = np.concatenate(per_sample) if per_sample else np.zeros((0, 3))
@@ -145,9 +158,13 @@ def write_report(output: str, manifest: list[dict], failures: list[dict], summar
     images = "".join(f'<figure><img src="{name}.png" alt="{html.escape(title)}"><figcaption>{html.escape(title)}'
                      f"</figcaption></figure>" for name, title in figures)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>voxmesh dataset report</title></head>"
-            f"<body><h1>voxmesh dataset report</h1><p>{html.escape(os.path.abspath(output))}</p>"
+            f"<body><h1>voxmesh dataset report</h1><p>{html.escape(_location(output))}</p>"
             f"<table>{rows}</table>{images}</body></html>")
     path = os.path.join(report_dir, "index.html")
     with open(path, "w", encoding="utf-8") as f:
         f.write(page)
     return path
+
+
+def _location(output: str) -> str:
+    return output if storage.is_remote(output) else os.path.abspath(output)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import struct
 import tempfile
 from collections.abc import Iterator
@@ -16,7 +15,8 @@ from fractions import Fraction
 
 import av
 
-from voxmesh.schemas import Reason, Stage
+from voxmesh.schemas import Reason, Stage, storage
+from voxmesh.schemas.errors import UserError
 
 
 class MediaError(Exception):
@@ -97,20 +97,21 @@ def _find_box(f, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
 @contextlib.contextmanager
 def local_path(uri: str) -> Iterator[str]:
     """A local file path for ``uri``: the path itself, or a temporary copy of a file-system URI
-    (``gs://``, ``s3://``) read through Beam's file systems, removed afterwards."""
-    if "://" not in uri:
+    (``gs://``, ``s3://``) read through ``storage``, removed afterwards. A URI that cannot be read
+    (gone since discovery, say) is a ``missing_file`` MediaError; a MediaError raised while the
+    copy is in use names ``uri`` instead of the copy."""
+    if not storage.is_remote(uri):
         yield uri
         return
-    from apache_beam.io.filesystems import FileSystems
-    suffix = os.path.splitext(uri)[1]
-    with tempfile.NamedTemporaryFile(suffix=suffix) as local:
+    with tempfile.NamedTemporaryFile(suffix=os.path.splitext(uri)[1]) as local:
         try:
-            with FileSystems.open(uri) as remote:
-                shutil.copyfileobj(remote, local)
-        except Exception as error:  # noqa: BLE001 - every file system raises its own errors
+            storage.download(uri, local)
+        except (UserError, OSError) as error:
             raise MediaError(Reason.MISSING_FILE, Stage.PROBE, f"{uri}: cannot be read ({error})") from error
-        local.flush()
-        yield local.name
+        try:
+            yield local.name
+        except MediaError as error:  # name the input, not its temporary copy (details must not vary)
+            raise MediaError(error.reason, error.stage, error.detail.replace(local.name, uri)) from error
 
 
 def probe(path: str) -> Probe:

@@ -9,6 +9,7 @@ import os
 from voxmesh.pipelines.build.inputs import SplitFractions
 from voxmesh.pipelines.build.packing import ShardLimits
 from voxmesh.pipelines.build.pipeline import BuildConfig, local_pipeline_args, run_build
+from voxmesh.pipelines.build.shared_model import SHARE_MODES
 from voxmesh.pipelines.dataset.card import DEFAULT_LICENSE
 from voxmesh.pipelines.ingest.clips import ClipRules
 from voxmesh.pipelines.ingest.faces import TrackRules
@@ -28,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="mediapipe",
                         help="reconstruction backend, or a comma-separated list for paired datasets "
                         "(OUTPUT/<backend>/ each: same clips, audio and splits) (default: mediapipe)")
+    parser.add_argument("--backend-option", action="append", default=[], metavar="BACKEND.KEY=VALUE",
+                        help="a backend's file or setting, read by every worker (any file system), e.g. "
+                             "flame.model=s3://bucket/flame.npz; repeatable")
+    parser.add_argument("--share-model", choices=SHARE_MODES, default=BuildConfig.share_model,
+                        help="one model per worker machine, shared by its processes: auto (a shareable backend "
+                             "on a GPU machine), always, never")
     parser.add_argument("--min-clip-seconds", type=float, default=ClipRules.min_seconds)
     parser.add_argument("--max-clip-seconds", type=float, default=ClipRules.max_seconds)
     parser.add_argument("--min-confidence", type=float, default=ClipRules.min_confidence)
@@ -73,7 +80,22 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
                              min_confidence=args.min_confidence, max_av_offset=args.max_av_offset,
                              drop_av_offset=args.drop_av_offset),
         track_rules=TrackRules(detect_every=args.detect_every),
-        splits=fractions, resume=args.resume, license=args.license)
+        splits=fractions, resume=args.resume, license=args.license,
+        backend_options=parse_backend_options(args.backend_option), share_model=args.share_model)
+
+
+def parse_backend_options(values: list[str]) -> tuple[tuple[str, str], ...]:
+    """``BACKEND.KEY=VALUE`` strings as sorted ``("BACKEND.KEY", "VALUE")`` pairs, one per name."""
+    pairs: dict[str, str] = {}
+    for text in values:
+        name, equals, value = text.partition("=")
+        backend, dot, key = name.partition(".")
+        if not (equals and dot and backend and key and value):
+            raise ConfigError(f"--backend-option {text}: expected BACKEND.KEY=VALUE, e.g. flame.model=s3://bucket/flame.npz")
+        if name in pairs:
+            raise ConfigError(f"--backend-option {name} is given twice")
+        pairs[name] = value
+    return tuple(sorted(pairs.items()))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,4 +111,4 @@ def print_summary(summary: dict, output: str) -> None:
           f"in {summary['shards']} shards; by split: {json.dumps(summary['clips_by_split'])}")
     reasons = ", ".join(f"{k}={v}" for k, v in summary["failures_by_reason"].items()) or "none"
     print(f"failures by reason: {reasons}")
-    print(f"output: {os.path.abspath(output)}")
+    print(f"output: {output if '://' in output else os.path.abspath(output)}")
