@@ -67,8 +67,13 @@ def test_a_shard_merges_its_parts_in_key_order_with_their_inputs_and_failures(tm
 
 
 def shard_files(out: str) -> dict[str, bytes]:
-    folder = os.path.join(out, "shards")
-    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
+    """The shards' tars and their stats (under _meta/), by path relative to ``out``."""
+    files = {}
+    for folder in ("shards", os.path.join("_meta", "shards")):
+        for name in sorted(os.listdir(os.path.join(out, folder))):
+            with open(os.path.join(out, folder, name), "rb") as f:
+                files[os.path.join(folder, name)] = f.read()
+    return files
 
 
 def test_packing_resumed_after_an_interruption_gives_the_same_bytes(tmp_path):
