@@ -6,41 +6,43 @@ sample counts, the same audio bytes, and the same failures."""
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import Counter
 
-import pyarrow.parquet as pq
-
+from . import storage
 from .shards import SHARDS_DIR, iter_tar_samples
+from .tables import read_parquet
 from .validate import Problem, validate_dataset
 
 PAIRED_FIELDS = ("split", "speaker", "source_uri", "start_time", "end_time", "n_frames", "n_samples")
 
 
+def is_dataset(folder: str) -> bool:
+    """Whether ``folder`` (a path or URI) holds one dataset: ``dataset.json`` is written last."""
+    return storage.exists(storage.join(folder, "dataset.json"))
+
+
 def paired_folders(parent: str) -> list[str]:
-    """The dataset folders (with a ``shards/`` folder) directly under ``parent``, sorted."""
-    if not os.path.isdir(parent):
-        return []
-    return sorted(os.path.join(parent, name) for name in os.listdir(parent)
-                  if os.path.isdir(os.path.join(parent, name, SHARDS_DIR)))
+    """The dataset folders directly under ``parent`` (a path or URI), sorted."""
+    pattern = storage.join(parent, "*", "dataset.json")
+    return sorted(uri[:-len("/dataset.json")] for uri in storage.match(pattern))
 
 
 def audio_digests(folder: str) -> dict[str, str]:
     """Key -> SHA-256 of the sample's audio member, over every shard of ``folder``."""
     digests = {}
-    shard_dir = os.path.join(folder, SHARDS_DIR)
-    for name in sorted(n for n in os.listdir(shard_dir) if n.endswith(".tar")):
-        for key, members in iter_tar_samples(os.path.join(shard_dir, name)):
+    shard_dir = storage.join(folder, SHARDS_DIR)
+    for name in sorted(n for n in storage.list_names(shard_dir) if n.endswith(".tar")):
+        for key, members in iter_tar_samples(storage.join(shard_dir, name)):
             audio = members.get("audio.flac", members.get("audio.npy", b""))
             digests[key] = hashlib.sha256(audio).hexdigest()
     return digests
 
 
 def _pairing_facts(folder: str) -> tuple[dict[str, tuple], set[tuple], dict[str, str]]:
-    manifest = pq.read_table(os.path.join(folder, "manifest.parquet")).to_pylist()
+    manifest = read_parquet(storage.join(folder, "manifest.parquet")).to_pylist()
     clips = {row["key"]: tuple(row[f] for f in PAIRED_FIELDS) for row in manifest}
     failures = {(r["source_uri"], r["stage"], r["reason"])
-                for r in pq.read_table(os.path.join(folder, "failures.parquet")).to_pylist()}
+                for r in read_parquet(storage.join(folder, "failures.parquet")).to_pylist()}
     return clips, failures, audio_digests(folder)
 
 
@@ -54,15 +56,15 @@ def validate_paired(parent: str) -> tuple[list[Problem], Counter]:
     counts: Counter = Counter()
     for folder in folders:
         found, checked = validate_dataset(folder)
-        name = os.path.basename(folder)
+        name = storage.basename(folder)
         problems += [Problem(p.shard, p.key, f"[{name}] {p.message}") for p in found]
         counts.update(checked)
     if problems:
         return problems, counts
-    reference_name = os.path.basename(folders[0])
+    reference_name = storage.basename(folders[0])
     clips, failures, audio = _pairing_facts(folders[0])
     for folder in folders[1:]:
-        name = os.path.basename(folder)
+        name = storage.basename(folder)
         other_clips, other_failures, other_audio = _pairing_facts(folder)
         for key in sorted(set(clips) ^ set(other_clips)):
             where = reference_name if key in clips else name

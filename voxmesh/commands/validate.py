@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from voxmesh.schemas import validate_dataset
-from voxmesh.schemas.pairing import validate_paired
-from voxmesh.schemas.shards import SHARDS_DIR
+from voxmesh.schemas.pairing import is_dataset, paired_folders, validate_paired
 
 HELP = "check a built dataset; exit 1 with one line per problem"
 DESCRIPTION = """Check every shard, sample and table of a dataset folder against schema v1: member
@@ -24,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     register_user_topologies()
-    single = os.path.isdir(os.path.join(args.output, SHARDS_DIR))
+    single = is_dataset(args.output) or not paired_folders(args.output)
     problems, counts = validate_dataset(args.output) if single else validate_paired(args.output)
     for problem in problems:
         print(problem)
