@@ -53,3 +53,15 @@ def fan3d_weights(tmp_path_factory) -> dict[str, str]:
     """Random-weight fan3d checkpoints (see fan3d_synthetic.py): {"fan": path, "depth": path}."""
     from fan3d_synthetic import write_random_fan3d_weights
     return write_random_fan3d_weights(str(tmp_path_factory.mktemp("fan3d_weights")))
+
+
+@pytest.fixture(scope="module")
+def models():
+    """The MediaPipe backend and the face detector, set up once per test module."""
+    from voxmesh.pipelines.ingest.faces import FaceDetector
+    from voxmesh.recon.mediapipe_mesh import MediaPipeFaceMesh
+    backend, detector = MediaPipeFaceMesh(), FaceDetector()
+    backend.setup()
+    yield backend, detector
+    backend.close()
+    detector.close()

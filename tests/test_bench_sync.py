@@ -13,11 +13,9 @@ import bench_sync  # noqa: E402
 
 from voxmesh.pipelines.ingest.audio import load_audio
 from voxmesh.pipelines.ingest.clips import ClipRules
-from voxmesh.pipelines.ingest.faces import FaceDetector
 from voxmesh.pipelines.ingest.frames import iter_frames
 from voxmesh.pipelines.ingest.item import InputItem
 from voxmesh.pipelines.ingest.process import process_input
-from voxmesh.recon.mediapipe_mesh import MediaPipeFaceMesh
 
 # At least this many of the 9 built clips must carry an estimate: what the estimator reaches on
 # these clips today (one source of three gives a consistent lag, see README "Audio-visual
@@ -34,15 +32,6 @@ def test_shifted_real_clips_give_right_offsets_or_none_and_in_sync_clips_are_not
     assert summary["right"] == summary["reported"], bench_sync.table(rows)
     assert summary["in_sync"] == 3 and summary["in_sync_flagged"] == 0, bench_sync.table(rows)
     assert all(r.reason for r in rows if r.offset is None) and all(r.reason is None for r in rows if r.offset is not None)
-
-
-@pytest.fixture(scope="module")
-def models():
-    backend, detector = MediaPipeFaceMesh(), FaceDetector()
-    backend.setup()
-    yield backend, detector
-    backend.close()
-    detector.close()
 
 
 @pytest.mark.parametrize("kind", ["tone", "noise"])

@@ -11,24 +11,14 @@ from test_media import numbered_frames
 
 from voxmesh.pipelines.ingest.audio import load_audio
 from voxmesh.pipelines.ingest.clips import ClipRules
-from voxmesh.pipelines.ingest.faces import FaceDetector, FacePass, TrackRules, build_tracks
+from voxmesh.pipelines.ingest.faces import FacePass, TrackRules, build_tracks
 from voxmesh.pipelines.ingest.frames import iter_frames
 from voxmesh.pipelines.ingest.item import InputItem
 from voxmesh.pipelines.ingest.probe import probe
 from voxmesh.pipelines.ingest.process import process_input
-from voxmesh.recon.mediapipe_mesh import MediaPipeFaceMesh
 from voxmesh.schemas import Reason
 
 FACE = data.astronaut()[0:256, 96:352]  # a real face, 256 x 256
-
-
-@pytest.fixture(scope="module")
-def models():
-    backend, detector = MediaPipeFaceMesh(), FaceDetector()
-    backend.setup()
-    yield backend, detector
-    backend.close()
-    detector.close()
 
 
 def speechy_audio(seconds: float, seed: int = 0) -> np.ndarray:
