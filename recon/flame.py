@@ -23,6 +23,7 @@ with the fitted FLAME->MediaPipe similarity.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 
 import numpy as np
@@ -38,6 +39,8 @@ from .ibug68 import BROWS_68, MEDIAPIPE_68, MOUTH_68, NOSE_TIP_68
 from .mediapipe_mesh import N_POINTS, MediaPipeFaceMesh
 
 __all__ = ["FitSettings", "FlameBackend", "FlameModel", "LandmarkEmbedding", "fit_flame", "flame_topology"]
+
+log = logging.getLogger(__name__)
 
 MODEL_ENV = "VOXMESH_FLAME_MODEL"
 EMBEDDING_ENV = "VOXMESH_FLAME_MEDIAPIPE_EMBEDDING"
@@ -70,8 +73,13 @@ def flame_topology(model: FlameModel, name: str = TOPOLOGY, n_landmarks: int = N
     reach = brow_height - nose_tip[1]
     eye_corners_depth = landmarks[[36 - offset, 45 - offset], 2].mean()
     eyeballs = model.lbs_weights[:, 3:].sum(dim=1).cpu().numpy() > 0.5  # FLAME's joints 3, 4: the eyes
-    upper = np.flatnonzero((template[:, 1] > nose_tip[1]) & (template[:, 1] < brow_height + reach)
+    above_nose = template[:, 1] > nose_tip[1]
+    upper = np.flatnonzero(above_nose & (template[:, 1] < brow_height + reach)
                            & (template[:, 2] > eye_corners_depth - reach) & ~eyeballs)
+    if upper.size == 0:  # landmarks not laid out like a face: keep FDD defined, and say so
+        log.warning("%s: no vertex of the upper face between the nose tip and the brows; FDD uses every vertex "
+                    "above the nose tip (is the model's landmark embedding FLAME's?)", name)
+        upper = np.flatnonzero(above_nose)
     stable = np.flatnonzero((nearest >= 17) & (nearest < 48) & (distance < radius))
     return Topology(name=name, template=template, faces=model.faces.cpu().numpy(), lip_idx=lips,
                     upper_face_idx=upper, stable_idx=stable, n_landmarks=n_landmarks)
