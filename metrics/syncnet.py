@@ -4,10 +4,10 @@ Zisserman, ACCV 2016 workshops, extended to meshes as in Learn2Talk and Yang et 
 
 Training is contrastive over offsets: for a lip-motion window at frame t, the candidates are the
 audio windows at t + k for k in [-max_shift, max_shift]; a softmax over their cosine similarities
-is trained to pick k = 0. The score of a clip is the mean similarity at offset 0; its estimated
-offset is the k with the highest mean similarity. Evaluation reports LSE-D and LSE-C
-(:func:`lip_sync_error`), the convention of the talking-face literature. Weights are plain tensors (``torch.save`` of a
-state dict, read back with ``weights_only=True``): nothing is unpickled, nothing downloads.
+is trained to pick k = 0. A clip is scored with LSE-D and LSE-C and its offset
+(:func:`lip_sync_error`), the convention of the talking-face literature. Weights are plain
+tensors (``torch.save`` of a state dict, read back with ``weights_only=True``): nothing is
+unpickled, nothing downloads.
 """
 
 from __future__ import annotations
@@ -170,19 +170,6 @@ def lip_sync_error(motion: torch.Tensor, audio: torch.Tensor, vshift: int = 15) 
     mean = distances.mean(dim=0)
     best = int(torch.argmin(mean))
     return LipSync(distance=float(mean[best]), confidence=float(torch.median(mean) - mean[best]), offset=best - vshift)
-
-
-def sync_score(model: SyncNet3D, clip: Clip, max_shift: int = 15) -> float:
-    """Mean cosine similarity of in-sync windows (higher: better lip sync)."""
-    return float(offset_similarities(model, clip, max_shift)[:, max_shift].mean())
-
-
-def av_offset(model: SyncNet3D, clip: Clip, max_shift: int = 15) -> tuple[int, float]:
-    """(offset in frames, confidence): the shift with the highest mean similarity, and that mean
-    minus the median over shifts."""
-    mean = offset_similarities(model, clip, max_shift).mean(axis=0)
-    best = int(np.argmax(mean))
-    return best - max_shift, float(mean[best] - np.median(mean))
 
 
 def save_syncnet(model: SyncNet3D, topology: str, path: str) -> None:

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from voxmesh.metrics.syncnet import Clip, av_offset, load_syncnet, save_syncnet, sync_score, train_syncnet
+from voxmesh.metrics.syncnet import (
+    Clip,
+    audio_embeddings,
+    lip_sync_error,
+    load_syncnet,
+    motion_embeddings,
+    save_syncnet,
+    train_syncnet,
+)
 from voxmesh.schemas import get_topology, iter_samples
 from voxmesh.schemas.errors import MissingFileError
 
 HELP = "the SyncNet-3D lip-sync model: train it, score clips"
 DESCRIPTION = """`sync train` trains SyncNet-3D (an audio and a lip-motion encoder, contrastive over
-offsets) on a dataset's samples; `sync score` prints each sample's sync score, offset and
-confidence."""
+offsets) on a dataset's samples; `sync score` prints each sample's LSE-D, LSE-C and offset (the
+talking-face convention, computed as syncnet_python does)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--out", required=True, help="where to write the weights (.pt)")
     train.add_argument("--split", default="train")
     train.add_argument("--steps", type=int, default=2000)
-    score = verbs.add_parser("score", help="sync score and offset of every sample of a dataset")
+    score = verbs.add_parser("score", help="LSE-D, LSE-C and offset of every sample of a dataset")
     score.add_argument("--data", required=True)
     score.add_argument("--weights", required=True)
     score.add_argument("--split", default=None)
@@ -48,6 +56,6 @@ def _score(args: argparse.Namespace) -> int:
     model, topology = load_syncnet(args.weights)
     for sample in iter_samples(args.data, args.split):
         clip = Clip.from_arrays(sample.mesh, sample.audio, topology)
-        offset, confidence = av_offset(model, clip)
-        print(f"{sample.key}\tscore {sync_score(model, clip):.3f}\toffset {offset:+d}\tconfidence {confidence:.3f}")
+        sync = lip_sync_error(motion_embeddings(model, clip), audio_embeddings(model, clip))
+        print(f"{sample.key}\tLSE-D {sync.distance:.3f}\tLSE-C {sync.confidence:.3f}\toffset {sync.offset:+d}")
     return 0
