@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from .style import StyleModel
     from .syncnet import SyncNet3D
 
-PER_SAMPLE = ("lip_vertex_error", "lip_vertex_error_text", "mean_vertex_error", "fdd", "mean_abs_av_offset",
-              "lse_d", "lse_c", "fd_style", "fd_sync", "style_matching")
 
 
 class Evaluators:
@@ -80,7 +78,7 @@ class ModelScores:
         self.frames += n
         squared = frame_lip_errors(draws, truth[None], topology.lip_idx, squared=True)  # (N, n)
         self._sum("lip_vertex_error", squared.sum(axis=1))
-        self._sum("lip_vertex_error_text", frame_lip_errors(draws, truth[None], topology.lip_idx, False).sum(axis=1))
+        self._sum("lip_vertex_error_text", np.sqrt(squared).sum(axis=1))  # the max of squares' root
         self._sum("mean_vertex_error", np.linalg.norm(draws - truth, axis=-1).mean(axis=-1).sum(axis=1))
         self._clip("fdd", [upper_face_dynamics_deviation(d, truth, topology.upper_face_idx, template) for d in draws])
         self._clip("mean_abs_av_offset", [abs(estimate_offset(d, audio, topology).best_lag) for d in draws])

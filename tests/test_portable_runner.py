@@ -5,35 +5,17 @@ workers share no folder at all."""
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
-from s3_server import upload_folder
+from s3_server import free_port, upload_folder, wait_for_port
 
 from voxmesh.cli import main
 from voxmesh.schemas import storage
 from voxmesh.schemas.tables import read_parquet
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("localhost", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on port {port}")
 
 
 @pytest.fixture

@@ -79,10 +79,6 @@ class SplitFractions:
             raise ConfigError(f"--split-fractions must be >= 0 and sum to 1, got {self}")
 
 
-def has_scheme(uri: str) -> bool:
-    return "://" in uri
-
-
 def ids_from_path(uri: str, root: str) -> tuple[str, str, str]:
     path = uri.split("://", 1)[-1]
     relative = posixpath.relpath(path, root.split("://", 1)[-1]) if root else path
@@ -108,7 +104,7 @@ def common_folder(uris: list[str]) -> str:
     there is none (several schemes or buckets)."""
     if not uris:
         return ""
-    schemes = {uri.split("://", 1)[0] if has_scheme(uri) else "" for uri in uris}
+    schemes = {storage.scheme(uri) for uri in uris}
     if len(schemes) > 1:
         return ""
     scheme = schemes.pop()
@@ -122,14 +118,14 @@ def common_folder(uris: list[str]) -> str:
 
 def relative_to(uri: str, root: str) -> str:
     """``uri`` relative to ``root`` (posix separators); ``uri`` itself when it is not under it."""
-    if root and uri.startswith(root.rstrip("/") + ("/" if has_scheme(root) else os.sep)):
+    if root and uri.startswith(root.rstrip("/") + ("/" if storage.is_remote(root) else os.sep)):
         return uri[len(root.rstrip("/")) + 1:].replace(os.sep, "/")
     return uri
 
 
 def redact_root(root: str) -> str:
     """The input root as ``dataset.json`` records it: an object store's as scheme and bucket only."""
-    if has_scheme(root):
+    if storage.is_remote(root):
         scheme, path = root.split("://", 1)
         return f"{scheme}://{path.split('/', 1)[0]}"
     return root
@@ -150,13 +146,13 @@ def discover(source: str) -> list[RawInput]:
 
 
 def is_listing(source: str) -> bool:
-    return source.endswith((".csv", ".parquet")) and (has_scheme(source) or os.path.isfile(source))
+    return source.endswith((".csv", ".parquet")) and (storage.is_remote(source) or os.path.isfile(source))
 
 
 def _list_root(pattern: str) -> str:
     """The folder named by a folder or glob ``pattern``."""
     magic = min((pattern.index(c) for c in "*?[" if c in pattern), default=None)
-    if has_scheme(pattern):
+    if storage.is_remote(pattern):
         return pattern[:magic].rsplit("/", 1)[0] if magic is not None else pattern.rstrip("/")
     if magic is None and os.path.isdir(pattern):
         return os.path.abspath(pattern)
@@ -165,7 +161,7 @@ def _list_root(pattern: str) -> str:
 
 def _list_files(pattern: str) -> tuple[str, list[str]]:
     root = _list_root(pattern)
-    if has_scheme(pattern):
+    if storage.is_remote(pattern):
         magic = min((pattern.index(c) for c in "*?[" if c in pattern), default=None)
         glob_pattern = pattern if magic is not None else f"{root}/**"
         uris = [uri for uri in storage.match(glob_pattern) if magic is not None or uri.lower().endswith(VIDEO_EXTENSIONS)]
@@ -184,12 +180,12 @@ def _read_listing(path: str) -> list[RawInput]:
     if "uri" not in table.column_names:
         raise ConfigError(f"{path}: a listing needs a 'uri' column "
                           f"(optional: speaker, video, utterance, split, duration)")
-    base = path.rsplit("/", 1)[0] if has_scheme(path) else os.path.dirname(os.path.abspath(path))
+    base = path.rsplit("/", 1)[0] if storage.is_remote(path) else os.path.dirname(os.path.abspath(path))
     raws = []
     for row in table.to_pylist():
         uri = str(row["uri"])
-        if not has_scheme(uri):
-            uri = f"{base}/{uri}" if has_scheme(base) else os.path.normpath(os.path.join(base, uri))
+        if not storage.is_remote(uri):
+            uri = f"{base}/{uri}" if storage.is_remote(base) else os.path.normpath(os.path.join(base, uri))
         from_path = ids_from_path(uri, "")
         speaker, video, utterance = (str(row[c]) if row.get(c) not in (None, "") else from_path[i]
                                      for i, c in enumerate(("speaker", "video", "utterance")))
@@ -211,7 +207,7 @@ def identify(raws: list[RawInput], root: str = "") -> tuple[list[InputItem], lis
 
         def fail(reason: Reason, detail: str, input_id: str = uri, uri: str = uri) -> None:
             failures.append(FailureRecord(uri, input_id, Stage.DISCOVER.value, reason.value, detail))
-        if has_scheme(raw.uri) and not _readable_scheme(raw.uri):
+        if storage.is_remote(raw.uri) and not _readable_scheme(raw.uri):
             fail(Reason.UNSUPPORTED_URI, f"{uri}: no installed file system reads this scheme "
                                          f"(install the matching apache-beam extra, e.g. apache-beam[gcp])")
             continue
@@ -280,7 +276,7 @@ def expected_frames(raws: list[RawInput], root: str = "") -> dict[str, int]:
     ``UNKNOWN_FRAMES`` in the plan)."""
     frames = {}
     for raw in raws:
-        seconds = raw.duration or (0.0 if has_scheme(raw.uri) else header_duration(raw.uri))
+        seconds = raw.duration or (0.0 if storage.is_remote(raw.uri) else header_duration(raw.uri))
         if seconds > 0:
             frames[relative_to(raw.uri, root)] = max(1, round(seconds * FPS))
     return frames

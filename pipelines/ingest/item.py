@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from voxmesh.schemas import storage
+
 
 def join_uri(root: str, uri: str) -> str:
     """``uri`` under ``root`` (a local folder or a ``scheme://bucket/...`` prefix); ``uri`` itself
     when the root is empty or ``uri`` is whole."""
-    if not root or "://" in uri or os.path.isabs(uri):
+    if not root or storage.is_remote(uri) or os.path.isabs(uri):
         return uri
-    return f"{root.rstrip('/')}/{uri}" if "://" in root else os.path.join(root, uri)
+    return storage.join(root, uri)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import os
 import struct
-import tempfile
 from collections.abc import Iterator
 from fractions import Fraction
 
@@ -100,18 +99,15 @@ def local_path(uri: str) -> Iterator[str]:
     (``gs://``, ``s3://``) read through ``storage``, removed afterwards. A URI that cannot be read
     (gone since discovery, say) is a ``missing_file`` MediaError; a MediaError raised while the
     copy is in use names ``uri`` instead of the copy."""
-    if not storage.is_remote(uri):
-        yield uri
-        return
-    with tempfile.NamedTemporaryFile(suffix=os.path.splitext(uri)[1]) as local:
+    with contextlib.ExitStack() as stack:
         try:
-            storage.download(uri, local)
+            path = stack.enter_context(storage.local_copy(uri))
         except (UserError, OSError) as error:
             raise MediaError(Reason.MISSING_FILE, Stage.PROBE, f"{uri}: cannot be read ({error})") from error
         try:
-            yield local.name
+            yield path
         except MediaError as error:  # name the input, not its temporary copy (details must not vary)
-            raise MediaError(error.reason, error.stage, error.detail.replace(local.name, uri)) from error
+            raise MediaError(error.reason, error.stage, error.detail.replace(path, uri)) from error
 
 
 def probe(path: str) -> Probe:

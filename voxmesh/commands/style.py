@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from voxmesh.commands.training_data import add_train_verb, samples_of_one_topology
 from voxmesh.metrics.style import save_style, train_style
-from voxmesh.schemas import get_topology, iter_samples
-from voxmesh.schemas.errors import MissingFileError
 
 HELP = "the speaking-style recognition network: train it on a split"
 DESCRIPTION = """`style train` trains speaker classification from 1-second windows of facial motion on a
@@ -16,19 +15,11 @@ distance on its embeddings."""
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="style_command", required=True)
-    train = verbs.add_parser("train", help="train on the samples of a dataset split")
-    train.add_argument("--data", required=True, help="a voxmesh dataset folder")
-    train.add_argument("--out", required=True, help="where to write the weights (.pt)")
-    train.add_argument("--split", default="train")
-    train.add_argument("--steps", type=int, default=2000)
+    add_train_verb(verbs, "train on the samples of a dataset split")
 
 
 def run(args: argparse.Namespace) -> int:
-    samples = list(iter_samples(args.data, args.split))
-    if not samples:
-        raise MissingFileError(f"{args.data}: no {args.split} samples; build the dataset first")
-    topology = get_topology(samples[0].meta.topology)
-    samples = [s for s in samples if s.meta.topology == topology.name]
+    samples, topology = samples_of_one_topology(args.data, args.split)
     model, losses = train_style([s.mesh for s in samples], [s.meta.speaker for s in samples], topology,
                                 steps=args.steps, log_every=100)
     save_style(model, args.out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from voxmesh.commands.training_data import add_train_verb, samples_of_one_topology
 from voxmesh.metrics.syncnet import (
     Clip,
     audio_embeddings,
@@ -13,8 +14,7 @@ from voxmesh.metrics.syncnet import (
     save_syncnet,
     train_syncnet,
 )
-from voxmesh.schemas import get_topology, iter_samples
-from voxmesh.schemas.errors import MissingFileError
+from voxmesh.schemas import iter_samples
 
 HELP = "the SyncNet-3D lip-sync model: train it, score clips"
 DESCRIPTION = """`sync train` trains SyncNet-3D (an audio and a lip-motion encoder, contrastive over
@@ -24,11 +24,7 @@ talking-face convention, computed as syncnet_python does)."""
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="sync_command", required=True)
-    train = verbs.add_parser("train", help="train on the samples of a dataset")
-    train.add_argument("--data", required=True, help="a voxmesh dataset folder")
-    train.add_argument("--out", required=True, help="where to write the weights (.pt)")
-    train.add_argument("--split", default="train")
-    train.add_argument("--steps", type=int, default=2000)
+    add_train_verb(verbs, "train on the samples of a dataset")
     score = verbs.add_parser("score", help="LSE-D, LSE-C and offset of every sample of a dataset")
     score.add_argument("--data", required=True)
     score.add_argument("--weights", required=True)
@@ -40,11 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    samples = list(iter_samples(args.data, args.split))
-    if not samples:
-        raise MissingFileError(f"{args.data}: no {args.split} samples; build the dataset first")
-    topology = get_topology(samples[0].meta.topology)
-    clips = [Clip.from_arrays(s.mesh, s.audio, topology) for s in samples if s.meta.topology == topology.name]
+    samples, topology = samples_of_one_topology(args.data, args.split)
+    clips = [Clip.from_arrays(s.mesh, s.audio, topology) for s in samples]
     model, losses = train_syncnet(clips, len(topology.lip_idx), steps=args.steps, log_every=100)
     save_syncnet(model, topology.name, args.out)
     print(f"trained on {len(clips)} clips, loss {losses[0]:.3f} -> {sum(losses[-50:]) / len(losses[-50:]):.3f}; "
