@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from voxmesh.cli import main as voxmesh
+from voxmesh.metrics import lip_vertex_error
 from voxmesh.models.audio import audio_features
 from voxmesh.models.checkpoint import load_model
 from voxmesh.models.generators import Sampling
@@ -62,10 +63,6 @@ def train(work: str, dataset: str, config: str, steps: int, *extra: str) -> str:
     return out
 
 
-def lip_error(pred: np.ndarray, truth: np.ndarray, lip_idx) -> float:
-    return float(np.linalg.norm(pred[:, lip_idx] - truth[:, lip_idx], axis=-1).max(-1).mean())
-
-
 def swap_errors(run: str, dataset: str, real_only: bool) -> tuple[float, float]:
     model, stats, config = load_model(os.path.join(run, "last.pt"))
     features = audio_features(config.data.audio_model)
@@ -82,8 +79,8 @@ def swap_errors(run: str, dataset: str, real_only: bool) -> tuple[float, float]:
     for i, sample in enumerate(clips):
         truth = sample.mesh - sample.mesh.mean(0)
         other = clips[(i + len(clips) // 2) % len(clips)]
-        own.append(lip_error(generate(pcm_to_float(sample.audio), len(truth)), truth, lip_idx))
-        swapped.append(lip_error(generate(pcm_to_float(other.audio), len(truth)), truth, lip_idx))
+        own.append(lip_vertex_error(generate(pcm_to_float(sample.audio), len(truth)), truth, lip_idx, squared=False))
+        swapped.append(lip_vertex_error(generate(pcm_to_float(other.audio), len(truth)), truth, lip_idx, squared=False))
     return float(np.mean(own)), float(np.mean(swapped))
 
 

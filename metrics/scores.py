@@ -91,21 +91,25 @@ class ModelScores:
     def _clip(self, name: str, value) -> None:
         self.per_clip.setdefault(name, []).append(value)
 
-    def _networks(self, sample: Sample, draws: np.ndarray, audio: np.ndarray, topology: Topology) -> None:
+    def _networks(self, sample: Sample, draws: np.ndarray, audio: np.ndarray, topology: Topology,
+                  lip_sync: bool = True) -> None:
+        """The learned networks' figures of ``draws``; without ``lip_sync`` only the embeddings
+        that FD and style matching compare against (a reference clip's)."""
         sync, style = self.networks.sync, self.networks.style
         if sync is not None:
             from .syncnet import Clip, audio_embeddings, lip_sync_error, motion_embeddings
             try:
                 clips = [Clip.from_arrays(d, audio, topology) for d in draws]
-                sound = audio_embeddings(sync, clips[0])  # the same audio under every sample
                 motions = [motion_embeddings(sync, clip) for clip in clips]
+                sound = audio_embeddings(sync, clips[0]) if lip_sync else None  # the same audio under every sample
             except ValueError:
                 self.skipped["sync"] = self.skipped.get("sync", 0) + 1
             else:
-                measures = [lip_sync_error(motion, sound) for motion in motions]
                 self._per_sample_windows("fd_sync", [motion.numpy() for motion in motions])
-                self._clip("lse_d", [m.distance for m in measures])
-                self._clip("lse_c", [m.confidence for m in measures])
+                if sound is not None:
+                    measures = [lip_sync_error(motion, sound) for motion in motions]
+                    self._clip("lse_d", [m.distance for m in measures])
+                    self._clip("lse_c", [m.confidence for m in measures])
         if style is not None:
             from .style import clip_style
             try:
@@ -129,7 +133,7 @@ class ModelScores:
         """A reference clip's own embeddings (the real side of FD and style matching)."""
         self.keys.add(sample.key)
         self.speaker_of[sample.key] = sample.meta.speaker
-        self._networks(sample, sample.mesh[None].astype(np.float64), sample.audio, topology)
+        self._networks(sample, sample.mesh[None].astype(np.float64), sample.audio, topology, lip_sync=False)
 
     def summary(self, truth: ModelScores) -> dict:
         """The row's figures; ``notes`` says which could not be computed and why."""

@@ -17,6 +17,7 @@ Weights are plain tensors (``weights_only=True``); nothing downloads.
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import torch
@@ -24,6 +25,8 @@ from torch import nn
 
 from voxmesh.schemas import Topology, get_topology
 from voxmesh.schemas.errors import ConfigError, MissingFileError
+
+log = logging.getLogger(__name__)
 
 STYLE_WINDOW = 25  # frames (1 s)
 HOP = 5  # frames between windows at evaluation
@@ -120,7 +123,7 @@ def train_style(meshes: list[np.ndarray], speakers: list[str], topology: Topolog
         optimiser.step()
         losses.append(loss.item())
         if log_every and step % log_every == 0:
-            print(f"step {step} loss {loss.item():.3f}")
+            log.info("style step %d loss %.3f", step, loss.item())
     return StyleModel(net.eval(), topology, scale, names), losses
 
 
