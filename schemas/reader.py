@@ -1,16 +1,16 @@
 """Reading a voxmesh dataset back: streaming through WebDataset, or chosen samples by key.
 
 The dataset may be a local folder or a URI on any Beam file system (``s3://``, ``gs://``):
-importing this module routes webdataset's ``s3``/``gs`` URLs through ``storage.open_read``, so
-``webdataset``/``wids`` pipelines over :func:`shard_paths` read them with the same clients and
-credentials as the build."""
+:func:`shard_paths` of such a dataset routes webdataset's ``s3``/``gs`` URLs through
+``storage.open_read``, so ``webdataset``/``wids`` pipelines over its paths read them with the same
+clients and credentials as the build. webdataset (which loads torch) is imported only when a
+reader needs it, never by the build."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-
-import webdataset as wds
+from typing import TYPE_CHECKING
 
 from . import storage
 from .errors import MissingFileError, SampleNotFound
@@ -18,11 +18,14 @@ from .sample import Sample, SampleMeta, decode_npy
 from .shards import SHARDS_DIR, committed_stats, iter_tar_samples
 from .tables import read_parquet
 
-storage.register_webdataset_schemes()
+if TYPE_CHECKING:
+    import webdataset as wds
 
 
 def shard_paths(out_dir: str, split: str | None = None) -> list[str]:
     """Paths (or URIs) of the committed shard tars of ``split`` (all splits when None), sorted."""
+    if storage.is_remote(out_dir):
+        storage.register_webdataset_schemes()
     return [storage.join(out_dir, SHARDS_DIR, f"{s.shard}.tar") for s in committed_stats(out_dir)
             if split is None or s.split == split]
 
@@ -33,6 +36,7 @@ def open_split(out_dir: str, split: str | None = None) -> wds.WebDataset:
     Each item is a dict with ``__key__``, ``mesh.npy``, ``pose.npy``, ``audio.npy``,
     ``lmk2d.npy``, ``meta.json`` (and ``coeffs.npy`` when present) as arrays and a dict.
     """
+    import webdataset as wds
     paths = shard_paths(out_dir, split)
     if not paths:
         raise MissingFileError(f"no committed shards{' of split ' + split if split else ''} "

@@ -14,13 +14,12 @@ fixed, so equal samples give equal bytes.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import IO
-
-import webdataset as wds
 
 from . import storage
 from .sample import SampleMeta
@@ -28,7 +27,7 @@ from .storage import write_bytes as write_atomic
 from .tables import FailureRecord, manifest_row
 
 __all__ = ["SHARDS_DIR", "SampleTarWriter", "TarStats", "committed_stats", "iter_tar_samples", "shard_name",
-           "write_atomic"]
+           "write_atomic", "write_tar_sample"]
 
 SHARDS_DIR = "shards"
 META_DIR = "_meta"
@@ -68,6 +67,19 @@ class TarStats:
         return cls.from_json(storage.read_bytes(uri))
 
 
+def write_tar_sample(tar: tarfile.TarFile, key: str, members: Mapping[str, bytes]) -> None:
+    """Append one sample to ``tar`` as WebDataset lays it out: member ``{key}.{name}`` per entry of
+    ``members``, in name order, with fixed headers (mtime 0, mode 0o444, owner ``voxmesh``), so
+    equal samples give equal bytes. (Written with ``tarfile`` rather than ``webdataset.TarWriter``,
+    whose import loads torch into every build worker.)"""
+    for name in sorted(members):
+        data = members[name]
+        info = tarfile.TarInfo(f"{key}.{name}")
+        info.size, info.mtime, info.mode = len(data), 0, 0o444
+        info.uname = info.gname = "voxmesh"
+        tar.addfile(info, io.BytesIO(data))
+
+
 class SampleTarWriter:
     """Writes one sample tar (a shard, or a part in ``folder``) and its stats. Samples must come
     in strictly increasing key order.
@@ -85,8 +97,7 @@ class SampleTarWriter:
         self.stats_path = stats_path(out_dir, folder, self.name)
         self._tmp_path = storage.local_spool(self.tar_path)
         self._file = open(self._tmp_path, "wb")
-        self._tar = wds.TarWriter(self._file, user="voxmesh", group="voxmesh", mode=0o444,
-                                  encoder=False, mtime=0)
+        self._tar = tarfile.open(fileobj=self._file, mode="w|")
         self._rows: list[dict] = []
         self._failures: list[dict] = []
         self._last_key = ""
@@ -97,7 +108,7 @@ class SampleTarWriter:
         if meta.key <= self._last_key:
             raise ValueError(f"shard {self.name}: key {meta.key} is not after {self._last_key}")
         self._last_key = meta.key
-        self._tar.write({"__key__": meta.key, **members})
+        write_tar_sample(self._tar, meta.key, members)
         self._rows.append(manifest_row(meta, self.name))
 
     def record_failure(self, failure: FailureRecord) -> None:

@@ -4,8 +4,10 @@ import pytest
 
 from voxmesh.pipelines.build.inputs import (
     InputItem,
+    PartTask,
     SplitFractions,
     assign_splits,
+    deal_parts,
     discover,
     expected_frames,
     identify,
@@ -150,3 +152,14 @@ def test_uris_in_the_data_are_relative_to_the_input_root(tmp_path):
     assert relative_to("gs://b/data/x/1.mp4", "gs://b/data") == "x/1.mp4"
     assert relative_to("/elsewhere/1.mp4", str(folder)) == "/elsewhere/1.mp4"
     assert redact_root("gs://bucket/private/folder") == "gs://bucket" and redact_root("/data/in") == "/data/in"
+
+
+def test_parts_are_dealt_to_workers_evenly_by_expected_frames():
+    items = [InputItem(f"/v/{k}.mp4", f"id{k}", "vid", "1") for k in range(7)]
+    frames = {item.uri: n for item, n in zip(items, (900, 700, 500, 400, 300, 200, 100))}
+    tasks = [PartTask("train", k, (item,)) for k, item in enumerate(items)]
+    slots = deal_parts(tasks, frames, workers=2)
+    load = [sum(frames[t.items[0].uri] for t in tasks if slots[t.name] == slot) for slot in (0, 1)]
+    assert sorted(load) == [1500, 1600]  # round robin in plan order would give 1900 and 1200
+    assert deal_parts(list(reversed(tasks)), frames, workers=2) == slots  # a function of the plan, not its order
+    assert set(deal_parts(tasks[:2], frames, workers=4).values()) == {0, 1}  # fewer parts than workers

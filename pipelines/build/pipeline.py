@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import tarfile
 import tempfile
 import traceback
 from collections import Counter
@@ -23,13 +24,13 @@ from collections.abc import Callable, Iterator
 from importlib.metadata import version
 
 import apache_beam as beam
-import webdataset as wds
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from voxmesh.pipelines.build.inputs import (
     PartTask,
     SplitFractions,
     assign_splits,
+    deal_parts,
     discover,
     expected_frames,
     identify,
@@ -64,7 +65,7 @@ from voxmesh.schemas import (
     write_manifest,
 )
 from voxmesh.schemas.errors import ConfigError, DatasetStateError
-from voxmesh.schemas.shards import META_DIR, SHARDS_DIR, write_atomic
+from voxmesh.schemas.shards import META_DIR, SHARDS_DIR, write_atomic, write_tar_sample
 
 # Distributions whose versions can change the bytes of the output; recorded in dataset.json.
 OUTPUT_SHAPING_PACKAGES = ("voxmesh", "mediapipe", "opencv-contrib-python", "numpy", "scipy", "av", "soxr",
@@ -121,13 +122,15 @@ class SampleSpool:
     that memory does not grow with a video's length and an input that fails part-way leaves
     nothing in the shard."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._file = tempfile.TemporaryFile()
-        self._tar = wds.TarWriter(self._file, encoder=False, mtime=0)
+        self._tar: tarfile.TarFile | None = tarfile.open(fileobj=self._file, mode="w|")
         self._metas: list[SampleMeta] = []
 
     def add(self, sample: Sample) -> None:
-        self._tar.write({"__key__": sample.key, **sample.to_members()})
+        if self._tar is None:
+            raise RuntimeError("SampleSpool.add after replay")
+        write_tar_sample(self._tar, sample.key, sample.to_members())
         self._metas.append(sample.meta)
 
     def replay(self) -> Iterator[tuple[SampleMeta, dict[str, bytes]]]:
@@ -227,6 +230,34 @@ class BuildPart(beam.DoFn):
         release_quiet_native_logs(self.quiet)
 
 
+class SpreadParts(beam.PTransform):
+    """Parts onto workers. Beam's local runner hands each worker a fixed share of the elements
+    up front and never moves work between workers, so there the parts go in the slots of
+    :func:`~voxmesh.pipelines.build.inputs.deal_parts` (one slot per worker, even in expected
+    frames). Other runners balance the elements themselves (Dataflow splits work dynamically) and
+    get a plain ``Reshuffle``. ``slot_of``: part name -> slot, or None for the plain reshuffle."""
+
+    def __init__(self, slot_of: dict[str, int] | None):
+        super().__init__()
+        self.slot_of = slot_of
+
+    def expand(self, parts):
+        if self.slot_of is None:
+            return parts | "Reshuffle" >> beam.Reshuffle()
+        return (parts
+                | "ToSlot" >> beam.Map(lambda task, slot_of: (slot_of[task.name], task), self.slot_of)
+                | "GroupBySlot" >> beam.GroupByKey()
+                | "PartsOfSlot" >> beam.FlatMapTuple(lambda _, tasks: sorted(tasks, key=lambda t: t.name)))
+
+
+LOCAL_RUNNERS = (None, "FnApiRunner", "DirectRunner", "SwitchingDirectRunner")
+
+
+def is_local_runner(options: PipelineOptions) -> bool:
+    runner = options.view_as(StandardOptions).runner
+    return (runner if isinstance(runner, str) or runner is None else type(runner).__name__) in LOCAL_RUNNERS
+
+
 def local_pipeline_args(workers: int | None = None) -> list[str]:
     """Beam's in-process runner over all cores; never the default runner, which downloads a binary."""
     return ["--runner=FnApiRunner", "--direct_running_mode=multi_processing",
@@ -250,8 +281,8 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
     root = input_root(config.input, [raw.uri for raw in raws])
     items, early_failures = identify(raws, root)
     split_of_speaker, split_failures = assign_splits(items, config.splits)
-    tasks = plan_parts(items, split_of_speaker, config.inputs_per_part, config.frames_per_part, config.min_parts,
-                       expected_frames(raws, root))
+    frames = expected_frames(raws, root)
+    tasks = plan_parts(items, split_of_speaker, config.inputs_per_part, config.frames_per_part, config.min_parts, frames)
     planned = {item.uri for task in tasks for item in task.items}
     _prepare_output(config)
     if any(not planned <= inputs_in_shards(output) for output in outputs.values()):
@@ -259,11 +290,12 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
                        for task in parts_to_build(tasks, committed_stats(output, PARTS_DIR))},
                       key=lambda task: (task.split, task.index))
         options = PipelineOptions(pipeline_args)
+        slot_of = deal_parts(todo, frames, config.min_parts) if is_local_runner(options) else None
         first_output = next(iter(outputs.values()))
         with ProgressReporter(first_output, todo, enabled=progress), beam.Pipeline(options=options) as pipeline:
             committed = (pipeline
                          | "PlanParts" >> beam.Create(todo)
-                         | "SpreadParts" >> beam.Reshuffle()
+                         | "SpreadParts" >> SpreadParts(slot_of)
                          | "BuildPart" >> beam.ParDo(BuildPart(config, pipeline_args))
                          | "AllPartsCommitted" >> beam.combiners.Count.Globally())
             for name, output in outputs.items():
