@@ -27,25 +27,35 @@ _holders = 0
 _saved_fd: int | None = None
 
 
-@contextlib.contextmanager
-def native_stderr_to(target: str) -> Iterator[TextIO]:
-    """Point descriptor 2 at ``target`` (opened for appending) for the duration; yield a text
-    stream on the original descriptor 2 for what a person should still see. Restores both on exit.
-    """
+def _redirect_fd2(target: str) -> int:
+    """Point descriptor 2 at ``target`` (opened for appending); return a copy of the original."""
     sys.stderr.flush()
     saved = os.dup(2)
     sink = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(sink, 2)
     os.close(sink)
+    return saved
+
+
+def _restore_fd2(saved: int) -> None:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
+@contextlib.contextmanager
+def native_stderr_to(target: str) -> Iterator[TextIO]:
+    """Point descriptor 2 at ``target`` (opened for appending) for the duration; yield a text
+    stream on the original descriptor 2 for what a person should still see. Restores both on exit.
+    """
+    saved = _redirect_fd2(target)
     console = open(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="backslashreplace")
     try:
         yield console
     finally:
         console.flush()
         console.close()
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+        _restore_fd2(saved)
 
 
 def hold_quiet_native_logs() -> bool:
@@ -58,11 +68,7 @@ def hold_quiet_native_logs() -> bool:
         return False
     with _lock:
         if _holders == 0:
-            sys.stderr.flush()
-            _saved_fd = os.dup(2)
-            sink = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(sink, 2)
-            os.close(sink)
+            _saved_fd = _redirect_fd2(os.devnull)
         _holders += 1
     return True
 
@@ -74,6 +80,5 @@ def release_quiet_native_logs(held: bool) -> None:
     with _lock:
         _holders -= 1
         if _holders == 0 and _saved_fd is not None:
-            os.dup2(_saved_fd, 2)
-            os.close(_saved_fd)
+            _restore_fd2(_saved_fd)
             _saved_fd = None
