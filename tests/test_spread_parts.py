@@ -8,7 +8,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from voxmesh.pipelines.build.inputs import PartTask, deal_parts
-from voxmesh.pipelines.build.pipeline import SpreadParts, is_local_runner, local_pipeline_args
+from voxmesh.pipelines.build.pipeline import SpreadParts, local_pipeline_args, local_workers
 from voxmesh.pipelines.ingest.item import InputItem
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -40,8 +40,9 @@ def test_on_the_local_runner_each_worker_process_runs_the_parts_of_one_slot(tmp_
     assert len(set(process_of.values())) == 2
 
 
-def test_only_the_local_runner_gets_the_deal():
-    assert is_local_runner(PipelineOptions(local_pipeline_args(2)))
-    assert is_local_runner(PipelineOptions([]))
-    assert not is_local_runner(PipelineOptions(["--runner=DataflowRunner"]))
-    assert not is_local_runner(PipelineOptions(["--runner=PortableRunner"]))
+def test_only_the_local_runner_gets_the_deal_with_a_slot_per_worker_process():
+    assert local_workers(PipelineOptions(local_pipeline_args(3))) == 3
+    assert local_workers(PipelineOptions(["--direct_num_workers=0"])) == os.cpu_count()
+    assert local_workers(PipelineOptions([])) == 1  # Beam's default: one worker
+    assert local_workers(PipelineOptions(["--runner=DataflowRunner", "--direct_num_workers=4"])) is None
+    assert local_workers(PipelineOptions(["--runner=PortableRunner"])) is None

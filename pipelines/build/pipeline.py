@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from importlib.metadata import version
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from voxmesh.pipelines.build.inputs import (
     PartTask,
@@ -253,9 +253,13 @@ class SpreadParts(beam.PTransform):
 LOCAL_RUNNERS = (None, "FnApiRunner", "DirectRunner", "SwitchingDirectRunner")
 
 
-def is_local_runner(options: PipelineOptions) -> bool:
+def local_workers(options: PipelineOptions) -> int | None:
+    """The worker processes of Beam's local runner (``--direct_num_workers``, 0 meaning all
+    cores), or None on any other runner."""
     runner = options.view_as(StandardOptions).runner
-    return (runner if isinstance(runner, str) or runner is None else type(runner).__name__) in LOCAL_RUNNERS
+    if (runner if isinstance(runner, str) or runner is None else type(runner).__name__) not in LOCAL_RUNNERS:
+        return None
+    return options.view_as(DirectOptions).direct_num_workers or os.cpu_count() or 1
 
 
 def local_pipeline_args(workers: int | None = None) -> list[str]:
@@ -290,7 +294,8 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
                        for task in parts_to_build(tasks, committed_stats(output, PARTS_DIR))},
                       key=lambda task: (task.split, task.index))
         options = PipelineOptions(pipeline_args)
-        slot_of = deal_parts(todo, frames, config.min_parts) if is_local_runner(options) else None
+        workers = local_workers(options)
+        slot_of = deal_parts(todo, frames, workers) if workers else None
         first_output = next(iter(outputs.values()))
         with ProgressReporter(first_output, todo, enabled=progress), beam.Pipeline(options=options) as pipeline:
             committed = (pipeline
