@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from importlib.metadata import version
 
 import apache_beam as beam
+import cv2
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from voxmesh.pipelines.build.inputs import (
@@ -166,6 +167,7 @@ class BuildPart(beam.DoFn):
         self.quiet = False
 
     def setup(self):
+        cv2.setNumThreads(1)  # a worker per core: OpenCV's own thread pool only adds contention
         storage.configure(self.storage_args)
         self.quiet = hold_quiet_native_logs()  # MediaPipe's C++ warnings, on workers the launcher did not quiet
         self.detector = FaceDetector()
