@@ -1,0 +1,94 @@
+"""Batches across runs for backends whose frames are independent (``frames_independent``): a video
+of several short shots of real footage, built with MediaPipe and DECA together, gives the same
+samples, byte for byte, whether DECA's batches cross run boundaries or stop at each run, and
+DECA's batches are then full."""
+
+import os
+
+import numpy as np
+import pytest
+from conftest import write_video
+from deca_synthetic import random_checkpoint
+from flame_synthetic import synthetic_flame
+
+from voxmesh.pipelines.ingest.audio import load_audio
+from voxmesh.pipelines.ingest.clips import ClipRules
+from voxmesh.pipelines.ingest.faces import TrackRules
+from voxmesh.pipelines.ingest.frames import iter_frames
+from voxmesh.pipelines.ingest.item import InputItem
+from voxmesh.pipelines.ingest.process import process_input
+from voxmesh.recon import Reconstruction
+from voxmesh.recon.deca import DecaBackend
+
+CHUNK = 8
+# (clip, first frame, frames): four shots, each cut from the one before
+SHOTS = (("hdtf_aoc_512_25fps.mp4", 0, 6), ("retalking2_844_25fps.mp4", 0, 9),
+         ("hdtf_aoc_512_25fps.mp4", 100, 5), ("retalking2_844_25fps.mp4", 60, 8))
+
+
+class RecordedDeca(DecaBackend):
+    """DECA run one frame at a time inside each batch it is given (so that a frame's bytes do not
+    depend on the batch it came in: a batched matrix product may round differently for another
+    batch size), recording the batch sizes."""
+
+    def __init__(self, checkpoint: str, model: str, across_runs: bool):
+        super().__init__(checkpoint, model)
+        self.frames_independent = across_runs
+        self.batches: list[int] = []
+
+    def reconstruct(self, frames: np.ndarray) -> Reconstruction:
+        self.batches.append(len(frames))
+        return Reconstruction.concatenate([super(RecordedDeca, self).reconstruct(frame[None]) for frame in frames])
+
+
+@pytest.fixture(scope="module")
+def short_shots(media_dir, tmp_path_factory) -> str:
+    import cv2
+    frames, audio = [], []
+    for name, first, count in SHOTS:
+        path = os.path.join(media_dir, name)
+        decoded = np.concatenate([c.copy() for c in iter_frames(path)])[first:first + count]
+        frames += [cv2.resize(f, (384, 384), interpolation=cv2.INTER_AREA) for f in decoded]
+        audio.append(load_audio(path).samples[first * 640:(first + count) * 640])
+    path = str(tmp_path_factory.mktemp("shots") / "shots.mp4")
+    write_video(path, np.stack(frames), audio=np.concatenate(audio))
+    return path
+
+
+@pytest.fixture(scope="module")
+def deca_files(tmp_path_factory) -> tuple[str, str]:
+    folder = tmp_path_factory.mktemp("deca")
+    checkpoint, model = str(folder / "deca_model.tar"), str(folder / "flame.npz")
+    random_checkpoint(checkpoint)
+    np.savez(model, **synthetic_flame(n_shape=100, n_expression=50))
+    return checkpoint, model
+
+
+def build(models, path: str, deca: RecordedDeca):
+    mediapipe, detector = models
+    deca.setup()
+    rules = ClipRules(min_seconds=0.12)  # clips of 3 frames and more: every short track gives one
+    return process_input(InputItem(path, "spk", "vid", "0"), "train", [mediapipe, deca], detector, rules,
+                         TrackRules(max_track_frames=6), chunk_size=CHUNK)
+
+
+def test_batches_across_runs_give_each_run_its_own_results(models, short_shots, deca_files):
+    across = RecordedDeca(*deca_files, across_runs=True)
+    per_run = RecordedDeca(*deca_files, across_runs=False)
+    batched, reference = build(models, short_shots, across), build(models, short_shots, per_run)
+
+    n_frames = sum(count for _, _, count in SHOTS)
+    assert sum(across.batches) == sum(per_run.batches) == n_frames  # every shot's every frame tracked
+    assert n_frames % CHUNK and across.batches == [CHUNK] * (n_frames // CHUNK) + [n_frames % CHUNK]  # full
+    assert len(per_run.batches) > len(across.batches)
+    tracks = {s.meta.track: (s.meta.start_time, s.meta.end_time) for s in reference.samples}
+    assert len(tracks) >= len(SHOTS) + 2, tracks  # several runs, long ones cut into parts
+    assert reference.failures == batched.failures == []
+    assert [s.meta for s in batched.samples] == [s.meta for s in reference.samples]
+    assert {s.meta.backend for s in reference.samples} == {"mediapipe", "deca"}
+    for ours, theirs in zip(batched.samples, reference.samples):
+        for name in ("mesh", "pose", "audio", "lmk2d", "coeffs"):
+            a, b = getattr(ours, name), getattr(theirs, name)
+            assert (a is None and b is None) or a.tobytes() == b.tobytes(), (ours.meta.key, name)
+    deca_meshes = [s.mesh for s in reference.samples if s.meta.backend == "deca"]
+    assert not np.array_equal(deca_meshes[0][0], deca_meshes[1][0])  # the shots' frames differ
