@@ -1,9 +1,12 @@
 """Batches across runs for backends whose frames are independent (``frames_independent``): a video
 of several short shots of real footage, built with MediaPipe and DECA together, gives the same
 samples, byte for byte, whether DECA's batches cross run boundaries or stop at each run, and
-DECA's batches are then full."""
+DECA's batches are then full; the bench of these batches runs in short mode."""
 
 import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +23,7 @@ from voxmesh.pipelines.ingest.process import process_input
 from voxmesh.recon import Reconstruction
 from voxmesh.recon.deca import DecaBackend
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHUNK = 8
 # (clip, first frame, frames): four shots, each cut from the one before
 SHOTS = (("hdtf_aoc_512_25fps.mp4", 0, 6), ("retalking2_844_25fps.mp4", 0, 9),
@@ -81,8 +85,7 @@ def test_batches_across_runs_give_each_run_its_own_results(models, short_shots, 
     assert sum(across.batches) == sum(per_run.batches) == n_frames  # every shot's every frame tracked
     assert n_frames % CHUNK and across.batches == [CHUNK] * (n_frames // CHUNK) + [n_frames % CHUNK]  # full
     assert len(per_run.batches) > len(across.batches)
-    tracks = {s.meta.track: (s.meta.start_time, s.meta.end_time) for s in reference.samples}
-    assert len(tracks) >= len(SHOTS) + 2, tracks  # several runs, long ones cut into parts
+    assert sorted({s.meta.track for s in reference.samples}) == list(range(6))  # 4 runs, 2 cut in 2 parts
     assert reference.failures == batched.failures == []
     assert [s.meta for s in batched.samples] == [s.meta for s in reference.samples]
     assert {s.meta.backend for s in reference.samples} == {"mediapipe", "deca"}
@@ -92,3 +95,12 @@ def test_batches_across_runs_give_each_run_its_own_results(models, short_shots, 
             assert (a is None and b is None) or a.tobytes() == b.tobytes(), (ours.meta.key, name)
     deca_meshes = [s.mesh for s in reference.samples if s.meta.backend == "deca"]
     assert not np.array_equal(deca_meshes[0][0], deca_meshes[1][0])  # the shots' frames differ
+
+
+def test_the_deca_batch_bench_runs_in_short_mode():
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_deca_batches.py"), "--short"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    last = done.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"deca_fps_across_runs=[0-9.]+ deca_fps_per_run=[0-9.]+ device=cpu frames=12", last), last
