@@ -15,6 +15,7 @@ Usage: python bench/bench_deca_batches.py [--frames 256] [--run-frames 10] [--ch
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -41,8 +42,8 @@ def media_frames(n_frames: int) -> np.ndarray:
     folder = os.environ.get("VOXMESH_TEST_MEDIA", "/work/shared/media")
     path = os.path.join(folder, "hdtf_aoc_512_25fps.mp4")
     if os.path.isfile(path):
-        from voxmesh.pipelines.ingest.frames import iter_frames
-        frames = np.concatenate([chunk.copy() for chunk in iter_frames(path, 64)])[:n_frames]
+        from voxmesh.pipelines.ingest.frames import iter_images
+        frames = np.stack(list(itertools.islice(iter_images(path), n_frames)))
     else:
         from skimage import data
         frames = data.astronaut()[None]
