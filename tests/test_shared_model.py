@@ -9,6 +9,7 @@ import uuid
 import apache_beam as beam
 import numpy as np
 import pytest
+import torch
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from voxmesh.pipelines.build.shared_model import SharedBackend, check_share_mode, model_tag, should_share
@@ -79,13 +80,18 @@ def test_worker_processes_share_one_model_and_get_the_per_process_results(name, 
     assert len([n for n in names if n.startswith("process-")]) >= 2, names  # several processes asked
     assert len([n for n in names if n.startswith("instance-")]) == 1, names  # one model was made
 
-    own = create_backend(name, options)  # the per-process path
-    own.setup()
-    for index in range(N_ITEMS):
-        np.testing.assert_array_equal(np.load(os.path.join(marker_dir, f"mesh-{index}.npy")),
-                                      own.reconstruct(frames_of(index)).mesh)
-        with open(os.path.join(marker_dir, f"topology-{index}.txt")) as f:
-            assert f.read() == f"{own.topology.name} {own.topology.n_vertices}"
+    own = create_backend(name, options)  # the per-process path, on one thread as the workers (a
+    own.setup()                          # matrix product's float sums depend on the thread count)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for index in range(N_ITEMS):
+            np.testing.assert_array_equal(np.load(os.path.join(marker_dir, f"mesh-{index}.npy")),
+                                          own.reconstruct(frames_of(index)).mesh)
+            with open(os.path.join(marker_dir, f"topology-{index}.txt")) as f:
+                assert f.read() == f"{own.topology.name} {own.topology.n_vertices}"
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_only_backends_whose_frames_are_independent_are_shared():
