@@ -71,9 +71,10 @@ class ReconstructionBackend(abc.ABC):
     description: str = ""
     required_files: tuple[str, ...] = ()  # what the user must supply, for `voxmesh backends`
     option_names: tuple[str, ...] = ()    # keys of --backend-option NAME.KEY=VALUE it accepts
-    # True when reconstruct and finish_track depend on their arguments alone (no tracking state),
-    # so that the processes of a machine may share one loaded model
-    shareable: bool = False
+    # True when each frame's result depends on that frame alone and finish_track's on its track
+    # alone (no tracking state): the pipeline may then batch frames of several runs together, and
+    # the processes of a machine may share one loaded model
+    frames_independent: bool = False
 
     def __init__(self, options: dict[str, str] | None = None):
         """``options``: the backend's ``--backend-option`` values by key (see :attr:`option_names`)."""

@@ -118,6 +118,7 @@ class DecaBackend(ReconstructionBackend):
                       f"deca.model=URI or ${MODEL_ENV}: FLAME converted by `voxmesh convert-flame --landmarks "
                       f"landmark_embedding.npy`")
     option_names = ("checkpoint", "model")
+    frames_independent = True  # frame by frame; finish_track smooths its track alone
 
     def __init__(self, checkpoint_path: str | None = None, model_path: str | None = None, smooth_sigma: float = 0.0,
                  options: dict[str, str] | None = None):

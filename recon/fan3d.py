@@ -118,7 +118,7 @@ class Fan3D(ReconstructionBackend):
     required_files = ("3DFAN4 and depth weights of face-alignment: fan3d.fan=URI and fan3d.depth=URI, "
                       f"or in ${WEIGHTS_ENV} or torch hub's checkpoints",)
     option_names = tuple(WEIGHT_KEYS)
-    shareable = True  # frame by frame, no tracking state
+    frames_independent = True  # frame by frame, no tracking state
 
     def __init__(self, flip_input: bool = True, options: dict[str, str] | None = None):
         super().__init__(options)

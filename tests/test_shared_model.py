@@ -1,5 +1,6 @@
-"""One fan3d model per machine, shared by Beam's local worker processes through MultiProcessShared:
-created once, and giving the results of a model per process."""
+"""One model per machine for the backends whose frames are independent (fan3d, DECA), shared by
+Beam's local worker processes through MultiProcessShared: created once, and giving the results
+of a model per process."""
 
 import functools
 import os
@@ -8,6 +9,7 @@ import uuid
 import apache_beam as beam
 import numpy as np
 import pytest
+import torch
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from voxmesh.pipelines.build.shared_model import SharedBackend, check_share_mode, model_tag, should_share
@@ -22,59 +24,89 @@ def frames_of(index: int) -> np.ndarray:
     return np.random.default_rng(index).integers(0, 255, (1, 96, 96, 3), dtype=np.uint8)
 
 
-def counted_fan3d(marker_dir: str, options: dict[str, str]):
-    """create_backend("fan3d", options), leaving a file per instance made."""
+def counted_backend(marker_dir: str, name: str, options: dict[str, str]):
+    """create_backend(name, options), leaving a file per instance made."""
     open(os.path.join(marker_dir, f"instance-{os.getpid()}-{uuid.uuid4().hex}"), "w").close()
-    return create_backend("fan3d", options)
+    return create_backend(name, options)
 
 
 class Reconstruct(beam.DoFn):
-    def __init__(self, marker_dir: str, options: dict[str, str], tag: str):
-        self.marker_dir, self.options, self.tag = marker_dir, options, tag
+    def __init__(self, marker_dir: str, name: str, options: dict[str, str], tag: str):
+        self.marker_dir, self.name, self.options, self.tag = marker_dir, name, options, tag
 
     def setup(self):
         open(os.path.join(self.marker_dir, f"process-{os.getpid()}"), "w").close()
-        factory = functools.partial(counted_fan3d, self.marker_dir, self.options)
-        self.backend = SharedBackend(backend_class("fan3d", self.options), factory, self.tag)
+        factory = functools.partial(counted_backend, self.marker_dir, self.name, self.options)
+        self.backend = SharedBackend(backend_class(self.name, self.options), factory, self.tag)
         self.backend.setup()
 
     def process(self, index: int):
-        np.save(os.path.join(self.marker_dir, f"mesh-{index}.npy"), self.backend.reconstruct(frames_of(index)).mesh)
+        recon = self.backend.reconstruct(frames_of(index))
+        np.save(os.path.join(self.marker_dir, f"mesh-{index}.npy"), recon.mesh)
+        topology = self.backend.topology  # registered in this process as the served backend set it up
+        with open(os.path.join(self.marker_dir, f"topology-{index}.txt"), "w") as f:
+            f.write(f"{topology.name} {topology.n_vertices}")
         yield index
 
     def teardown(self):
         self.backend.close()
 
 
-def test_worker_processes_share_one_model_and_get_the_per_process_results(fan3d_weights, tmp_path, monkeypatch):
+@pytest.fixture
+def deca_options(tmp_path_factory) -> dict[str, str]:
+    """A DECA checkpoint with random weights and a synthetic FLAME model (as tests/test_deca.py)."""
+    from deca_synthetic import random_checkpoint
+    from flame_synthetic import synthetic_flame
+    folder = tmp_path_factory.mktemp("deca")
+    checkpoint, model = str(folder / "deca_model.tar"), str(folder / "flame.npz")
+    random_checkpoint(checkpoint)
+    np.savez(model, **synthetic_flame(n_shape=100, n_expression=50))
+    return {"checkpoint": checkpoint, "model": model}
+
+
+@pytest.mark.parametrize("name", ["fan3d", "deca"])
+def test_worker_processes_share_one_model_and_get_the_per_process_results(name, request, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))  # for the workers
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    options = dict(fan3d_weights)
-    marker_dir = str(tmp_path)
+    options = dict(request.getfixturevalue("fan3d_weights" if name == "fan3d" else "deca_options"))
+    marker_dir = str(tmp_path / "markers")
+    os.mkdir(marker_dir)
     tag = f"voxmesh-test-{uuid.uuid4().hex}"
     options_args = ["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=3"]
     with beam.Pipeline(options=PipelineOptions(options_args)) as pipeline:
         (pipeline | beam.Create(range(N_ITEMS)) | beam.Reshuffle()
-         | beam.ParDo(Reconstruct(marker_dir, options, tag)))
+         | beam.ParDo(Reconstruct(marker_dir, name, options, tag)))
     names = os.listdir(marker_dir)
     assert len([n for n in names if n.startswith("process-")]) >= 2, names  # several processes asked
     assert len([n for n in names if n.startswith("instance-")]) == 1, names  # one model was made
 
-    own = create_backend("fan3d", options)  # the per-process path
-    own.setup()
-    for index in range(N_ITEMS):
-        np.testing.assert_array_equal(np.load(os.path.join(marker_dir, f"mesh-{index}.npy")),
-                                      own.reconstruct(frames_of(index)).mesh)
+    own = create_backend(name, options)  # the per-process path, on one thread as the workers (a
+    own.setup()                          # matrix product's float sums depend on the thread count)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for index in range(N_ITEMS):
+            np.testing.assert_array_equal(np.load(os.path.join(marker_dir, f"mesh-{index}.npy")),
+                                          own.reconstruct(frames_of(index)).mesh)
+            with open(os.path.join(marker_dir, f"topology-{index}.txt")) as f:
+                assert f.read() == f"{own.topology.name} {own.topology.n_vertices}"
+    finally:
+        torch.set_num_threads(threads)
 
 
-def test_only_backends_without_tracking_state_are_shared():
+def test_only_backends_whose_frames_are_independent_are_shared():
+    from voxmesh.recon.deca import DecaBackend
     from voxmesh.recon.fan3d import Fan3D
+    from voxmesh.recon.flame import FlameBackend
     from voxmesh.recon.mediapipe_mesh import MediaPipeFaceMesh
-    assert should_share("always", Fan3D) and not should_share("never", Fan3D)
-    assert not should_share("auto", MediaPipeFaceMesh)  # tracking state: one per process, GPU or not
-    check_share_mode("always", Fan3D)
-    with pytest.raises(ConfigError, match="cannot be shared"):
-        check_share_mode("always", MediaPipeFaceMesh)
+    for cls in (Fan3D, DecaBackend):
+        assert should_share("always", cls) and not should_share("never", cls)
+        check_share_mode("always", cls)
+        assert SharedBackend(cls, cls, "tag").frames_independent  # the pipeline batches across runs
+    for cls in (MediaPipeFaceMesh, FlameBackend):  # tracking, warm starts: one per process, GPU or not
+        assert not should_share("auto", cls) and not cls.frames_independent
+        with pytest.raises(ConfigError, match="cannot be shared"):
+            check_share_mode("always", cls)
     with pytest.raises(ConfigError, match="cannot be shared"):
         SharedBackend(MediaPipeFaceMesh, MediaPipeFaceMesh, "tag")
     assert model_tag("fan3d", {"fan": "a"}) == model_tag("fan3d", {"fan": "a"}) != model_tag("fan3d", {"fan": "b"})

@@ -7,9 +7,9 @@ would fill the GPU several times over. As Beam's RunInference does with
 asks for it; the others find it through a file in the machine's temp folder) and sends it each
 chunk of frames (``reconstruct``) and each finished track (``finish_track``) as a batch.
 
-Only backends whose results depend on each call's arguments alone (no tracking state between
-calls: ``ReconstructionBackend.shareable``) can be shared; the results are the same as with one
-backend per process.
+Only backends whose frames are independent (no tracking state between calls:
+``ReconstructionBackend.frames_independent``, e.g. ``fan3d`` and ``deca``) can be shared; the
+results are the same as with one backend per process.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from voxmesh.recon import Reconstruction, ReconstructionBackend
+from voxmesh.schemas import Topology, register_topology
 from voxmesh.schemas.errors import ConfigError
 
 SHARE_MODES = ("auto", "always", "never")
@@ -30,7 +31,7 @@ SHARE_MODES = ("auto", "always", "never")
 
 class ServedBackend:
     """What lives in the serving process: one set-up backend, called by method (properties do
-    not cross a process boundary, hence :meth:`version`)."""
+    not cross a process boundary, hence :meth:`version` and :meth:`topology`)."""
 
     def __init__(self, factory: Callable[[], ReconstructionBackend]):
         self._backend = factory()
@@ -45,6 +46,10 @@ class ServedBackend:
     def version(self) -> str:
         return self._backend.version
 
+    def topology(self) -> Topology:
+        """The topology as set up (DECA's depends on the model file's landmark embedding)."""
+        return self._backend.topology
+
 
 class SharedBackend(ReconstructionBackend):
     """A backend of class ``cls`` made by ``factory`` once per machine and ``tag`` (processes
@@ -52,9 +57,10 @@ class SharedBackend(ReconstructionBackend):
 
     def __init__(self, cls: type[ReconstructionBackend], factory: Callable[[], ReconstructionBackend], tag: str):
         super().__init__()
-        if not cls.shareable:
+        if not cls.frames_independent:
             raise ConfigError(f"backend {cls.name!r} keeps state between calls and cannot be shared across processes")
         self.name, self.topology_name, self.needs_gpu = cls.name, cls.topology_name, cls.needs_gpu
+        self.frames_independent = True
         self.factory, self.tag = factory, tag
         self._shared: Any = None
         self._model: Any = None
@@ -70,6 +76,9 @@ class SharedBackend(ReconstructionBackend):
                                           always_proxy=True)
         self._model = self._shared.acquire()
         self._version = self._model.version()
+        topology = self._model.topology()
+        register_topology(topology)  # as the backend's own setup does, in this process
+        self.topology_name = topology.name
 
     def reconstruct(self, frames: np.ndarray) -> Reconstruction:
         return self._model.reconstruct(frames)
@@ -93,16 +102,17 @@ def check_share_mode(mode: str, cls: type[ReconstructionBackend]) -> None:
     """ConfigError, before any work, for a mode that cannot apply to ``cls``."""
     if mode not in SHARE_MODES:
         raise ConfigError(f"--share-model {mode}: expected one of {', '.join(SHARE_MODES)}")
-    if mode == "always" and not cls.shareable:
+    if mode == "always" and not cls.frames_independent:
         raise ConfigError(f"--share-model always: backend {cls.name!r} keeps tracking state between calls and "
                           f"cannot be shared across processes; use auto or never")
 
 
 def should_share(mode: str, cls: type[ReconstructionBackend]) -> bool:
-    """``always``; ``never``; ``auto``: a shareable backend on a machine with a CUDA GPU."""
+    """``always``; ``never``; ``auto``: a backend whose frames are independent on a machine with a
+    CUDA GPU."""
     if mode != "auto":
         return mode == "always"
-    return cls.shareable and _cuda_available()
+    return cls.frames_independent and _cuda_available()
 
 
 def _cuda_available() -> bool:

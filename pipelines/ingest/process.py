@@ -2,10 +2,12 @@
 
 probe -> audio (16 kHz, aligned) -> one pass over the 25 fps frames: shot cuts on every frame,
 face detection on every ``detect_every``-th of a shot, tracks of the dominant face built online
-(a lookahead of about 20 frames), crops of each tracked frame -> backend -> per-frame results
-spooled to disk per run of a track -> tracks (runs cut into equal parts) -> clips -> samples.
-Memory holds the lookahead's frames, one chunk of crops and one track's results, whatever the
-video's length.
+(a lookahead of about 20 frames), crops of each tracked frame -> backend (in batches: within a
+run for a backend with tracking state, across runs for a backend whose frames are independent)
+-> per-frame results spooled to disk per run of a track -> tracks (runs cut into equal parts) ->
+clips -> samples. Memory holds the lookahead's frames, one batch of crops per backend (the same
+crops) and one track's results, whatever the video's length; the results of runs waiting for a
+batch to fill are on disk.
 
 Several backends share one decode, one tracking and one cut: each crop goes to every backend, a
 frame unusable for any backend is unusable for all, and a clip dropped for one backend is dropped
@@ -14,8 +16,10 @@ for all, so every clip gives one sample per backend with the same key, frames an
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+import itertools
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 
@@ -137,44 +141,116 @@ def _first_problems(per_backend: list[list[Reason | None]]) -> list[Reason | Non
 
 def iter_tracks(frames: Iterator[TrackedFrame], backends: Sequence[ReconstructionBackend], track_rules: TrackRules,
                 chunk_size: int, problems: list[Reason | None]) -> Iterator[TrackPart]:
-    """Crop every tracked frame as it is decided, reconstruct the crops in chunks with every
-    backend (each is reset at each new run), and at the end of each run yield its tracks: the run
-    cut into equal parts of at most ``max_track_frames``, each after every backend's
-    ``finish_track``. Appends every frame's status to ``problems`` (None for a tracked frame,
-    until its track sets it)."""
-    batch: list[np.ndarray] = []
-    transforms: list[tuple[float, float, float]] = []
-    spools: list[ResultSpool] = []
-    flags: list[bool] = []
-    n_tracks = start = 0
-    for frame in frames:
-        problems.append(frame.status)
-        if frame.box is None or frame.image is None:
-            continue  # in no track
-        if not spools:
-            for backend in backends:
-                backend.reset()
-            spools, start, flags = [ResultSpool() for _ in backends], frame.t, []
-        transform = crop_transform(frame.box, track_rules)
-        batch.append(crop(frame.image, transform, track_rules.crop_size))
-        transforms.append(transform)
-        flags.append(frame.second_face)
-        if len(batch) == chunk_size or frame.ends_run:
-            crops, to_source = np.stack(batch), np.array(transforms)
-            for backend, spool in zip(backends, spools):
-                spool.add(backend.reconstruct(crops).to_source(to_source))
-            batch.clear()
-            transforms.clear()
-        if frame.ends_run:
-            bounds = split_run(start, frame.t + 1, track_rules.max_track_frames)
-            sizes = [high - low for low, high in bounds]
-            with contextlib.ExitStack() as open_spools:
-                parts = zip(*(open_spools.enter_context(spool).read_parts(sizes) for spool in spools))
-                for (low, high), recons in zip(bounds, parts):
-                    yield TrackPart(n_tracks, low, high, [b.finish_track(r) for b, r in zip(backends, recons)],
-                                    np.array(flags[low - start:high - start]))
-                    n_tracks += 1
-            spools = []
+    """Crop every tracked frame as it is decided, reconstruct the crops with every backend in
+    batches of at most ``chunk_size`` (:class:`Batcher`: within a run for a backend with tracking
+    state, which is reset at each new run; across runs for a backend whose frames are independent),
+    and once every backend has a run's results, yield its tracks: the run cut into equal parts of
+    at most ``max_track_frames``, each after every backend's ``finish_track``, in the order of the
+    video. Appends every frame's status to ``problems`` (None for a tracked frame, until its track
+    sets it)."""
+    batchers = [Batcher(backend, chunk_size) for backend in backends]
+    runs: collections.deque[PendingRun] = collections.deque()  # oldest first, not yet yielded
+    numbers = itertools.count()  # track indices
+    try:
+        for frame in frames:
+            problems.append(frame.status)
+            if frame.box is None or frame.image is None:
+                continue  # in no track
+            if not runs or runs[-1].end is not None:
+                for backend in backends:
+                    backend.reset()
+                runs.append(PendingRun(frame.t, [ResultSpool() for _ in backends]))
+            run = runs[-1]
+            transform = crop_transform(frame.box, track_rules)
+            image = crop(frame.image, transform, track_rules.crop_size)
+            run.flags.append(frame.second_face)
+            run.end = frame.t + 1 if frame.ends_run else None
+            for batcher, spool in zip(batchers, run.spools):
+                batcher.add(image, transform, spool, frame.ends_run)
+            yield from _completed(runs, backends, track_rules, numbers)
+        for batcher in batchers:
+            batcher.flush()
+        yield from _completed(runs, backends, track_rules, numbers)
+    finally:
+        for run in runs:  # a run the video cut short (no last frame), or an error
+            run.close()
+
+
+def _completed(runs: collections.deque[PendingRun], backends: Sequence[ReconstructionBackend],
+               track_rules: TrackRules, numbers: Iterator[int]) -> Iterator[TrackPart]:
+    """The tracks of the oldest runs that are complete, removed from ``runs``."""
+    while runs and runs[0].complete:
+        yield from runs.popleft().tracks(backends, track_rules, numbers)
+
+
+class Batcher:
+    """One backend's crops waiting to be reconstructed, each with its crop-to-source transform and
+    its run's spool. A batch is reconstructed when it holds ``chunk_size`` crops, and also at the
+    end of each run for a backend with tracking state (so that it sees one run per batch, as it
+    must); a backend whose frames are independent (``frames_independent``) gets full batches
+    across runs instead, and each run's spool receives its own frames' results. Per frame, the
+    results are those of per-run batches up to the float rounding of a batched product (a matrix
+    product's sums may be ordered differently for another batch size); for a given input and
+    ``chunk_size`` the batches, hence the bytes, are always the same."""
+
+    def __init__(self, backend: ReconstructionBackend, chunk_size: int):
+        self.backend, self.chunk_size = backend, chunk_size
+        self.crops: list[np.ndarray] = []
+        self.transforms: list[tuple[float, float, float]] = []
+        self.spools: list[ResultSpool] = []  # per crop, its run's
+
+    def add(self, image: np.ndarray, transform: tuple[float, float, float], spool: ResultSpool, ends_run: bool) -> None:
+        self.crops.append(image)
+        self.transforms.append(transform)
+        self.spools.append(spool)
+        if len(self.crops) == self.chunk_size or (ends_run and not self.backend.frames_independent):
+            self.flush()
+
+    def flush(self) -> None:
+        """Reconstruct the crops held, if any, and add each run's results to its spool."""
+        if not self.crops:
+            return
+        recon = self.backend.reconstruct(np.stack(self.crops)).to_source(np.array(self.transforms))
+        first = 0
+        for spool, group in itertools.groupby(self.spools):
+            count = len(list(group))
+            spool.add(_frames(recon, first, first + count))
+            first += count
+        self.crops.clear()
+        self.transforms.clear()
+        self.spools.clear()
+
+
+@dataclasses.dataclass
+class PendingRun:
+    """A run of the dominant face from frame ``start``: its ``second_face`` flags, one result spool
+    per backend, and ``end`` once its last frame is seen."""
+
+    start: int
+    spools: list[ResultSpool]
+    flags: list[bool] = dataclasses.field(default_factory=list)
+    end: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Its last frame is seen and every backend's results of all its frames are spooled."""
+        return self.end is not None and all(spool.n_frames == self.end - self.start for spool in self.spools)
+
+    def tracks(self, backends: Sequence[ReconstructionBackend], track_rules: TrackRules,
+               numbers: Iterator[int]) -> Iterator[TrackPart]:
+        """The run's tracks, numbered by ``numbers``; closes the spools."""
+        assert self.end is not None
+        bounds = split_run(self.start, self.end, track_rules.max_track_frames)
+        sizes = [high - low for low, high in bounds]
+        with contextlib.ExitStack() as open_spools:
+            parts = zip(*(open_spools.enter_context(spool).read_parts(sizes) for spool in self.spools))
+            for (low, high), recons in zip(bounds, parts):
+                yield TrackPart(next(numbers), low, high, [b.finish_track(r) for b, r in zip(backends, recons)],
+                                np.array(self.flags[low - self.start:high - self.start]))
+
+    def close(self) -> None:
+        for spool in self.spools:
+            spool.close()
 
 
 class ResultSpool:
@@ -185,12 +261,14 @@ class ResultSpool:
     def __init__(self) -> None:
         self._file = tempfile.TemporaryFile()
         self._chunks: list[tuple[str, ...]] = []  # the fields each chunk holds (coeffs may be None)
+        self.n_frames = 0
 
     def add(self, recon: Reconstruction) -> None:
         names = tuple(f.name for f in dataclasses.fields(recon) if getattr(recon, f.name) is not None)
         for name in names:
             np.lib.format.write_array(self._file, getattr(recon, name), allow_pickle=False)
         self._chunks.append(names)
+        self.n_frames += len(recon.confidence)
 
     def read_parts(self, sizes: list[int]) -> Iterator[Reconstruction]:
         """Consecutive parts of ``sizes`` frames from the first frame on."""
@@ -213,6 +291,9 @@ class ResultSpool:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
         self._file.close()
 
 
