@@ -89,7 +89,7 @@ class BuildConfig:
     resume: bool = False
     # ("BACKEND.KEY", "VALUE") pairs of --backend-option, e.g. ("flame.model", "s3://bucket/flame.npz")
     backend_options: tuple[tuple[str, str], ...] = ()
-    share_model: str = "auto"  # one model per machine: auto (shareable backend on a GPU), always, never
+    share_model: str = "auto"  # one model per machine: auto (a backend with independent frames on a GPU), always, never
 
     def options_of(self, backend: str) -> dict[str, str]:
         """The ``--backend-option`` values of ``backend`` by key."""

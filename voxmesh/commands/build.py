@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a backend's file or setting, read by every worker (any file system), e.g. "
                              "flame.model=s3://bucket/flame.npz; repeatable")
     parser.add_argument("--share-model", choices=SHARE_MODES, default=BuildConfig.share_model,
-                        help="one model per worker machine, shared by its processes: auto (a shareable backend "
-                             "on a GPU machine), always, never")
+                        help="one model per worker machine, shared by its processes: auto (a backend whose frames "
+                             "are independent, e.g. deca or fan3d, on a GPU machine), always, never")
     parser.add_argument("--min-clip-seconds", type=float, default=ClipRules.min_seconds)
     parser.add_argument("--max-clip-seconds", type=float, default=ClipRules.max_seconds)
     parser.add_argument("--min-confidence", type=float, default=ClipRules.min_confidence)
