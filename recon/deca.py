@@ -204,7 +204,6 @@ class DecaBackend(ReconstructionBackend):
             track = dataclasses.replace(track, neutral=self.model.neutral(track.identity[valid]))
         if self.smooth_sigma <= 0 or track.coeffs is None:
             return track
-        valid = track.valid
         return dataclasses.replace(track, mesh=smooth_runs(track.mesh, valid, self.smooth_sigma),
                                    coeffs=smooth_runs(track.coeffs, valid, self.smooth_sigma))
 

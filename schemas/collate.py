@@ -16,8 +16,8 @@ FRAME_MEMBERS = ("mesh.npy", "pose.npy", "lmk2d.npy", "coeffs.npy")
 
 def collate(samples: Sequence[dict]) -> dict:
     """Batch decoded samples (dicts with ``mesh.npy``, ``pose.npy``, ``audio.npy``, ``lmk2d.npy``,
-    ``meta.json`` and optionally ``coeffs.npy`` and ``neutral.npy``, as ``webdataset``'s ``.decode()`` or
-    :func:`voxmesh.schemas.decode_members` give them).
+    ``meta.json`` and optionally ``coeffs.npy`` and ``neutral.npy``, as ``webdataset``'s
+    ``.decode()`` or :func:`voxmesh.schemas.decode_members` give them).
 
     Returns ``mesh`` (B, T, V, 3), ``pose`` (B, T, 4, 4), ``lmk2d`` (B, T, L, 2), ``coeffs``
     (B, T, C) and ``neutral`` (B, V, 3) when every sample has them, ``audio`` (B, T * 640) int16, zero-padded after each
