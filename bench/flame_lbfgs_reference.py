@@ -69,8 +69,9 @@ def fit_flame_lbfgs(model: FlameModel, targets: np.ndarray, settings: LbfgsSetti
         similarity[:, :3, 3] = translation
         similarity[:, 3, 3] = 1
         rmse = float(((landmarks - target) ** 2).sum(-1).mean().sqrt())
-    return FlameFit(shape.detach().cpu().numpy(), expression.detach().cpu().numpy(), jaw.detach().cpu().numpy(),
-                    similarity.cpu().numpy(), vertices.cpu().numpy(), rmse)
+    shape_array = shape.detach().cpu().numpy()
+    return FlameFit(shape_array, np.repeat(shape_array[None], n_frames, axis=0), expression.detach().cpu().numpy(),
+                    jaw.detach().cpu().numpy(), similarity.cpu().numpy(), vertices.cpu().numpy(), rmse)
 
 
 def _umeyama_torch(source: torch.Tensor, target: torch.Tensor):

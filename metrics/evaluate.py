@@ -7,8 +7,9 @@ reference (the shorter length, as CodeTalker's code truncates the prediction).
 
 **Templates.** FDD measures displacement from the face a prediction was placed on: ``DIR/templates/
 {key}.npy`` where ``voxmesh generate`` wrote it, else the rule generate uses: the mean face of
-another clip of the same speaker in the split, else the topology's neutral template. Never the
-target's own mean face.
+another clip of the same speaker in the split, else the target sample's ``neutral.npy`` (its
+identity with zero expression and jaw, written by parametric backends), else the topology's
+template. Never the target's own mean face.
 
 **Context rows** (computed from the reference alone): "template only", the template repeated
 (zero motion: a floor for motion, no sync); "ground truth, shuffled audio", every clip's true motion
@@ -26,7 +27,7 @@ import os
 
 import numpy as np
 
-from voxmesh.schemas import Topology, decode_npy_file, get_topology, iter_samples, load_samples, read_manifest
+from voxmesh.schemas import Sample, Topology, decode_npy_file, get_topology, iter_samples, load_samples, read_manifest
 from voxmesh.schemas.errors import ConfigError, MissingFileError
 
 from .scores import Evaluators, ModelScores
@@ -55,16 +56,16 @@ def evaluate(pred_dirs: dict[str, str], ref_dir: str, split: str | None = None, 
         for name, files in predictions.items():
             if sample.key in files:
                 pred = _load_prediction(files[sample.key])
-                template = _template_of(pred_dirs[name], sample.key, templates, topology)
+                template = _template_of(pred_dirs[name], sample, templates, topology)
                 scores[name].add(sample, pred, template, topology)
         if context:
-            template = templates.of(sample.key, topology)
+            template = templates.of(sample, topology)
             rows[TEMPLATE_ONLY].add(sample, np.repeat(template[None, None], n_frames, axis=1), template, topology)
             if previous is not None:
                 rows[SHUFFLED].add(sample, _moved(previous.mesh, template, n_frames), template, topology)
             first, previous = first or sample, sample
     if context and first is not None and previous is not None and first is not previous:
-        template = templates.of(first.key, get_topology(first.meta.topology))
+        template = templates.of(first, get_topology(first.meta.topology))
         rows[SHUFFLED].add(first, _moved(previous.mesh, template, len(first.mesh)), template,
                            get_topology(first.meta.topology))
     results = {name: row.summary(truth) for name, row in rows.items() if row.clips}
@@ -76,7 +77,7 @@ def evaluate(pred_dirs: dict[str, str], ref_dir: str, split: str | None = None, 
 class _TemplateRule:
     """The template of a clip when its predictions carry none: the mean face of another clip of the
     same speaker in the split (the first two clips of each speaker in manifest order, as ``voxmesh
-    generate`` picks style references), else the topology's neutral template."""
+    generate`` picks style references), else the clip's ``neutral.npy``, else the topology's template."""
 
     def __init__(self, ref_dir: str, split: str | None):
         candidates: dict[str, list[str]] = {}
@@ -92,14 +93,17 @@ class _TemplateRule:
         self.faces = {key: sample.mesh.astype(np.float64).mean(axis=0)
                       for key, sample in load_samples(ref_dir, keys).items()} if keys else {}
 
-    def of(self, key: str, topology: Topology) -> np.ndarray:
+    def of(self, sample: Sample, topology: Topology) -> np.ndarray:
+        key = sample.key
         other = next((k for k in self.candidates.get(self.speaker_of.get(key, ""), []) if k != key), None)
-        return self.faces[other] if other else topology.template.astype(np.float64)
+        if other:
+            return self.faces[other]
+        return (topology.template if sample.neutral is None else sample.neutral).astype(np.float64)
 
 
-def _template_of(pred_dir: str, key: str, rule: _TemplateRule, topology: Topology) -> np.ndarray:
-    path = os.path.join(pred_dir, "templates", f"{key}.npy")
-    return decode_npy_file(path).astype(np.float64) if os.path.isfile(path) else rule.of(key, topology)
+def _template_of(pred_dir: str, sample: Sample, rule: _TemplateRule, topology: Topology) -> np.ndarray:
+    path = os.path.join(pred_dir, "templates", f"{sample.key}.npy")
+    return decode_npy_file(path).astype(np.float64) if os.path.isfile(path) else rule.of(sample, topology)
 
 
 def _moved(other: np.ndarray, template: np.ndarray, n_frames: int) -> np.ndarray:

@@ -5,10 +5,13 @@
   -> one ``.npy`` of shape (N, T, V, 3), or (T, V, 3) with ``--average``;
 - every sample of a dataset split -> ``{key}.npy`` per clip in a folder, the input of
   ``voxmesh eval``. Each clip's style reference is another clip of the same speaker in the split
-  (none when the speaker has one clip), and its template is that reference clip's mean face, else
-  the topology's neutral template (``Topology.template``): never anything of the target clip, whose
-  own mean face carries its average jaw opening. ``templates/{key}.npy`` records each clip's
-  template for ``voxmesh eval`` (FDD is measured from the same face).
+  (none when the speaker has one clip). Its template, in this order: (1) that reference clip's
+  mean face; (2) else the target sample's ``neutral.npy`` when the backend wrote one (parametric
+  backends: the track's fitted identity with zero expression and jaw, so the speaker's face shape
+  and none of the clip's motion); (3) else the topology's template (``Topology.template``). Never
+  the target clip's own mean face, which carries its average jaw opening.
+  ``templates/{key}.npy`` records each clip's template for ``voxmesh eval`` (FDD is measured from
+  the same face).
 
 Meshes are the template plus the generated motion, in the dataset's units and canonical head frame.
 """
@@ -92,7 +95,7 @@ def generate_for_split(generator: MotionGenerator, dataset: str, split: str | No
             kept.append(row["key"])
     references = {key: (sample.mesh[:generator.reference_frames], sample.mesh.mean(0))
                   for key, sample in load_samples(dataset, [k for keys in candidates.values() for k in keys]).items()}
-    neutral = get_topology(topology).template
+    fallback = get_topology(topology).template
     os.makedirs(os.path.join(out_dir, "templates"), exist_ok=True)
     done: dict[str, str | None] = {}
     for index, sample in enumerate(iter_samples(dataset, split)):
@@ -101,7 +104,10 @@ def generate_for_split(generator: MotionGenerator, dataset: str, split: str | No
         if sample.meta.topology != topology:
             raise ConfigError(f"{sample.key} has topology {sample.meta.topology}; the model was trained on {topology}")
         reference_key = next((key for key in candidates[sample.meta.speaker] if key != sample.key), None)
-        reference, template = references[reference_key] if reference_key else (None, neutral)
+        if reference_key:
+            reference, template = references[reference_key]
+        else:  # the target's identity only (no motion of the clip), else the topology's template
+            reference, template = None, fallback if sample.neutral is None else sample.neutral
         meshes = generator(pcm_to_float(sample.audio), reference,
                            template=template, samples=samples, sampling=sampling, seed=seed + index)
         np.save(os.path.join(out_dir, f"{sample.key}.npy"), meshes[:, :len(sample.mesh)])

@@ -26,7 +26,11 @@ from voxmesh.schemas import Topology, get_topology
 @dataclasses.dataclass
 class Reconstruction:
     """Per-frame output for ``N`` frames. Frames without a usable face have ``valid`` False and
-    NaN geometry; ``n_faces`` counts the faces the backend saw (2 means "at least two")."""
+    NaN geometry; ``n_faces`` counts the faces the backend saw (2 means "at least two").
+
+    Parametric backends may add per frame their identity (shape) coefficients ``identity``, and
+    per track (set by :meth:`ReconstructionBackend.finish_track` only, never by ``reconstruct``)
+    ``neutral``: the track's face with zero expression and jaw, in ``mesh``'s frame and units."""
 
     mesh: np.ndarray        # (N, V, 3) float32, canonical head frame
     pose: np.ndarray        # (N, 4, 4) float32, head -> image similarity
@@ -34,6 +38,8 @@ class Reconstruction:
     confidence: np.ndarray  # (N,) float32 in [0, 1]
     n_faces: np.ndarray     # (N,) int16
     coeffs: np.ndarray | None = None  # (N, C) float32 for parametric backends
+    identity: np.ndarray | None = None  # (N, S) float32 shape coefficients of parametric backends
+    neutral: np.ndarray | None = None   # (V, 3) float32 per track, from finish_track
 
     @property
     def valid(self) -> np.ndarray:
@@ -54,7 +60,9 @@ class Reconstruction:
 
     @staticmethod
     def concatenate(parts: list[Reconstruction]) -> Reconstruction:
-        fields = [f.name for f in dataclasses.fields(Reconstruction)]
+        """The parts' frames one after the other; the per-track ``neutral`` is left unset (the
+        joined track's :meth:`ReconstructionBackend.finish_track` sets it)."""
+        fields = [f.name for f in dataclasses.fields(Reconstruction) if f.name != "neutral"]
         joined: dict[str, Any] = {}
         for name in fields:
             values = [getattr(p, name) for p in parts]
@@ -107,7 +115,8 @@ class ReconstructionBackend(abc.ABC):
 
     def finish_track(self, track: Reconstruction) -> Reconstruction:
         """Called once per track with all its frames' results (landmarks, not pixels): the place
-        for per-track work such as fitting a shared shape. The default returns ``track``."""
+        for per-track work such as fitting a shared shape, and the only place that sets the
+        track's ``neutral`` face. The default returns ``track``."""
         return track
 
     def close(self) -> None:

@@ -15,10 +15,13 @@ holds at :data:`CROP_FACE_FRACTION` of its side.
 Decoding (``decalib/deca.py``): code = shape 100, tex 50, exp 50, pose 6 (global, jaw axis-angle),
 cam 3 (orthographic scale, tx, ty), light 27. ``mesh.npy``: FLAME with the shape, expression and
 jaw, global rotation zero (pose removed, FLAME's head frame, metres); ``coeffs.npy``: [exp (50),
-jaw (3)]; ``pose.npy``: the head -> crop similarity of DECA's orthographic camera
-(``batch_orth_proj``, y flipped, pixels ``(p + 1) * 112``), depth ``-z`` on the same scale so the
-frame stays right-handed. ``lmk2d.npy``: the FLAME landmark embedding projected the same way.
-DECA has no face score: confidence is 1 and face presence comes from the tracker.
+jaw (3)]; ``neutral.npy`` (per track): FLAME with the mean over the track's valid frames of DECA's
+per-frame shape codes (DECA regresses the shape per frame; the track has one identity), zero
+expression, zero jaw, no global rotation, in ``mesh.npy``'s frame and units; ``pose.npy``: the
+head -> crop similarity of DECA's orthographic camera (``batch_orth_proj``, y flipped, pixels
+``(p + 1) * 112``), depth ``-z`` on the same scale so the frame stays right-handed.
+``lmk2d.npy``: the FLAME landmark embedding projected the same way. DECA has no face score:
+confidence is 1 and face presence comes from the tracker.
 
 Temporal smoothing (off by default): ``smooth_sigma`` > 0 filters ``mesh.npy`` and
 ``coeffs.npy`` along time with a Gaussian of that many frames (σ) within each run of valid frames
@@ -168,10 +171,10 @@ class DecaBackend(ReconstructionBackend):
 
     def reconstruct(self, frames: np.ndarray) -> Reconstruction:
         parts = [self._decode(frames[i:i + CHUNK_FRAMES]) for i in range(0, len(frames), CHUNK_FRAMES)]
-        mesh, pose, lmk2d, coeffs = (np.concatenate(arrays) for arrays in zip(*parts))
+        mesh, pose, lmk2d, coeffs, identity = (np.concatenate(arrays) for arrays in zip(*parts))
         n_frames = len(frames)
         return Reconstruction(mesh=mesh, pose=pose, lmk2d=lmk2d, confidence=np.ones(n_frames, dtype=np.float32),
-                              n_faces=np.ones(n_frames, dtype=np.int16), coeffs=coeffs)
+                              n_faces=np.ones(n_frames, dtype=np.int16), coeffs=coeffs, identity=identity)
 
     def _decode(self, frames: np.ndarray) -> tuple[np.ndarray, ...]:
         assert self.encoder is not None and self.model is not None, "call setup() first"
@@ -192,12 +195,16 @@ class DecaBackend(ReconstructionBackend):
             landmarks = model.landmarks(vertices)
             lmk2d = torch.einsum("bij,blj->bli", similarity[:, :2, :3], landmarks) + similarity[:, None, :2, 3]
             coeffs = torch.cat([code["exp"], jaw], dim=1)
-        return tuple(t.float().cpu().numpy() for t in (vertices, similarity, lmk2d, coeffs))
+        return tuple(t.float().cpu().numpy() for t in (vertices, similarity, lmk2d, coeffs, code["shape"]))
 
     def finish_track(self, track: Reconstruction) -> Reconstruction:
+        """The track's neutral face (from its valid frames' shape codes), then the optional smoothing."""
+        assert self.model is not None, "call setup() first"
+        valid = track.valid
+        if track.identity is not None and valid.any():
+            track = dataclasses.replace(track, neutral=self.model.neutral(track.identity[valid]))
         if self.smooth_sigma <= 0 or track.coeffs is None:
             return track
-        valid = track.valid
         return dataclasses.replace(track, mesh=smooth_runs(track.mesh, valid, self.smooth_sigma),
                                    coeffs=smooth_runs(track.coeffs, valid, self.smooth_sigma))
 

@@ -17,7 +17,9 @@ names it; otherwise the model file's own 51/68-point iBUG embedding matched to M
 
 Outputs: ``mesh.npy`` FLAME vertices with global pose removed (FLAME's head frame, metres),
 ``coeffs.npy`` [expression, jaw axis-angle], ``pose.npy`` = MediaPipe head->image pose composed
-with the fitted FLAME->MediaPipe similarity.
+with the fitted FLAME->MediaPipe similarity, ``neutral.npy`` (per track) FLAME with the fitted
+shape, zero expression, zero jaw and no global pose (same frame and units as ``mesh.npy``; a track
+fitted in several chunks has one shape per chunk: their mean over the track's frames).
 """
 
 from __future__ import annotations
@@ -192,6 +194,8 @@ class FlameBackend(ReconstructionBackend):
         mesh = np.full((n_frames, n_vertices, 3), np.nan, dtype=np.float32)
         pose = np.full((n_frames, 4, 4), np.nan, dtype=np.float32)
         coeffs = np.full((n_frames, self.model.n_expression + 3), np.nan, dtype=np.float32)
+        identity = np.full((n_frames, self.model.n_shape), np.nan, dtype=np.float32)
+        neutral = None
         if valid.any():
             embedding = self.embedding
             fit = fit_flame(self.model, track.mesh[valid][:, embedding.mediapipe_idx], self.settings,
@@ -199,7 +203,9 @@ class FlameBackend(ReconstructionBackend):
             mesh[valid] = fit.vertices
             pose[valid] = track.pose[valid] @ fit.similarity
             coeffs[valid] = np.concatenate([fit.expression, fit.jaw], axis=1)
-        return dataclasses.replace(track, mesh=mesh, pose=pose, coeffs=coeffs)
+            identity[valid] = fit.identity
+            neutral = self.model.neutral(fit.identity)
+        return dataclasses.replace(track, mesh=mesh, pose=pose, coeffs=coeffs, identity=identity, neutral=neutral)
 
     def close(self) -> None:
         self.landmarker.close()

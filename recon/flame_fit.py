@@ -38,7 +38,8 @@ MAX_JAW_STEP = 0.1  # radians per sweep: the jaw's linearisation holds for small
 
 @dataclasses.dataclass
 class FlameFit:
-    shape: np.ndarray       # (S,)
+    shape: np.ndarray       # (S,) the last chunk's shape
+    identity: np.ndarray    # (T, S) each frame's shape (its chunk's)
     expression: np.ndarray  # (T, E)
     jaw: np.ndarray         # (T, 3)
     similarity: np.ndarray  # (T, 4, 4) FLAME head frame -> target frame
@@ -267,6 +268,7 @@ def fit_flame(model: FlameModel, targets: np.ndarray, settings: FitSettings = Fi
     shape_per_frame, expression, jaw = torch.cat(shapes), torch.cat(expressions), torch.cat(jaws)
     with torch.no_grad():
         vertices = model(shape_per_frame.float(), expression.float(), jaw.float())
-    return FlameFit(shape_per_frame[-1].cpu().numpy(), expression.cpu().numpy(), jaw.cpu().numpy(),
+    return FlameFit(shape_per_frame[-1].cpu().numpy(), shape_per_frame.float().cpu().numpy(),
+                    expression.cpu().numpy(), jaw.cpu().numpy(),
                     torch.cat(similarities).float().cpu().numpy(), vertices.cpu().numpy(),
                     float(np.sqrt(squared_error / (n_frames * target.shape[1]))))

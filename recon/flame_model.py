@@ -95,6 +95,19 @@ class FlameModel(torch.nn.Module):
         turned = torch.einsum("bij,bvj->bvi", bend, posed - joint[:, None])
         return posed + self.lbs_weights[:, JAW_JOINT, None] * turned
 
+    def neutral(self, identity: np.ndarray) -> np.ndarray:
+        """The neutral face (V, 3) float32 of per-frame shape vectors ``identity`` (T, S), zero-padded
+        to the model's shape components: FLAME with their mean shape, zero expression, zero jaw and
+        no global pose (the frame and units of :meth:`forward`). With the pose at rest FLAME is
+        linear in the shape, so this is also the mean of the frames' own neutral faces."""
+        mean = np.asarray(identity, dtype=np.float64).mean(axis=0)
+        shape = torch.zeros(self.n_shape, dtype=self.v_template.dtype, device=self.v_template.device)
+        shape[:len(mean)] = torch.as_tensor(mean, dtype=shape.dtype)
+        zero = torch.zeros(1, self.n_expression, dtype=shape.dtype, device=shape.device)
+        with torch.no_grad():
+            face = self(shape, zero, torch.zeros(1, 3, dtype=shape.dtype, device=shape.device))[0]
+        return face.cpu().numpy().astype(np.float32)
+
     def landmarks(self, vertices: torch.Tensor) -> torch.Tensor:
         """(B, L, 3) landmarks by barycentric interpolation on the embedding's faces."""
         corners = vertices[:, self.faces[self.lmk_faces_idx]]  # (B, L, 3 corners, 3)

@@ -3,7 +3,8 @@
     from voxmesh.recon.testing import check_backend
     check_backend(MyBackend(), frames)   # frames: (N, H, W, 3) uint8 crops of one face
 
-It checks shapes and dtypes against the backend's topology, finite output where frames are valid,
+It checks shapes and dtypes against the backend's topology (the per-track neutral face included,
+set by ``finish_track`` only), finite output where frames are valid,
 determinism for a fixed input, topology indices in range, and that reconstructing the frames in one
 batch equals reconstructing them one by one. It raises ``AssertionError`` naming what failed.
 """
@@ -18,6 +19,7 @@ from .base import Reconstruction, ReconstructionBackend
 def _run(backend: ReconstructionBackend, frames: np.ndarray, batch: int) -> Reconstruction:
     backend.reset()
     parts = [backend.reconstruct(frames[i:i + batch]) for i in range(0, len(frames), batch)]
+    assert all(p.neutral is None for p in parts), f"{backend.name}: reconstruct set neutral (finish_track's, per track)"
     return backend.finish_track(Reconstruction.concatenate(parts))
 
 
@@ -45,6 +47,9 @@ def check_backend(backend: ReconstructionBackend, frames: np.ndarray, atol: floa
         assert result.n_faces.shape == (n,), f"{name}: n_faces has shape {result.n_faces.shape}"
         assert result.coeffs is None or (result.coeffs.ndim == 2 and len(result.coeffs) == n
                                          and result.coeffs.dtype == np.float32), f"{name}: coeffs must be (N, C) float32"
+        assert result.neutral is None or (result.neutral.shape == (topology.n_vertices, 3)
+                                          and result.neutral.dtype == np.float32
+                                          and np.isfinite(result.neutral).all()), f"{name}: neutral must be finite (V, 3) float32"
         valid = result.valid
         assert valid.any(), f"{name}: no valid frame on a clear face"
         for field in ("mesh", "pose", "lmk2d", "confidence"):
@@ -52,7 +57,7 @@ def check_backend(backend: ReconstructionBackend, frames: np.ndarray, atol: floa
         assert ((result.confidence[valid] >= 0) & (result.confidence[valid] <= 1)).all(), f"{name}: confidence outside [0, 1]"
         again = _run(backend, frames, len(frames))
         one_by_one = _run(backend, frames, 1)
-        for field in ("mesh", "pose", "lmk2d", "confidence", "n_faces", "coeffs"):
+        for field in ("mesh", "pose", "lmk2d", "confidence", "n_faces", "coeffs", "identity", "neutral"):
             assert _same(getattr(result, field), getattr(again, field), 0.0), f"{name}: {field} differs between two runs"
             assert _same(getattr(result, field), getattr(one_by_one, field), atol), \
                 f"{name}: {field} differs between one batch and frame by frame"

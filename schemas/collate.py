@@ -16,11 +16,11 @@ FRAME_MEMBERS = ("mesh.npy", "pose.npy", "lmk2d.npy", "coeffs.npy")
 
 def collate(samples: Sequence[dict]) -> dict:
     """Batch decoded samples (dicts with ``mesh.npy``, ``pose.npy``, ``audio.npy``, ``lmk2d.npy``,
-    ``meta.json`` and optionally ``coeffs.npy``, as ``webdataset``'s ``.decode()`` or
-    :func:`voxmesh.schemas.decode_members` give them).
+    ``meta.json`` and optionally ``coeffs.npy`` and ``neutral.npy``, as ``webdataset``'s
+    ``.decode()`` or :func:`voxmesh.schemas.decode_members` give them).
 
     Returns ``mesh`` (B, T, V, 3), ``pose`` (B, T, 4, 4), ``lmk2d`` (B, T, L, 2), ``coeffs``
-    (B, T, C) when every sample has it, ``audio`` (B, T * 640) int16, zero-padded after each
+    (B, T, C) and ``neutral`` (B, V, 3) when every sample has them, ``audio`` (B, T * 640) int16, zero-padded after each
     clip's end; ``mask`` (B, T) bool, True on real frames; ``lengths`` (B,) int64 frames;
     ``keys`` and ``meta`` as lists. T is the longest clip of the batch."""
     if not samples:
@@ -31,6 +31,8 @@ def collate(samples: Sequence[dict]) -> dict:
     for member in FRAME_MEMBERS:
         if all(member in s for s in samples):
             batch[member[:-4]] = _pad([s[member] for s in samples], n_frames)
+    if all("neutral.npy" in s for s in samples):
+        batch["neutral"] = np.stack([s["neutral.npy"] for s in samples])
     batch["audio"] = _pad([s["audio.npy"] for s in samples], n_frames * SAMPLES_PER_FRAME)
     batch["mask"] = np.arange(n_frames)[None, :] < lengths[:, None]
     batch["lengths"] = lengths

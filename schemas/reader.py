@@ -34,7 +34,7 @@ def open_split(out_dir: str, split: str | None = None) -> wds.WebDataset:
     """A ``webdataset.WebDataset`` over the committed shards, decoding ``.npy`` and ``.json``.
 
     Each item is a dict with ``__key__``, ``mesh.npy``, ``pose.npy``, ``audio.npy``,
-    ``lmk2d.npy``, ``meta.json`` (and ``coeffs.npy`` when present) as arrays and a dict.
+    ``lmk2d.npy``, ``meta.json`` (and ``coeffs.npy``, ``neutral.npy`` when present) as arrays and a dict.
     """
     import webdataset as wds
     paths = shard_paths(out_dir, split)
@@ -66,7 +66,7 @@ def iter_samples(out_dir: str, split: str | None = None) -> Iterator[Sample]:
     for item in open_split(out_dir, split):
         yield Sample(meta=SampleMeta.from_dict(item["meta.json"]), mesh=item["mesh.npy"],
                      pose=item["pose.npy"], audio=item["audio.npy"], lmk2d=item["lmk2d.npy"],
-                     coeffs=item.get("coeffs.npy"))
+                     coeffs=item.get("coeffs.npy"), neutral=item.get("neutral.npy"))
 
 
 def read_manifest(out_dir: str, columns: list[str] | None = None) -> list[dict]:

@@ -11,6 +11,8 @@ pose.npy      float32     (T, 4, 4) similarity head -> image (scale * rotation, 
 audio.npy     int16       (T * 640,) 16 kHz mono speech aligned to frame 0
 lmk2d.npy     float32     (T, L, 2) image-space landmarks in source pixels
 coeffs.npy    float32     (T, C) parametric backends only (expression, jaw)
+neutral.npy   float32     (V, 3) parametric backends only: the track's face with zero expression
+                          and jaw (its identity), in mesh.npy's frame and units; no time axis
 meta.json     utf-8 JSON  :class:`SampleMeta`
 ============  ==========  ===================================================================
 """
@@ -35,8 +37,11 @@ MEMBER_DTYPES: dict[str, np.dtype] = {
     "audio.npy": np.dtype("int16"),
     "lmk2d.npy": np.dtype("float32"),
     "coeffs.npy": np.dtype("float32"),
+    "neutral.npy": np.dtype("float32"),
 }
 REQUIRED_MEMBERS = ("mesh.npy", "pose.npy", "audio.npy", "lmk2d.npy", "meta.json")
+OPTIONAL_MEMBERS = ("coeffs.npy", "neutral.npy")  # written only by the backends that have them
+STATIC_MEMBERS = ("neutral.npy",)  # no leading time axis: the same shape in every sample
 
 # member -> (shape, units and coordinate frame), for the dataset card
 MEMBER_DOCS = {
@@ -49,6 +54,9 @@ MEMBER_DOCS = {
                                 "frame j // 640; sample 0 at the clip's start_time"),
     "lmk2d.npy": ("(T, L, 2)", "image landmarks in source pixels (x right, y down, origin at the top-left corner)"),
     "coeffs.npy": ("(T, C)", "parametric backends only: the model's expression and jaw coefficients"),
+    "neutral.npy": ("(V, 3)", "parametric backends only: the face track's neutral face (its fitted identity "
+                              "with zero expression, zero jaw and no head pose), in mesh.npy's frame and units; "
+                              "the same for every clip of a track"),
 }
 
 # meta.json field -> meaning, for the dataset card
@@ -131,6 +139,7 @@ class Sample:
     audio: np.ndarray
     lmk2d: np.ndarray
     coeffs: np.ndarray | None = None
+    neutral: np.ndarray | None = None
 
     @property
     def key(self) -> str:
@@ -142,6 +151,8 @@ class Sample:
                   "lmk2d.npy": self.lmk2d}
         if self.coeffs is not None:
             arrays["coeffs.npy"] = self.coeffs
+        if self.neutral is not None:
+            arrays["neutral.npy"] = self.neutral
         members = {name: encode_npy(np.asarray(a, dtype=MEMBER_DTYPES[name]))
                    for name, a in arrays.items()}
         members["meta.json"] = self.meta.to_json()
@@ -150,13 +161,14 @@ class Sample:
     @classmethod
     def from_members(cls, members: dict[str, bytes]) -> Sample:
         meta = SampleMeta.from_dict(json.loads(members["meta.json"]))
-        coeffs = members.get("coeffs.npy")
+        coeffs, neutral = members.get("coeffs.npy"), members.get("neutral.npy")
         return cls(meta=meta,
                    mesh=decode_npy(members["mesh.npy"]),
                    pose=decode_npy(members["pose.npy"]),
                    audio=decode_npy(members["audio.npy"]),
                    lmk2d=decode_npy(members["lmk2d.npy"]),
-                   coeffs=None if coeffs is None else decode_npy(coeffs))
+                   coeffs=None if coeffs is None else decode_npy(coeffs),
+                   neutral=None if neutral is None else decode_npy(neutral))
 
 
 def pcm_to_float(audio: np.ndarray) -> np.ndarray:

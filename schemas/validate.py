@@ -146,6 +146,9 @@ def _check_against_meta(key: str, meta: dict, arrays: dict[str, np.ndarray]) -> 
     coeffs = arrays.get("coeffs.npy")
     if coeffs is not None and (coeffs.ndim != 2 or coeffs.shape[0] != n_frames):
         problems.append(f"coeffs.npy has shape {coeffs.shape}, expected ({n_frames}, C)")
+    neutral = arrays.get("neutral.npy")
+    if neutral is not None and not _shape_matches(neutral.shape, (n_vertices, 3)):
+        problems.append(f"neutral.npy has shape {neutral.shape}, the topology says {(n_vertices, 3)}")
     if abs(n_samples - n_frames * SAMPLES_PER_FRAME) > SAMPLES_PER_FRAME:
         problems.append(f"audio has {n_samples} samples for {n_frames} frames "
                         f"(expected {n_frames * SAMPLES_PER_FRAME} within {SAMPLES_PER_FRAME})")

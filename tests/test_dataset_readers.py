@@ -138,3 +138,39 @@ def test_collate_pads_clips_and_masks_the_padding():
     assert batch["audio"].dtype == np.int16 and batch["lengths"].tolist() == [3, 5]
     assert batch["mask"].tolist() == [[True] * 3 + [False] * 2, [True] * 5]
     assert batch["mesh"][0, 3:].sum() == 0 and batch["audio"][0, 1920:].sum() == 0 and batch["keys"] == ["a", "b"]
+
+
+def test_a_neutral_face_is_documented_declared_without_time_axis_and_read_by_datasets(tmp_path):
+    """A parametric backend's dataset: ``neutral.npy`` in the card's member table and in its
+    Hugging Face features as a fixed (V, 3) array; ``datasets`` and ``collate`` give it back."""
+    import dataclasses
+
+    from test_schema_and_validate import TOPOLOGY, make_sample, write_dataset
+
+    from voxmesh.pipelines.dataset.card import write_dataset_card
+    neutral = (TOPOLOGY.template + 0.25).astype(np.float32)
+    samples = [dataclasses.replace(make_sample("spkA", i, n_frames=10 + i, seed=i), neutral=neutral + i) for i in (0, 1)]
+    out = str(tmp_path / "ds")
+    write_dataset(out, {("train", 0): samples})
+    rows = read_manifest(out)
+    dataset_json = {"config": {"backend": "flame", "license": "cc-by-4.0"}, "schema_version": 1, "versions": {},
+                    "counts": {"clips": 2, "hours": 0.0, "speakers": 1, "inputs": 2}}
+    write_dataset_card(out, dataset_json, rows, [])
+    with open(os.path.join(out, "README.md"), encoding="utf-8") as f:
+        card = f.read()
+    header = card.split("---\n")[1]
+    assert "- name: neutral.npy\n    dtype:\n      array2_d:\n        shape: [478, 3]\n        dtype: float32" in header
+    assert "- name: mesh.npy\n    dtype:\n      array3_d:\n        shape: [null, 478, 3]" in header
+    assert "| `neutral.npy` | float32 | (V, 3) |" in card and "zero expression" in card
+    batch = collate([decode_members(item) for item in _raw_items(out)])
+    np.testing.assert_array_equal(batch["neutral"], np.stack([neutral, neutral + 1]))
+    datasets = pytest.importorskip("datasets")
+    train = datasets.load_dataset(out)["train"].with_format("numpy", dtype=None)
+    read = sorted((int(s["meta.json"]["clip"]), s["neutral.npy"]) for s in train)
+    assert [n.shape for _, n in read] == [(478, 3), (478, 3)] and read[0][1].dtype == np.float32
+    np.testing.assert_array_equal(read[1][1], neutral + 1)
+
+
+def _raw_items(out: str) -> list[dict]:
+    from voxmesh.schemas import iter_tar_samples
+    return [{"__key__": key, **members} for key, members in iter_tar_samples(os.path.join(out, "shards", "train-000000.tar"))]

@@ -3,6 +3,7 @@ listed from DECA's published code) and random weights, on a synthetic FLAME-form
 DECA's 100 shape and 50 expression components, through the conformance suite; the loader's
 refusals (wrong keys, wrong shapes, a pickle that would run code)."""
 
+import dataclasses
 import os
 import pickle
 
@@ -108,3 +109,32 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
     for candidate in (path, str(tmp_path / "evil2.tar")):
         with pytest.raises(ConfigError, match="not a plain tensor checkpoint"):
             read_tensors(candidate)
+
+
+def test_deca_neutral_is_flame_of_the_tracks_mean_shape_code(deca_files):
+    """DECA regresses a shape per frame: the track's neutral face is FLAME (written out here from the
+    model's arrays) with the mean of its valid frames' shape codes, zero expression and jaw."""
+    checkpoint, model_path = deca_files
+    backend = DecaBackend(checkpoint, model_path)
+    backend.setup()
+    try:
+        per_frame = backend.reconstruct(talking_frames(4))
+        assert per_frame.neutral is None and per_frame.identity.shape == (4, 100)
+        flame = FlameModel.load(model_path)
+        coeffs = torch.from_numpy(per_frame.coeffs)
+        with torch.no_grad():  # each frame's mesh was decoded with that frame's shape code
+            decoded = flame(torch.from_numpy(per_frame.identity), coeffs[:, :50], coeffs[:, 50:]).numpy()
+        np.testing.assert_allclose(decoded, per_frame.mesh, rtol=1e-5, atol=1e-5)
+        # the random encoder barely tells these frames apart: give the frames distinct codes, and
+        # take frame 1 out of the track's faces
+        codes = np.random.default_rng(0).normal(0, 1, (4, 100)).astype(np.float32)
+        n_faces = np.array([1, 0, 1, 1], dtype=np.int16)
+        result = backend.finish_track(dataclasses.replace(per_frame, identity=codes, n_faces=n_faces))
+    finally:
+        backend.close()
+    with np.load(model_path) as arrays:
+        mean_code = codes[[0, 2, 3]].astype(np.float64).mean(0)
+        expected = arrays["v_template"] + np.einsum("vcs,s->vc", arrays["shapedirs"], mean_code)
+    assert result.neutral.dtype == np.float32 and result.neutral.shape == (300, 3)
+    np.testing.assert_allclose(result.neutral, expected, rtol=1e-5, atol=1e-6)
+    assert np.abs(result.neutral - result.mesh.mean(0)).max() > 1e-3  # not the track's mean face

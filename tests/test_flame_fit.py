@@ -11,8 +11,10 @@ import pytest
 import torch
 from flame_synthetic import reference_lbs, synthetic_embedding, synthetic_flame, synthetic_track
 
+from voxmesh.recon.base import Reconstruction
 from voxmesh.recon.flame import EMBEDDING_ENV, FlameBackend, FlameModel, LandmarkEmbedding, fit_flame
 from voxmesh.recon.flame_fit import FitSettings
+from voxmesh.recon.ibug68 import MEDIAPIPE_68
 from voxmesh.schemas.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,6 +76,42 @@ def test_chunks_start_from_the_previous_chunk(model_arrays, tmp_path):
     chunked = fit_flame(model, targets, FitSettings(chunk_frames=20))
     assert chunked.landmark_rmse < 0.01 * targets.std()
     assert np.abs(chunked.jaw - whole.jaw).max() < 0.01
+
+
+def mediapipe_result(targets: np.ndarray, mediapipe_idx: np.ndarray) -> Reconstruction:
+    """What the MediaPipe stage gives the fitter for a track whose points ``mediapipe_idx`` are
+    ``targets`` (T, L, 3) (the other points are never read by the fit)."""
+    n_frames = len(targets)
+    mesh = np.zeros((n_frames, 478, 3), dtype=np.float32)
+    mesh[:, mediapipe_idx] = targets
+    return Reconstruction(mesh=mesh, pose=np.tile(np.eye(4, dtype=np.float32), (n_frames, 1, 1)),
+                          lmk2d=np.zeros((n_frames, 478, 2), dtype=np.float32),
+                          confidence=np.ones(n_frames, dtype=np.float32), n_faces=np.ones(n_frames, dtype=np.int16))
+
+
+@pytest.mark.parametrize("chunk_frames", [250, 20])
+def test_backend_gives_the_neutral_face_of_the_fitted_shape(model_arrays, tmp_path, chunk_frames):
+    """neutral = FLAME (written out here from the model's arrays) with the fitted shape, zero
+    expression and jaw; a track fitted in chunks (one shape each) takes their mean over its frames."""
+    np.savez(tmp_path / "flame.npz", **model_arrays)
+    settings = FitSettings(chunk_frames=chunk_frames)
+    backend = FlameBackend(str(tmp_path / "flame.npz"), settings)
+    backend.setup()
+    try:
+        targets, truth = synthetic_track(backend.model, 50)
+        track = mediapipe_result(targets.astype(np.float32), MEDIAPIPE_68)
+        result = backend.finish_track(track)
+        fit = fit_flame(backend.model, track.mesh[:, MEDIAPIPE_68], settings)
+    finally:
+        backend.close()
+    shape = fit.shape if chunk_frames > 50 else fit.identity.astype(np.float64).mean(0)
+    if chunk_frames < 50:  # three chunks, three shapes: the mean is not the last one
+        assert np.abs(fit.identity[0] - fit.shape).max() > 1e-4
+    expected = model_arrays["v_template"] + np.einsum("vcs,s->vc", model_arrays["shapedirs"], shape)
+    assert result.neutral.dtype == np.float32 and result.neutral.shape == (400, 3)
+    np.testing.assert_allclose(result.neutral, expected, atol=1e-6)
+    np.testing.assert_array_equal(result.identity, fit.identity)
+    assert np.abs(result.neutral - result.mesh.mean(0)).max() > 1e-3  # the mean face holds the jaw's opening
 
 
 def test_backend_uses_the_mediapipe_embedding_when_given(model_arrays, tmp_path, monkeypatch):

@@ -34,6 +34,7 @@ def test_two_backends_from_one_run_give_paired_datasets(media_dir, tmp_path, mon
         np.testing.assert_array_equal(mp.audio, fl.audio)
         assert mp.meta.topology == "mediapipe478" and fl.meta.topology == "flame5023"
         assert fl.coeffs is not None and mp.mesh.shape[0] == fl.mesh.shape[0]
+        assert mp.neutral is None and fl.neutral.shape == fl.mesh.shape[1:]  # only FLAME has a neutral face
     for name in ("mediapipe", "flame"):
         with open(output / name / "dataset.json") as f:
             dataset = json.load(f)

@@ -50,6 +50,7 @@ def test_every_registered_backend_conforms(name, flame_model_file, fan3d_weights
     cls = backend_class(name)  # raises with the reason if it cannot run here
     result = check_backend(cls(), talking_frames())
     assert result.valid.all()
+    assert (result.neutral is not None) == (name in ("deca", "flame"))  # only parametric backends have one
 
 
 def test_flame_forward_gives_the_template_at_zero_parameters(flame_model_file):
@@ -166,3 +167,14 @@ def test_build_with_the_flame_backend_writes_flame_meshes_and_coefficients(flame
     assert sample.meta.topology == "flame5023" and sample.mesh.shape[1:] == model.v_template.shape
     assert sample.coeffs.shape == (sample.meta.n_frames, model.n_expression + 3)
     assert np.isfinite(sample.mesh).all() and np.isfinite(sample.coeffs).all()
+    # neutral.npy: FLAME with the fitted shape (one per track: the clip is shorter than a fit chunk),
+    # zero expression and jaw; with the clip's coefficients it gives back every frame of mesh.npy
+    arrays = np.load(flame_model_file)
+    bases = arrays["shapedirs"].reshape(-1, model.n_shape)
+    shape = np.linalg.lstsq(bases, (sample.neutral - arrays["v_template"]).ravel(), rcond=None)[0]
+    np.testing.assert_allclose(arrays["v_template"] + (bases @ shape).reshape(-1, 3), sample.neutral, atol=1e-6)
+    coeffs = torch.from_numpy(sample.coeffs)
+    with torch.no_grad():
+        again = model(torch.from_numpy(shape).float(), coeffs[:, :model.n_expression], coeffs[:, model.n_expression:])
+    np.testing.assert_allclose(again.numpy(), sample.mesh, atol=1e-5)
+    assert np.abs(sample.neutral - sample.mesh.mean(0)).max() > 1e-4

@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import io
 import json
@@ -173,3 +174,22 @@ def test_validate_command_exits_nonzero_and_prints_one_line_per_problem(dataset,
     assert main(["validate", dataset]) == 1
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "manifest.parquet" in out[0]
+
+
+def test_neutral_reads_back_and_the_validator_checks_its_shape_and_values(tmp_path):
+    """``neutral.npy`` (V, 3), optional: round trip; a wrong shape or a NaN is a problem."""
+    neutral = (TOPOLOGY.template + 0.5).astype(np.float32)
+    good = dataclasses.replace(make_sample("spkA", 0), neutral=neutral)
+    wrong_shape = dataclasses.replace(make_sample("spkA", 1, seed=1), neutral=neutral[:-1])
+    with_nan = dataclasses.replace(make_sample("spkA", 2, seed=2), neutral=neutral.copy())
+    with_nan.neutral[5, 1] = np.nan
+    out = str(tmp_path / "ds")
+    write_dataset(out, {("train", 0): [good, wrong_shape, with_nan, make_sample("spkA", 3, seed=3)]})
+    read = {s.key: s for s in iter_samples(out)}
+    np.testing.assert_array_equal(read[good.key].neutral, neutral)
+    assert read[make_key("spkA", "vid", "00001", 0, 3)].neutral is None
+    assert Sample.from_members(good.to_members()).neutral.tolist() == neutral.tolist()
+    assert messages(out) == [
+        f"train-000000: {wrong_shape.key}: neutral.npy has shape (477, 3), the topology says (478, 3)",
+        f"train-000000: {with_nan.key}: neutral.npy has 1 non-finite values",
+    ]

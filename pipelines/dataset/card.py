@@ -15,7 +15,7 @@ import json
 from collections import Counter, defaultdict
 
 from voxmesh.schemas import FPS, FailureRecord, SampleMeta, TarStats, committed_stats, iter_tar_samples, storage
-from voxmesh.schemas.sample import MEMBER_DOCS, MEMBER_DTYPES, META_DOCS, decode_npy
+from voxmesh.schemas.sample import MEMBER_DOCS, MEMBER_DTYPES, META_DOCS, OPTIONAL_MEMBERS, STATIC_MEMBERS, decode_npy
 from voxmesh.schemas.shards import META_DIR, SHARDS_DIR, write_atomic
 from voxmesh.schemas.tables import FAILURES_DOCS, MANIFEST_DOCS
 
@@ -66,9 +66,9 @@ def yaml_header(license_text: str, splits: list[str], shapes: dict[str, tuple[in
         lines.append(f"  - name: {name}")
         if len(shape) == 1:
             lines.append(f"    list: {dtype}")
-        else:
-            rest = ", ".join(str(n) for n in shape[1:])
-            lines += ["    dtype:", f"      array{len(shape)}_d:", f"        shape: [null, {rest}]",
+        else:  # the time axis (first) varies between samples; a static member has none
+            dims = ", ".join(str(n) for n in (shape if name in STATIC_MEMBERS else ("null", *shape[1:])))
+            lines += ["    dtype:", f"      array{len(shape)}_d:", f"        shape: [{dims}]",
                       f"        dtype: {dtype}"]
     if shapes:
         lines += ["  - name: meta.json", "    struct:"]
@@ -151,7 +151,7 @@ def members_section(shapes: dict[str, tuple[int, ...]]) -> list[str]:
              + ", ".join(f"`{name}` {shape}" for name, shape in shapes.items()) + ".", "",
              "| member | dtype | shape | units and frame |", "| --- | --- | --- | --- |"]
     for name, (shape, meaning) in MEMBER_DOCS.items():
-        if name in shapes or name != "coeffs.npy":
+        if name in shapes or name not in OPTIONAL_MEMBERS:
             lines.append(f"| `{name}` | {MEMBER_DTYPES[name].name} | {shape} | {meaning} |")
     lines += ["| `meta.json` | UTF-8 JSON | | the fields below |", "", "| meta.json field | meaning |",
               "| --- | --- |"] + [f"| `{name}` | {meaning} |" for name, meaning in META_DOCS.items()]

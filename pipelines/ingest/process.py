@@ -323,4 +323,4 @@ def _sample(item: InputItem, split: str, backend: ReconstructionBackend, track: 
         av_offset_ok=offset.offset is None or abs(offset.offset) <= clip_rules.max_av_offset,
         audio_start_offset=round(audio_offset, 6))
     return Sample(meta=meta, mesh=mesh, pose=recon.pose[start:end], audio=clip_audio, lmk2d=recon.lmk2d[start:end],
-                  coeffs=None if recon.coeffs is None else recon.coeffs[start:end])
+                  coeffs=None if recon.coeffs is None else recon.coeffs[start:end], neutral=recon.neutral)

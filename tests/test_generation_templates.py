@@ -1,0 +1,135 @@
+"""Which face a generated clip is placed on (issue: no leakage at evaluation): another clip of the
+same speaker, else the target sample's ``neutral.npy`` (identity only), else the topology's
+template; never the target clip's own mean face. ``voxmesh eval`` measures from the same face.
+
+The dataset is written here with known faces: every clip's mesh is its neutral face plus a constant
+jaw-opening offset plus small motion, so its mean face differs from its neutral by that offset."""
+
+import os
+
+import numpy as np
+import pytest
+
+from voxmesh.cli import main
+from voxmesh.metrics.evaluate import TEMPLATE_ONLY, evaluate
+from voxmesh.schemas import (
+    Sample,
+    SampleMeta,
+    SampleTarWriter,
+    get_topology,
+    make_key,
+    write_failures,
+    write_manifest,
+)
+
+TOPOLOGY = get_topology("mediapipe478")
+N_FRAMES = 60
+OPENING = np.array([0.0, -0.4, 0.1], dtype=np.float32)  # every clip's mean face is its neutral moved by this
+
+
+def clip(speaker: str, index: int, split: str, neutral: np.ndarray | None, seed: int) -> Sample:
+    rng = np.random.default_rng(seed)
+    key = make_key(speaker, "vid", "00001", 0, index)
+    meta = SampleMeta(key=key, split=split, speaker=speaker, video="vid", utterance="00001", track=0, clip=index,
+                      source_uri=f"{speaker}.mp4", start_time=0.0, end_time=N_FRAMES / 25, n_frames=N_FRAMES,
+                      n_samples=N_FRAMES * 640, backend="test", backend_version="1", topology=TOPOLOGY.name,
+                      confidence_mean=1.0, lip_motion=1.0, jitter=0.01, av_offset=0, av_offset_confidence=0.0,
+                      av_offset_ok=True, audio_start_offset=0.0)
+    face = TOPOLOGY.template if neutral is None else neutral
+    motion = 0.05 * rng.standard_normal((N_FRAMES, TOPOLOGY.n_vertices, 3))
+    mesh = (face + OPENING + motion - motion.mean(0)).astype(np.float32)
+    return Sample(meta=meta, mesh=mesh, pose=np.tile(np.eye(4, dtype=np.float32), (N_FRAMES, 1, 1)),
+                  audio=rng.integers(-3000, 3000, N_FRAMES * 640).astype(np.int16),
+                  lmk2d=np.zeros((N_FRAMES, TOPOLOGY.n_landmarks, 2), np.float32), neutral=neutral)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """test split: ``solo`` (one clip with a neutral), ``bare`` (one clip without), ``pair`` (two
+    clips with neutrals); train split: two speakers of two clips each, for a short training run."""
+    rng = np.random.default_rng(7)
+
+    def neutral() -> np.ndarray:
+        return (TOPOLOGY.template + rng.normal(0, 0.3, TOPOLOGY.template.shape)).astype(np.float32)
+
+    shards = {
+        ("test", 0): [clip("bare", 0, "test", None, 1), clip("pair", 0, "test", neutral(), 2),
+                      clip("pair", 1, "test", neutral(), 3), clip("solo", 0, "test", neutral(), 4)],
+        ("train", 0): [clip(speaker, i, "train", neutral(), 10 + 2 * n + i)
+                       for n, speaker in enumerate(("trainA", "trainB")) for i in (0, 1)],
+    }
+    out = str(tmp_path_factory.mktemp("templates") / "dataset")
+    rows = []
+    for (split, index), samples in shards.items():
+        with SampleTarWriter(out, split, index, inputs=[s.meta.source_uri for s in samples]) as writer:
+            for sample in samples:
+                writer.write_members(sample.meta, sample.to_members())
+            rows += writer.commit().samples
+    write_manifest(rows, os.path.join(out, "manifest.parquet"))
+    write_failures([], os.path.join(out, "failures.parquet"))
+    assert main(["validate", out]) == 0
+    return out, {s.key: s for samples in shards.values() for s in samples}
+
+
+@pytest.fixture(scope="module")
+def generated(dataset, tmp_path_factory):
+    out, _ = dataset
+    run = str(tmp_path_factory.mktemp("faceformer_run"))
+    configs = os.path.join(os.path.dirname(__file__), "..", "models", "configs")
+    assert main(["train", "--config", os.path.join(configs, "faceformer.toml"), "--set", f"data.dataset={out}",
+                 "--set", f"out={run}", "--set", "train.steps=2", "--set", "data.window=16",
+                 "--set", "data.batch_size=2", "--set", "generator.dim=32"]) == 0
+    predictions = str(tmp_path_factory.mktemp("predictions"))
+    assert main(["generate", "--checkpoint", os.path.join(run, "last.pt"), "--data", out, "--split", "test",
+                 "--out", predictions]) == 0
+    return predictions
+
+
+def template_of(predictions: str, key: str) -> np.ndarray:
+    return np.load(os.path.join(predictions, "templates", f"{key}.npy"))
+
+
+def test_a_speaker_with_one_clip_is_placed_on_its_neutral_never_its_mean_face(dataset, generated):
+    _, samples = dataset
+    solo = samples[make_key("solo", "vid", "00001", 0, 0)]
+    template = template_of(generated, solo.key)
+    np.testing.assert_array_equal(template, solo.neutral)
+    assert np.abs(template - solo.mesh.mean(0)).max() > 0.3  # the target's mean face carries its jaw opening
+    assert np.abs(template - TOPOLOGY.template).max() > 0.3
+
+
+def test_another_clip_of_the_speaker_comes_first_and_the_topology_template_last(dataset, generated):
+    _, samples = dataset
+    first, second = (samples[make_key("pair", "vid", "00001", 0, i)] for i in (0, 1))
+    np.testing.assert_allclose(template_of(generated, first.key), second.mesh.mean(0), atol=1e-6)
+    np.testing.assert_allclose(template_of(generated, second.key), first.mesh.mean(0), atol=1e-6)
+    bare = make_key("bare", "vid", "00001", 0, 0)
+    np.testing.assert_array_equal(template_of(generated, bare), TOPOLOGY.template.astype(np.float32))
+    meshes = np.load(os.path.join(generated, f"{bare}.npy"))
+    assert meshes.shape == (1, N_FRAMES, TOPOLOGY.n_vertices, 3)
+
+
+def lip_error_of_still(face: np.ndarray, sample: Sample) -> float:
+    """CodeTalker's lip vertex error of ``face`` held still against ``sample``'s mesh."""
+    lips = TOPOLOGY.lip_idx
+    return float(((face[None, lips] - sample.mesh[:, lips]) ** 2).sum(-1).max(1).mean())
+
+
+def test_eval_measures_from_the_same_template_when_predictions_carry_none(dataset, generated, tmp_path):
+    """Predictions without ``templates/``: eval's own rule. Its "template only" row holds each clip's
+    template still, so its lip vertex error tells which faces the rule chose: for the solo clip the
+    neutral gives the jaw opening's error on top of the motion's, its own mean face the motion's alone."""
+    out, samples = dataset
+    solo, bare = samples[make_key("solo", "vid", "00001", 0, 0)], samples[make_key("bare", "vid", "00001", 0, 0)]
+    first, second = (samples[make_key("pair", "vid", "00001", 0, i)] for i in (0, 1))
+    predictions = tmp_path / "predictions"
+    predictions.mkdir()
+    np.save(predictions / f"{solo.key}.npy", np.load(os.path.join(generated, f"{solo.key}.npy")))
+    template_only = evaluate({"model": str(predictions)}, out, "test")[TEMPLATE_ONLY]
+    assert template_only["clips"] == 4
+    on_neutral, on_own_mean = lip_error_of_still(solo.neutral, solo), lip_error_of_still(solo.mesh.mean(0), solo)
+    assert on_neutral > 2 * on_own_mean
+    others = [lip_error_of_still(second.mesh.mean(0), first), lip_error_of_still(first.mesh.mean(0), second),
+              lip_error_of_still(TOPOLOGY.template, bare)]
+    # clips of equal length: the frames pooled weigh each clip equally
+    assert template_only["lip_vertex_error"] == pytest.approx((on_neutral + sum(others)) / 4, rel=1e-5)
