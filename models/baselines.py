@@ -28,11 +28,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from voxmesh.schemas.errors import ConfigError
-
 from .generators import GeneratorConfig, Sampling
 from .layers import BiasedDecoder, SpeechEncoder, StyleEncoder
-from .tokenizer import MotionTokenizer
+from .codetalker_vq import CodeTalkerVQ
 
 
 class BiasedDecoderModel(nn.Module):
@@ -111,13 +109,10 @@ class FaceFormerGenerator(BiasedDecoderModel):
 class CodeTalkerGenerator(BiasedDecoderModel):
     """CodeTalker stage 2 (CVPR 2023): regress the factorized latent, snap it to the codebook."""
 
-    def __init__(self, motion_dim: int, feature_dim: int, config: GeneratorConfig, tokenizer: MotionTokenizer):
-        if tokenizer.frames_per_code != 1:
-            raise ConfigError("CodeTalker predicts one latent per frame: its tokenizer needs tokenizer.downsample = 0 "
-                              "(CodeTalker's VOCASET quant_factor 0)")
+    def __init__(self, motion_dim: int, feature_dim: int, config: GeneratorConfig, tokenizer: CodeTalkerVQ):
         super().__init__(motion_dim, feature_dim, config)
         self.tokenizer = tokenizer.requires_grad_(False)
-        self.latent_out = nn.Linear(config.dim, tokenizer.config.latent, bias=False)  # feat_map, zero-initialised
+        self.latent_out = nn.Linear(config.dim, tokenizer.latent_dim, bias=False)  # feat_map, zero-initialised
         nn.init.zeros_(self.latent_out.weight)
 
     def snap(self, latents: torch.Tensor) -> torch.Tensor:
