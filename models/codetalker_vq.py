@@ -38,6 +38,8 @@ import math
 import torch
 from torch import nn
 
+from voxmesh.schemas.errors import ConfigError
+
 POSITIONAL = ("released", "sequence")
 
 
@@ -110,7 +112,7 @@ class PositionalEncoding(nn.Module):
     def __init__(self, dim: int, form: str, dropout: float, max_len: int = 5000):
         super().__init__()
         if form not in POSITIONAL:
-            raise ValueError(f"codetalker_vq.positional must be one of {', '.join(POSITIONAL)}, not {form!r}")
+            raise ConfigError(f"codetalker_vq.positional must be one of {', '.join(POSITIONAL)}, not {form!r}")
         self.form = form
         self.register_buffer("table", sinusoid_table(1 if form == "released" else max_len, dim), persistent=False)
         self.dropout = nn.Dropout(dropout)
@@ -187,6 +189,8 @@ class CodeTalkerVQ(nn.Module):
     frames_per_code = 1
 
     def __init__(self, motion_dim: int, config: CodeTalkerVQConfig):
+        if config.hidden % config.heads:
+            raise ConfigError(f"codetalker_vq.heads ({config.heads}) must divide factors * code_dim ({config.hidden})")
         super().__init__()
         self.config = config
         self.motion_in = nn.Sequential(nn.Linear(motion_dim, config.hidden), nn.LeakyReLU(config.negative_slope))
