@@ -26,6 +26,7 @@ Nothing is downloaded: a missing folder or file is an error that names it.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,7 +64,7 @@ class WaveformFrames(nn.Module):
         return waveform.reshape(len(waveform), n_frames, SAMPLES_PER_FRAME)
 
 
-def load_speech_model(directory: str) -> nn.Module:
+def load_speech_model(directory: str) -> Any:
     """The ``transformers`` model saved in ``directory``; an error naming the file when absent."""
     config_path = os.path.join(directory, "config.json")
     if not os.path.isfile(config_path):
@@ -89,14 +90,15 @@ class PretrainedSpeechModel(nn.Module):
 
     def __init__(self, directory: str, fine_tune: bool, frame_mean: torch.Tensor, frame_std: torch.Tensor):
         super().__init__()
-        self.model, self.fine_tune = load_speech_model(directory), fine_tune
+        self.model: Any = load_speech_model(directory)
+        self.fine_tune = fine_tune
         self.model.requires_grad_(False)
         if fine_tune:
             self.model.feature_projection.requires_grad_(True)
             self.model.encoder.requires_grad_(True)
         self.register_buffer("frame_mean", frame_mean.clone())
         self.register_buffer("frame_std", frame_std.clone())
-        self.dim = self.model.config.hidden_size
+        self.dim = int(self.model.config.hidden_size)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -66,7 +66,7 @@ def build_model(config: RunConfig, stats: Stats) -> nn.Module:
         model = ProbabilisticGenerator(motion_dim, feature_dim, config.generator, MotionTokenizer(motion_dim, config.tokenizer))
         model.context = config.data.window // model.frames_per_step
     if speech_model is not None:
-        model.speech = nn.Sequential(speech_model, model.speech)
+        model.add_module("speech", nn.Sequential(speech_model, model.speech))
     return model
 
 

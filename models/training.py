@@ -99,7 +99,7 @@ def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = 
         config, stats, tokenizer_weights = _initial_state(config, features)
     model = build_model(config, stats)
     if tokenizer_weights is not None:
-        model.tokenizer.load_state_dict(tokenizer_weights)
+        model.get_submodule("tokenizer").load_state_dict(tokenizer_weights)
     model.to(device)
     stats = stats.to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr,
@@ -116,7 +116,9 @@ def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = 
         log(f"resumed {last} at step {step}")
     else:
         torch.manual_seed(settings.seed + rank)  # dropout and code restarts differ between processes
-    wrapped = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    # a fine-tuned wav2vec 2.0 skips layers at random in training (LayerDrop): they get no gradient
+    wrapped = (nn.parallel.DistributedDataParallel(model, find_unused_parameters=bool(config.data.audio_model))
+               if world > 1 else model)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and settings.amp
                 else contextlib.nullcontext())
     if rank == 0:
