@@ -208,3 +208,15 @@ def test_codetalker_positional_encodings_released_and_sequence():
     for t in range(3):
         expected = [math.sin(t), math.cos(t), math.sin(t / 100), math.cos(t / 100)]
         assert np.allclose(sequence[0, t].numpy(), expected, atol=1e-6)
+
+
+def test_vq_vocaset_config_selects_codetalkers_published_stage1():
+    """``config/vocaset/stage1.yaml``: hidden_size 1024 = face_quan_num 16 x zquant_dim 64, n_embed
+    256, 6 layers, 8 heads, intermediate 1536, neg 0.2, beta 0.25, quant_loss_weight 1, lr 1e-4."""
+    from voxmesh.models.config import load_config
+    config = load_config(os.path.join(os.path.dirname(__file__), "..", "models", "configs", "vq_vocaset.toml"))
+    assert config.kind == "codetalker_vq" and config.train.lr == 1e-4
+    assert config.codetalker_vq == CodeTalkerVQConfig(factors=16, code_dim=64, codebook_size=256, layers=6, heads=8,
+                                                      intermediate=1536, negative_slope=0.2, dropout=0.1, beta=0.25,
+                                                      quant_weight=1.0, positional="released")
+    assert config.codetalker_vq.hidden == 1024
