@@ -391,7 +391,8 @@ def test_faceformer_fine_tunes_wav2vec_but_its_feature_extractor(tmp_path, datas
     assert not any(speech_model_changes(probabilistic, original).values())
     meshes = MotionGenerator(os.path.join(faceformer, "last.pt"))(speech[:16000])
     assert meshes.shape[:2] == (1, 25) and np.isfinite(meshes).all()
-    stats = load_model(os.path.join(faceformer, "last.pt"))[1]
+    model, stats, _ = load_model(os.path.join(faceformer, "last.pt"))
+    assert model.speech[0](torch.zeros(2, 8, 640)).shape == (2, 8, 32)  # wav2vec 2.0 features at the motion frames
     codetalker = build_model(load_config(os.path.join(CONFIGS, "codetalker.toml"), [f"data.audio_model={folder}"]), stats)
     assert [name for name, weight in codetalker.named_parameters() if "feature_extractor" in name and weight.requires_grad] == []
     assert all(weight.requires_grad for name, weight in codetalker.named_parameters() if ".encoder.layers." in name)
