@@ -1,25 +1,33 @@
 """The deterministic baselines, as their papers and released code build them, on voxmesh data:
 
 - :class:`FaceFormerGenerator`: FaceFormer (Fan et al., CVPR 2022; EvelynFan/FaceFormer
-  ``faceformer.py``). Speech features (a local wav2vec 2.0 through ``data.audio_model``, else
-  log-mel) mapped to ``dim``; a motion decoder (:class:`~.layers.BiasedDecoder`: periodic
-  positional encoding, periodic causal self-attention bias, alignment-biased cross-attention, one
-  layer in the VOCASET configuration) whose first input is the style embedding and whose next
-  inputs are the embedded previous outputs plus the style embedding; a zero-initialised linear map
-  back to the motion. Trained autoregressively on its own outputs, gradients through the whole
-  rollout (the published ``main.py`` calls the model with ``teacher_forcing=False``).
+  ``faceformer.py``, ``wav2vec.py``). Speech: with ``data.audio_model`` (a local wav2vec 2.0),
+  wav2vec 2.0 inside the model as published: feature extractor frozen, its output linearly
+  resampled to the motion frames, projection and transformer layers fine-tuned with the generator
+  (:class:`~.audio.PretrainedSpeechModel`), then a linear map to ``dim``
+  (``generator.speech_layers = 0``); else log-mel features. A motion decoder
+  (:class:`~.layers.BiasedDecoder`: periodic positional encoding, periodic causal self-attention
+  bias, alignment-biased cross-attention, one layer in the VOCASET configuration) whose first
+  input is the style embedding and whose next inputs are the embedded previous outputs plus the
+  style embedding; a zero-initialised linear map back to the motion. Trained autoregressively on
+  its own outputs, gradients through the whole rollout (the published ``main.py`` calls the model
+  with ``teacher_forcing=False``).
 - :class:`CodeTalkerGenerator`: CodeTalker stage 2 (Xing et al., CVPR 2023; Doubiiu/CodeTalker
-  ``models/stage2.py``). The same decoder (six layers in the VOCASET config) feeds a
-  zero-initialised, bias-free linear map to the stage-1 latent (``factors`` codes per frame), which
-  is snapped to the frozen factorized codebook (straight-through) and decoded by the frozen stage-1
-  decoder; loss = motion MSE + MSE between the predicted latent and the quantized latent of the
-  truth. Trained with teacher forcing (its config: ``teacher_forcing: True``); at generation each
-  step decodes the quantized prefix and feeds the last frame back, as ``predict`` does.
+  ``models/stage2.py``) on CodeTalker's own stage 1 (:class:`~.codetalker_vq.CodeTalkerVQ`, the
+  transformer VQ-autoencoder with its factorized codebook, trained by ``kind = "codetalker_vq"``).
+  The same decoder (six layers in the VOCASET config) feeds a zero-initialised, bias-free linear
+  map to the stage-1 latent (``factors`` codes per frame), which is snapped to the frozen codebook
+  (straight-through) and decoded by the frozen stage-1 decoder; loss = motion MSE + MSE between
+  the predicted latent and the quantized latent of the truth. Trained with teacher forcing (its
+  config: ``teacher_forcing: True``); at generation each step decodes the quantized prefix and
+  feeds the last frame back, as ``predict`` does. Its wav2vec 2.0 is fine-tuned like FaceFormer's,
+  as its released code does.
 
-Where voxmesh departs (README, "Training and comparing models"): the style comes from a reference
-clip of the same speaker through :class:`~.layers.StyleEncoder` instead of a one-hot of the
-training speakers (VoxCeleb2's test speakers are unseen); a pretrained speech model is frozen
-rather than fine-tuned; with log-mel features a small bidirectional transformer
+Where voxmesh still departs (README, "Training and comparing models"): the style comes from a
+reference clip of the same speaker through :class:`~.layers.StyleEncoder` instead of a one-hot of
+the training speakers (VoxCeleb2's test speakers are unseen); wav2vec 2.0's SpecAugment time
+masking in training is left out (the released code draws it from numpy's global generator, which
+would make runs irreproducible); with log-mel features a small bidirectional transformer
 (``generator.speech_layers``) stands in for wav2vec 2.0's context network.
 """
 
@@ -28,11 +36,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from voxmesh.schemas.errors import ConfigError
-
+from .codetalker_vq import CodeTalkerVQ
 from .generators import GeneratorConfig, Sampling
 from .layers import BiasedDecoder, SpeechEncoder, StyleEncoder
-from .tokenizer import MotionTokenizer
 
 
 class BiasedDecoderModel(nn.Module):
@@ -111,13 +117,10 @@ class FaceFormerGenerator(BiasedDecoderModel):
 class CodeTalkerGenerator(BiasedDecoderModel):
     """CodeTalker stage 2 (CVPR 2023): regress the factorized latent, snap it to the codebook."""
 
-    def __init__(self, motion_dim: int, feature_dim: int, config: GeneratorConfig, tokenizer: MotionTokenizer):
-        if tokenizer.frames_per_code != 1:
-            raise ConfigError("CodeTalker predicts one latent per frame: its tokenizer needs tokenizer.downsample = 0 "
-                              "(CodeTalker's VOCASET quant_factor 0)")
+    def __init__(self, motion_dim: int, feature_dim: int, config: GeneratorConfig, tokenizer: CodeTalkerVQ):
         super().__init__(motion_dim, feature_dim, config)
         self.tokenizer = tokenizer.requires_grad_(False)
-        self.latent_out = nn.Linear(config.dim, tokenizer.config.latent, bias=False)  # feat_map, zero-initialised
+        self.latent_out = nn.Linear(config.dim, tokenizer.latent_dim, bias=False)  # feat_map, zero-initialised
         nn.init.zeros_(self.latent_out.weight)
 
     def snap(self, latents: torch.Tensor) -> torch.Tensor:

@@ -16,8 +16,10 @@ from torch import nn
 
 from voxmesh.schemas.errors import ConfigError, MissingFileError
 
+from .audio import PretrainedSpeechModel
 from .baselines import CodeTalkerGenerator, FaceFormerGenerator
-from .config import RunConfig
+from .codetalker_vq import CodeTalkerVQ
+from .config import FINE_TUNE_SPEECH, RunConfig
 from .generators import ProbabilisticGenerator
 from .normalization import Stats
 from .tokenizer import MotionTokenizer
@@ -41,18 +43,30 @@ def load_checkpoint(path: str) -> dict:
 
 
 def build_model(config: RunConfig, stats: Stats) -> nn.Module:
-    """The untrained model a config describes, sized for the stats' motion and feature dimensions."""
+    """The untrained model a config describes, sized for the stats' motion and feature dimensions.
+    With ``data.audio_model`` set, a generator's speech encoder is preceded by the pretrained
+    speech model (:class:`~.audio.PretrainedSpeechModel`), fine-tuned for the kinds in
+    ``FINE_TUNE_SPEECH``, frozen otherwise."""
     motion_dim, feature_dim = stats.motion_mean.numel(), stats.feature_mean.numel()
     if config.kind == "tokenizer":
         return MotionTokenizer(motion_dim, config.tokenizer)
+    if config.kind == "codetalker_vq":
+        return CodeTalkerVQ(motion_dim, config.codetalker_vq)
+    speech_model = None
+    if config.data.audio_model:
+        speech_model = PretrainedSpeechModel(config.data.audio_model, config.kind in FINE_TUNE_SPEECH,
+                                             stats.feature_mean, stats.feature_std)
+        feature_dim = speech_model.dim
     model: FaceFormerGenerator | CodeTalkerGenerator | ProbabilisticGenerator
     if config.kind == "faceformer":
         model = FaceFormerGenerator(motion_dim, feature_dim, config.generator)
     elif config.kind == "codetalker":
-        model = CodeTalkerGenerator(motion_dim, feature_dim, config.generator, MotionTokenizer(motion_dim, config.tokenizer))
+        model = CodeTalkerGenerator(motion_dim, feature_dim, config.generator, CodeTalkerVQ(motion_dim, config.codetalker_vq))
     else:
         model = ProbabilisticGenerator(motion_dim, feature_dim, config.generator, MotionTokenizer(motion_dim, config.tokenizer))
         model.context = config.data.window // model.frames_per_step
+    if speech_model is not None:
+        model.add_module("speech", nn.Sequential(speech_model, model.speech))
     return model
 
 

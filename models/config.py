@@ -1,12 +1,13 @@
 """Run configuration: one TOML file per run, sections matching the dataclasses below.
 
 ```toml
-kind = "probabilistic"            # tokenizer | probabilistic | codetalker | faceformer
+kind = "probabilistic"            # tokenizer | codetalker_vq | probabilistic | codetalker | faceformer
 out = "runs/probabilistic"        # run folder: last.pt, log.jsonl, config.toml
-tokenizer_checkpoint = "runs/rvq/last.pt"   # probabilistic and codetalker
+tokenizer_checkpoint = "runs/rvq/last.pt"   # probabilistic (a tokenizer) and codetalker (a codetalker_vq)
 
 [data]        # DataConfig
-[tokenizer]   # TokenizerConfig (kind = "tokenizer"; generators take it from their tokenizer)
+[tokenizer]   # TokenizerConfig (kind = "tokenizer"; the probabilistic generator takes it from its tokenizer)
+[codetalker_vq]  # CodeTalkerVQConfig (kind = "codetalker_vq", CodeTalker's stage 1; codetalker takes it from it)
 [generator]   # GeneratorConfig
 [train]       # TrainSettings
 ```
@@ -24,12 +25,16 @@ from collections.abc import Sequence
 
 from voxmesh.schemas.errors import ConfigError
 
+from .codetalker_vq import CodeTalkerVQConfig
 from .data import DataConfig
 from .generators import GeneratorConfig
 from .tokenizer import TokenizerConfig
 
-KINDS = ("tokenizer", "probabilistic", "codetalker", "faceformer")
-NEEDS_TOKENIZER = ("probabilistic", "codetalker")
+KINDS = ("tokenizer", "codetalker_vq", "probabilistic", "codetalker", "faceformer")
+TOKENIZER_KIND = {"probabilistic": "tokenizer", "codetalker": "codetalker_vq"}
+"""The generators trained on a frozen stage 1, and the kind of checkpoint each one needs."""
+FINE_TUNE_SPEECH = ("faceformer", "codetalker")
+"""The kinds whose pretrained speech model (``data.audio_model``) trains with them, as published."""
 
 
 @dataclasses.dataclass
@@ -53,6 +58,7 @@ class RunConfig:
     tokenizer_checkpoint: str = ""
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
+    codetalker_vq: CodeTalkerVQConfig = dataclasses.field(default_factory=CodeTalkerVQConfig)
     generator: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
     train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
 
@@ -73,14 +79,16 @@ class RunConfig:
         config = cls(**values)
         if config.kind not in KINDS:
             raise ConfigError(f"{source}: kind must be one of {', '.join(KINDS)}, not {config.kind!r}")
-        if config.kind in NEEDS_TOKENIZER and not config.tokenizer_checkpoint:
-            raise ConfigError(f"{source}: kind {config.kind} needs tokenizer_checkpoint (a trained tokenizer's last.pt)")
+        if config.kind in TOKENIZER_KIND and not config.tokenizer_checkpoint:
+            raise ConfigError(f"{source}: kind {config.kind} needs tokenizer_checkpoint (the last.pt of a trained "
+                              f"{TOKENIZER_KIND[config.kind]})")
         if not config.data.dataset:
             raise ConfigError(f"{source}: data.dataset is required (the folder written by `voxmesh build`)")
         return config
 
 
-SECTIONS = {"data": DataConfig, "tokenizer": TokenizerConfig, "generator": GeneratorConfig, "train": TrainSettings}
+SECTIONS = {"data": DataConfig, "tokenizer": TokenizerConfig, "codetalker_vq": CodeTalkerVQConfig,
+            "generator": GeneratorConfig, "train": TrainSettings}
 
 
 def _section(cls, values: dict, source: str):

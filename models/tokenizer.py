@@ -1,9 +1,8 @@
 """The motion tokenizer: a temporal convolutional autoencoder with a residual vector quantizer
 (RVQ; Zeghidour et al., SoundStream, 2021), the motion codebook of Yang et al. (CVPR 2024).
-With one level, ``factors`` codes per frame and no temporal downsampling it is the factorized
-codebook of CodeTalker's stage 1 (Xing et al., CVPR 2023; VOCASET config: ``face_quan_num`` 16
-codes of ``zquant_dim`` 64 per frame, ``n_embed`` 256 entries, ``quant_factor`` 0): each step's
-latent is cut into ``factors`` pieces, each quantized with the one shared codebook.
+With ``factors`` > 1 each step's latent is cut into ``factors`` pieces, each quantized with the
+same codebooks, as CodeTalker factorizes its codebook (CodeTalker's own stage 1, a transformer
+VQ-autoencoder learned by gradient, is :mod:`.codetalker_vq`).
 
 Motion (B, T, D) -> latents (B, S = T / 2**downsample, latent) -> pieces (B, S * factors,
 latent / factors) -> codes (B, S * factors, levels) -> motion. Nearest codes are chosen with

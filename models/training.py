@@ -16,6 +16,7 @@ if the run had not stopped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -26,11 +27,9 @@ import torch.distributed as dist
 from torch import nn
 
 from voxmesh.models.audio import audio_features
-from voxmesh.models.baselines import CodeTalkerGenerator
 from voxmesh.models.checkpoint import build_model, load_checkpoint, save_checkpoint
-from voxmesh.models.config import NEEDS_TOKENIZER, RunConfig, to_toml
+from voxmesh.models.config import TOKENIZER_KIND, RunConfig, to_toml
 from voxmesh.models.data import REFERENCE_SOURCES, make_loader, training_stream
-from voxmesh.models.generators import ProbabilisticGenerator
 from voxmesh.models.normalization import Stats, compute_stats
 from voxmesh.schemas.errors import ConfigError
 
@@ -66,16 +65,22 @@ def _distributed(device_setting: str) -> tuple[int, int, torch.device]:
 
 
 def _initial_state(config: RunConfig, features: nn.Module) -> tuple[RunConfig, Stats, dict | None]:
-    """The config (a generator takes its tokenizer's settings), normalization statistics and the
-    tokenizer's weights for generators that need one."""
-    if config.kind not in NEEDS_TOKENIZER:
+    """The config (a generator takes its stage 1's settings), normalization statistics and the
+    stage 1's weights for generators that need one."""
+    if config.kind not in TOKENIZER_KIND:
         return config, compute_stats(config.data, features), None
     tokenizer = load_checkpoint(config.tokenizer_checkpoint)
     tokenizer_config = RunConfig.from_dict(tokenizer["config"], source=config.tokenizer_checkpoint)
-    if tokenizer_config.kind != "tokenizer":
-        raise ConfigError(f"{config.tokenizer_checkpoint} is a {tokenizer_config.kind} checkpoint, not a tokenizer")
-    config = RunConfig.from_dict({**config.to_dict(), "tokenizer": tokenizer_config.to_dict()["tokenizer"]})
-    return config, Stats.from_dict(tokenizer["stats"]), tokenizer["model"]
+    section = TOKENIZER_KIND[config.kind]
+    if tokenizer_config.kind != section:
+        raise ConfigError(f"{config.tokenizer_checkpoint} is a {tokenizer_config.kind} checkpoint; "
+                          f"kind {config.kind} needs a {section} checkpoint")
+    config = RunConfig.from_dict({**config.to_dict(), section: tokenizer_config.to_dict()[section]})
+    stats = Stats.from_dict(tokenizer["stats"])
+    if tokenizer_config.data.audio_model != config.data.audio_model:  # the features this generator reads
+        fresh = compute_stats(config.data, features)
+        stats = dataclasses.replace(stats, feature_mean=fresh.feature_mean, feature_std=fresh.feature_std)
+    return config, stats, tokenizer["model"]
 
 
 def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = print) -> list[float]:
@@ -93,8 +98,8 @@ def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = 
     else:
         config, stats, tokenizer_weights = _initial_state(config, features)
     model = build_model(config, stats)
-    if tokenizer_weights is not None and isinstance(model, (ProbabilisticGenerator, CodeTalkerGenerator)):
-        model.tokenizer.load_state_dict(tokenizer_weights)
+    if tokenizer_weights is not None:
+        model.get_submodule("tokenizer").load_state_dict(tokenizer_weights)
     model.to(device)
     stats = stats.to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr,
@@ -111,7 +116,9 @@ def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = 
         log(f"resumed {last} at step {step}")
     else:
         torch.manual_seed(settings.seed + rank)  # dropout and code restarts differ between processes
-    wrapped = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    # a fine-tuned wav2vec 2.0 skips layers at random in training (LayerDrop): they get no gradient
+    wrapped = (nn.parallel.DistributedDataParallel(model, find_unused_parameters=bool(config.data.audio_model))
+               if world > 1 else model)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and settings.amp
                 else contextlib.nullcontext())
     if rank == 0:

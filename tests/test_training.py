@@ -15,8 +15,9 @@ from conftest import MEDIA_ENV, REAL_CLIPS
 
 from voxmesh.cli import main
 from voxmesh.metrics import lip_vertex_error
-from voxmesh.models.audio import audio_features
-from voxmesh.models.checkpoint import load_checkpoint, load_model
+from voxmesh.models.audio import audio_features, load_speech_model
+from voxmesh.models.checkpoint import build_model, load_checkpoint, load_model, save_checkpoint
+from voxmesh.models.codetalker_vq import CodeTalkerVQ
 from voxmesh.models.config import load_config
 from voxmesh.models.data import DataConfig, clips_per_speaker, evaluation_stream, make_loader, training_stream
 from voxmesh.models.generation import MotionGenerator
@@ -74,8 +75,12 @@ def probabilistic(tmp_path_factory, dataset, rvq):
 
 
 @pytest.fixture(scope="module")
-def codetalker(tmp_path_factory, dataset):
-    vq = train_run(tmp_path_factory, dataset, "vq", 200, "--set", "tokenizer.hidden=128")
+def vq(tmp_path_factory, dataset):
+    return train_run(tmp_path_factory, dataset, "vq", 200)
+
+
+@pytest.fixture(scope="module")
+def codetalker(tmp_path_factory, dataset, vq):
     return train_run(tmp_path_factory, dataset, "codetalker", 200, "--set", f"tokenizer_checkpoint={vq}/last.pt",
                      "--set", "generator.dim=64")
 
@@ -323,21 +328,78 @@ def test_two_process_torchrun_on_cpu(tmp_path, dataset, rvq):
     assert [record["step"] for record in log] == [10, 20]
 
 
-def test_pretrained_speech_features_from_a_local_folder(tmp_path, dataset):
+def test_codetalker_stage2_trains_on_its_frozen_stage1_and_checkpoints_round_trip(vq, codetalker, speech, tmp_path):
+    stage1, _, config = load_model(os.path.join(vq, "last.pt"))
+    saved = load_checkpoint(os.path.join(vq, "last.pt"))
+    assert isinstance(stage1, CodeTalkerVQ) and config.kind == "codetalker_vq"
+    curve = saved["losses"]
+    assert np.mean(curve[-20:]) < 0.8 * np.mean(curve[:20]), (np.mean(curve[:20]), np.mean(curve[-20:]))
+    # the codebook left its uniform +-1/n_embed initialisation by gradient
+    assert float(saved["model"]["quantizer.embedding.weight"].abs().max()) > 2 / config.codetalker_vq.codebook_size
+    generator, stats, generator_config = load_model(os.path.join(codetalker, "last.pt"))
+    assert generator_config.codetalker_vq == config.codetalker_vq
+    for name, value in saved["model"].items():  # stage 2 left its stage 1 as trained
+        assert torch.equal(generator.tokenizer.state_dict()[name], value), name
+    copy = str(tmp_path / "copy.pt")
+    save_checkpoint(copy, **load_checkpoint(os.path.join(codetalker, "last.pt")))
+    again, _, _ = load_model(copy)
+    features = stats.normalize_features(audio_features("")(torch.from_numpy(speech[:16000])[None], 25))
+    assert torch.equal(generator.generate(features, None), again.generate(features, None))
+
+
+def tiny_wav2vec(folder) -> dict:
+    """A random wav2vec 2.0 of small sizes saved to ``folder``; returns its weights."""
     transformers = pytest.importorskip("transformers")
-    from voxmesh.models.audio import PretrainedSpeechFeatures
     config = transformers.Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                          intermediate_size=64, conv_dim=(16, 16), conv_stride=(5, 4),
                                          conv_kernel=(10, 8), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
-    transformers.Wav2Vec2Model(config).save_pretrained(tmp_path / "speech_model")
-    features = PretrainedSpeechFeatures(str(tmp_path / "speech_model"))
-    assert features(torch.zeros(2, 32 * 640), 32).shape == (2, 32, 32)
-    out = str(tmp_path / "run")
+    torch.manual_seed(0)
+    model = transformers.Wav2Vec2Model(config)
+    model.save_pretrained(folder)
+    return {name: value.clone() for name, value in model.state_dict().items()}
+
+
+def speech_model_changes(run: str, original: dict) -> dict[str, bool]:
+    """Per weight of the pretrained speech model: did training change it?"""
+    trained = load_checkpoint(os.path.join(run, "last.pt"))["model"]
+    prefix = "speech.0.model."
+    return {name: not torch.equal(trained[prefix + name], value) for name, value in original.items()
+            if value.is_floating_point() and prefix + name in trained}
+
+
+def test_faceformer_fine_tunes_wav2vec_but_its_feature_extractor(tmp_path, dataset, rvq, speech):
+    """FaceFormer (and CodeTalker) train wav2vec 2.0's projection and transformer with the
+    generator, its convolutional feature extractor frozen; the probabilistic model keeps it all
+    frozen. Weight decay off, so only gradients move weights."""
+    folder = str(tmp_path / "speech_model")
+    original = tiny_wav2vec(folder)
+    no_decay = ["--set", "train.weight_decay=0.0", "--set", f"data.audio_model={folder}"]
+    faceformer = str(tmp_path / "faceformer")
     assert main(["train", "--config", os.path.join(CONFIGS, "faceformer.toml"), "--set", f"data.dataset={dataset}",
-                 "--set", f"out={out}", "--set", "train.steps=3", "--set", f"data.audio_model={tmp_path}/speech_model",
-                 "--set", "generator.dim=32", *SMALL]) == 0
+                 "--set", f"out={faceformer}", "--set", "train.steps=3", "--set", "generator.dim=32",
+                 "--set", "generator.speech_layers=0", *SMALL, "--set", "data.window=8", *no_decay]) == 0
+    changed = speech_model_changes(faceformer, original)
+    extractor = [name for name in changed if name.startswith("feature_extractor.")]
+    trained = [name for name in changed if name.startswith(("encoder.layers.", "feature_projection."))]
+    assert extractor and trained and len(changed) == len(original)
+    assert not any(changed[name] for name in extractor)
+    assert all(changed[name] for name in trained), [name for name in trained if not changed[name]]
+    probabilistic = str(tmp_path / "probabilistic")
+    assert main(["train", "--config", os.path.join(CONFIGS, "probabilistic.toml"), "--set", f"data.dataset={dataset}",
+                 "--set", f"out={probabilistic}", "--set", "train.steps=2", "--set", "generator.dim=32",
+                 "--set", f"tokenizer_checkpoint={rvq}/last.pt", *SMALL, *no_decay]) == 0
+    assert not any(speech_model_changes(probabilistic, original).values())
+    meshes = MotionGenerator(os.path.join(faceformer, "last.pt"))(speech[:16000])
+    assert meshes.shape[:2] == (1, 25) and np.isfinite(meshes).all()
+    model, stats, _ = load_model(os.path.join(faceformer, "last.pt"))
+    assert model.speech[0](torch.zeros(2, 8, 640)).shape == (2, 8, 32)  # wav2vec 2.0 features at the motion frames
+    codetalker = build_model(load_config(os.path.join(CONFIGS, "codetalker.toml"), [f"data.audio_model={folder}"]), stats)
+    assert [name for name, weight in codetalker.named_parameters() if "feature_extractor" in name and weight.requires_grad] == []
+    assert all(weight.requires_grad for name, weight in codetalker.named_parameters() if ".encoder.layers." in name)
+    waveform = torch.randn(2, 8 * 640)
+    assert torch.equal(audio_features(folder)(waveform, 8).flatten(1), waveform)
     with pytest.raises(FileNotFoundError, match="config.json"):
-        PretrainedSpeechFeatures(str(tmp_path / "missing"))
+        load_speech_model(str(tmp_path / "missing"))
 
 
 def test_bad_configs_and_checkpoints_are_named(tmp_path, capsys, dataset):
@@ -358,7 +420,7 @@ def test_bad_configs_and_checkpoints_are_named(tmp_path, capsys, dataset):
     assert "none.pt: no such checkpoint" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kind", ["tokenizer", "probabilistic", "codetalker", "faceformer"])
+@pytest.mark.parametrize("kind", ["tokenizer", "codetalker_vq", "probabilistic", "codetalker", "faceformer"])
 def test_every_model_takes_any_topology_size(kind):
     """FLAME's 5023 vertices: one training step and a generation, on random tensors."""
     from voxmesh.models.checkpoint import build_model
@@ -369,8 +431,8 @@ def test_every_model_takes_any_topology_size(kind):
                   feature_std=torch.ones(features), template_mean=torch.zeros(vertices, 3), topology="flame", windows=1)
     config = RunConfig.from_dict({"kind": kind, "out": "unused", "tokenizer_checkpoint": "unused",
                                   "data": {"dataset": "unused", "window": 8},
-                                  "tokenizer": {"hidden": 32, "codebook_size": 16,
-                                                "downsample": 0 if kind == "codetalker" else 1},
+                                  "tokenizer": {"hidden": 32, "codebook_size": 16},
+                                  "codetalker_vq": {"factors": 2, "code_dim": 16, "codebook_size": 16},
                                   "generator": {"dim": 32}})
     model = build_model(config, stats).train()
     batch = {"motion": torch.randn(2, 8, 3 * vertices), "reference": torch.randn(2, 8, 3 * vertices),
@@ -378,6 +440,6 @@ def test_every_model_takes_any_topology_size(kind):
     loss, _ = model(batch)
     loss.backward()
     assert torch.isfinite(loss)
-    if kind != "tokenizer":
+    if kind not in ("tokenizer", "codetalker_vq"):
         motion = model.eval().generate(batch["features"][:1, :7], None, samples=2)
         assert motion.shape == (2, 1, 7, 3 * vertices) and torch.isfinite(motion).all()
