@@ -13,21 +13,29 @@ import os
 import pstats
 import time
 
-# (what, file, function): cumulative time of that function, per frame
-STEPS = (
-    ("Face Mesh on the crop (FaceMesh.process, with its Python wrapper)", "face_mesh.py", "process"),
-    ("BlazeFace looks (FaceDetection.process)", "face_detection.py", "process"),
-    ("decode: PyAV, 25 fps selection, RGB", "frames.py", "iter_images"),
-    ("audio: decode, 16 kHz, aligned", "audio.py", "load_audio"),
-    ("shot-cut thumbnails", "faces.py", "is_cut"),
-    ("crops", "faces.py", "crop"),
-    ("landmark conversion", "mediapipe_mesh.py", "landmarks_to_points"),
-    ("pose removal (Umeyama)", "pose.py", "remove_pose"),
-    ("tracker (online, lookahead)", "tracking.py", "push"),
-    ("results spooled per run and read back", "process.py", "add"),
-    ("", "process.py", "read_parts"),
-    ("clips: offsets, quality figures, samples", "process.py", "_sample"),
-)
+
+def steps() -> tuple[tuple[str, tuple], ...]:
+    """(what, functions): the cumulative time of those functions, per frame (the functions are
+    named by their code objects, so that two methods of the same name are told apart)."""
+    import mediapipe as mp
+
+    from voxmesh.metrics.sync import estimate_offset
+    from voxmesh.pipelines.ingest import audio, faces, frames, process, tracking
+    from voxmesh.recon import mediapipe_mesh, pose
+    return (
+        ("Face Mesh on the crop (FaceMesh.process, with its Python wrapper)", (mp.solutions.face_mesh.FaceMesh.process,)),
+        ("BlazeFace looks (FaceDetection.process)", (mp.solutions.face_detection.FaceDetection.process,)),
+        ("decode: PyAV, 25 fps selection, RGB", (frames.iter_images,)),
+        ("audio: decode, 16 kHz, aligned", (audio.load_audio,)),
+        ("shot-cut thumbnails", (faces.ShotCutDetector.is_cut,)),
+        ("crops", (faces.crop,)),
+        ("landmark conversion", (mediapipe_mesh.landmarks_to_points,)),
+        ("pose removal (Umeyama)", (pose.remove_pose,)),
+        ("tracker (online, lookahead)", (tracking.OnlineTracker.push,)),
+        ("results spooled per run and read back", (process.ResultSpool.add, process.ResultSpool.read_parts)),
+        ("clips: offsets, quality figures, samples", (process._sample,)),
+        ("of which the offset estimate", (estimate_offset,)),
+    )
 
 
 def profile_shared_media(sources: list[str]) -> dict:
@@ -47,15 +55,13 @@ def profile_shared_media(sources: list[str]) -> dict:
     profiler.disable()
     wall = time.perf_counter() - start
     stats = pstats.Stats(profiler).stats
-    steps: dict[str, float] = {}
-    label = ""
-    for what, filename, function in STEPS:
-        label = what or label
-        seconds = sum(row[3] for (path, _, name), row in stats.items()
-                      if path.endswith(os.sep + filename) and name == function)
-        steps[label] = steps.get(label, 0.0) + seconds
-    per_frame = {what: round(1000 * seconds / n_frames, 2) for what, seconds in steps.items()}
-    per_frame["everything else"] = round(1000 * (wall - sum(steps.values())) / n_frames, 2)
+    measured: dict[str, float] = {}
+    for what, functions in steps():
+        codes = {(f.__code__.co_filename, f.__code__.co_firstlineno, f.__code__.co_name) for f in functions}
+        measured[what] = sum(row[3] for key, row in stats.items() if key in codes)
+    per_frame = {what: round(1000 * seconds / n_frames, 2) for what, seconds in measured.items()}
+    counted = sum(seconds for what, seconds in measured.items() if not what.startswith("of which"))
+    per_frame["everything else"] = round(1000 * (wall - counted) / n_frames, 2)
     per_frame["total (profiled; cProfile adds its own overhead)"] = round(1000 * wall / n_frames, 2)
     per_frame["frames"] = n_frames
     return per_frame

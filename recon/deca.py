@@ -52,7 +52,10 @@ NETWORK = "DECA's coarse encoder E_flame (ResNet-50 + Linear 2048-1024-236; deca
 INPUT_SIZE = 224
 BOX_SCALE = 1.25   # DECA's TestData default ``scale``
 BOX_SHIFT = 0.12   # centre moved down by this many box sizes for a detector box
-CHUNK_FRAMES = 64  # frames per forward pass
+# Frames per forward pass. On a CPU a pass of 64 frames allocates ResNet-50 activations of a few GB
+# and spends its time in page faults: bench/bench_deca_batches.py ran at 10.2 frames/s with passes
+# of 64 and 28.2 with passes of 8 (same frames, one run); a GPU wants the large pass.
+FORWARD_FRAMES = {"cpu": 8, "cuda": 64}
 
 
 def load_encoder(path: str) -> DecaCoarseEncoder:
@@ -170,7 +173,8 @@ class DecaBackend(ReconstructionBackend):
         register_topology(flame_topology(self.model, self.topology_name, n_landmarks))
 
     def reconstruct(self, frames: np.ndarray) -> Reconstruction:
-        parts = [self._decode(frames[i:i + CHUNK_FRAMES]) for i in range(0, len(frames), CHUNK_FRAMES)]
+        step = FORWARD_FRAMES.get(self.device, FORWARD_FRAMES["cuda"])
+        parts = [self._decode(frames[i:i + step]) for i in range(0, len(frames), step)]
         mesh, pose, lmk2d, coeffs, identity = (np.concatenate(arrays) for arrays in zip(*parts))
         n_frames = len(frames)
         return Reconstruction(mesh=mesh, pose=pose, lmk2d=lmk2d, confidence=np.ones(n_frames, dtype=np.float32),
