@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -6,6 +8,19 @@ import pytest
 pytest_plugins = ["s3_server"]  # the s3_endpoint and bucket fixtures: a local S3-compatible server
 MEDIA_ENV = "VOXMESH_TEST_MEDIA"
 REAL_CLIPS = ("hdtf_aoc_512_25fps.mp4", "retalking2_844_25fps.mp4", "retalking4_700_30fps.mp4")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def run_bench():
+    """``run_bench(NAME, *ARGS)``: run ``bench/NAME`` with ``ARGS`` (its short mode) in a fresh
+    process and return the last line it prints; the test fails with its stderr if it fails."""
+    def run(name: str, *args: str) -> str:
+        done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", name), *args], capture_output=True,
+                              text=True, env={**os.environ, "PYTHONPATH": ROOT}, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip().splitlines()[-1]
+    return run
 
 
 @pytest.fixture(scope="session")

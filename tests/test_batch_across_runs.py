@@ -6,8 +6,6 @@ DECA's batches are then full; the bench of these batches runs in short mode."""
 import itertools
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -24,7 +22,6 @@ from voxmesh.pipelines.ingest.process import process_input
 from voxmesh.recon import Reconstruction
 from voxmesh.recon.deca import DecaBackend
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHUNK = 6
 # (clip, first frame, frames): four shots, each cut from the one before
 SHOTS = (("hdtf_aoc_512_25fps.mp4", 0, 5), ("retalking2_844_25fps.mp4", 0, 8),
@@ -98,10 +95,6 @@ def test_batches_across_runs_give_each_run_its_own_results(models, short_shots, 
     assert not np.array_equal(deca_meshes[0][0], deca_meshes[1][0])  # the shots' frames differ
 
 
-def test_the_deca_batch_bench_runs_in_short_mode():
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_deca_batches.py"), "--short"],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    last = done.stdout.strip().splitlines()[-1]
+def test_the_deca_batch_bench_runs_in_short_mode(run_bench):
+    last = run_bench("bench_deca_batches.py", "--short")
     assert re.fullmatch(r"deca_fps_across_runs=[0-9.]+ deca_fps_per_run=[0-9.]+ device=cpu frames=12", last), last

@@ -2,9 +2,6 @@
 105-point MediaPipe-layout path and the 68-point iBUG path; the backend picks the embedding from
 ``$VOXMESH_FLAME_MEDIAPIPE_EMBEDDING`` and names it in its version; the bench runs in short mode."""
 
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,8 +13,6 @@ from voxmesh.recon.flame import EMBEDDING_ENV, FlameBackend, FlameModel, Landmar
 from voxmesh.recon.flame_fit import FitSettings
 from voxmesh.recon.ibug68 import MEDIAPIPE_68
 from voxmesh.schemas.errors import ConfigError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
@@ -140,10 +135,6 @@ def test_an_embedding_file_without_the_arrays_is_refused(tmp_path):
         LandmarkEmbedding.load_mediapipe(str(tmp_path / "bad.npz"))
 
 
-def test_bench_flame_runs_in_short_mode():
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_flame.py"), "--short"],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    last = done.stdout.strip().splitlines()[-1]
+def test_bench_flame_runs_in_short_mode(run_bench):
+    last = run_bench("bench_flame.py", "--short")
     assert last.startswith("flame_fit_fps=") and " device=cpu frames=12" in last
