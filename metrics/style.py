@@ -17,16 +17,14 @@ Weights are plain tensors (``weights_only=True``); nothing downloads.
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import numpy as np
 import torch
 from torch import nn
 
+from voxmesh.metrics.fitting import fit
 from voxmesh.schemas import Topology, get_topology
 from voxmesh.schemas.errors import ConfigError, MissingFileError
-
-log = logging.getLogger(__name__)
 
 STYLE_WINDOW = 25  # frames (1 s)
 HOP = 5  # frames between windows at evaluation
@@ -106,10 +104,9 @@ def train_style(meshes: list[np.ndarray], speakers: list[str], topology: Topolog
     generator = np.random.default_rng(seed)
     torch.manual_seed(seed)
     net = StyleNet(len(style_vertices(topology)) * 3, len(names))
-    optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
     by_speaker = {name: [m for m, s in usable if s == name] for name in names}
-    losses = []
-    for step in range(steps):
+
+    def loss_at(_step: int) -> torch.Tensor:
         labels = generator.integers(len(names), size=batch)  # speakers drawn evenly
         windows = []
         for label in labels:
@@ -117,13 +114,9 @@ def train_style(meshes: list[np.ndarray], speakers: list[str], topology: Topolog
             motion = clips[generator.integers(len(clips))]
             start = generator.integers(len(motion) - STYLE_WINDOW + 1)
             windows.append(motion[start:start + STYLE_WINDOW] / scale)
-        loss = nn.functional.cross_entropy(net(torch.from_numpy(np.stack(windows))), torch.from_numpy(labels))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
-        if log_every and step % log_every == 0:
-            log.info("style step %d loss %.3f", step, loss.item())
+        return nn.functional.cross_entropy(net(torch.from_numpy(np.stack(windows))), torch.from_numpy(labels))
+
+    losses = fit(net, loss_at, steps, log_every, "style")
     return StyleModel(net.eval(), topology, scale, names), losses
 
 

@@ -13,17 +13,15 @@ unpickled, nothing downloads.
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import numpy as np
 import torch
 from torch import nn
 
+from voxmesh.metrics.fitting import fit
 from voxmesh.metrics.speech_features import N_MELS, LogMel
 from voxmesh.schemas import SAMPLES_PER_FRAME, Topology, get_topology, pcm_to_float
 from voxmesh.schemas.errors import ConfigError, MissingFileError
-
-log = logging.getLogger(__name__)
 
 WINDOW = 5  # frames (0.2 s)
 class SyncNet3D(nn.Module):
@@ -90,22 +88,17 @@ def train_syncnet(clips: list[Clip], n_lip_vertices: int, steps: int = 300, batc
     if not usable:
         raise ConfigError(f"no clip has the {WINDOW + 2 * max_shift} frames training needs")
     model = SyncNet3D(n_lip_vertices)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     shifts = np.arange(-max_shift, max_shift + 1)
     temperature = 0.1
-    losses = []
-    for step in range(steps):
+
+    def loss_at(_step: int) -> torch.Tensor:
         clip = usable[generator.integers(len(usable))]
         starts = generator.integers(max_shift, len(clip.lips) - WINDOW - max_shift + 1, size=batch)
         lips, audio = _windows(clip, starts, shifts)
         logits = _similarities(model, lips, audio) / temperature
-        loss = nn.functional.cross_entropy(logits, torch.full((batch,), max_shift))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
-        if log_every and step % log_every == 0:
-            log.info("step %d loss %.3f", step, loss.item())
+        return nn.functional.cross_entropy(logits, torch.full((batch,), max_shift))
+
+    losses = fit(model, loss_at, steps, log_every, "SyncNet-3D")
     return model.eval(), losses
 
 
