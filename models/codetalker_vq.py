@@ -33,12 +33,14 @@ float32 would.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 from torch import nn
 
 from voxmesh.schemas.errors import ConfigError
+
+from .layers import sinusoid_table
+from .tokenizer import nearest_code
 
 POSITIONAL = ("released", "sequence")
 
@@ -79,11 +81,8 @@ class FactorizedQuantizer(nn.Module):
         nn.init.uniform_(self.embedding.weight, -1.0 / size, 1.0 / size)
 
     def nearest(self, pieces: torch.Tensor) -> torch.Tensor:
-        """Indices (...,) of the nearest entries: squared distances in float32, autocast off."""
-        with torch.autocast(pieces.device.type, enabled=False):
-            flat, codebook = pieces.reshape(-1, pieces.shape[-1]).float(), self.embedding.weight.float()
-            distances = flat.pow(2).sum(-1, keepdim=True) - 2 * flat @ codebook.T + codebook.pow(2).sum(-1)
-        return distances.argmin(-1).view(pieces.shape[:-1])
+        """Indices (...,) of the nearest entries (:func:`~.tokenizer.nearest_code`)."""
+        return nearest_code(pieces.reshape(-1, pieces.shape[-1]), self.embedding.weight).view(pieces.shape[:-1])
 
     def forward(self, pieces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(..., dim) -> quantized (straight-through gradients to the pieces), codes (...,), codebook
@@ -92,15 +91,6 @@ class FactorizedQuantizer(nn.Module):
         chosen = self.embedding(codes)
         codebook, commitment = quantization_losses(pieces.float(), chosen.float())
         return pieces + (chosen - pieces).detach(), codes, codebook, commitment
-
-
-def sinusoid_table(length: int, dim: int) -> torch.Tensor:
-    """The sinusoidal encoding (Vaswani et al., 2017): sin at even, cos at odd channels. (length, dim)."""
-    position = torch.arange(length, dtype=torch.float)[:, None]
-    frequency = torch.exp(torch.arange(0, dim, 2).float() * (-math.log(10000.0) / dim))
-    table = torch.zeros(length, dim)
-    table[:, 0::2], table[:, 1::2] = torch.sin(position * frequency), torch.cos(position * frequency)
-    return table
 
 
 class PositionalEncoding(nn.Module):

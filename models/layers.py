@@ -150,6 +150,15 @@ def alignment_mask(length: int, memory_length: int, device=None) -> torch.Tensor
     return ~torch.eye(length, memory_length, dtype=torch.bool, device=device)
 
 
+def sinusoid_table(length: int, dim: int) -> torch.Tensor:
+    """The sinusoidal encoding (Vaswani et al., 2017): sin at even, cos at odd channels. (length, dim)."""
+    position = torch.arange(length, dtype=torch.float)[:, None]
+    frequency = torch.exp(torch.arange(0, dim, 2).float() * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2], table[:, 1::2] = torch.sin(position * frequency), torch.cos(position * frequency)
+    return table
+
+
 class PeriodicPositionalEncoding(nn.Module):
     """FaceFormer's periodic positional encoding: the sinusoidal encoding of ``t mod period``
     added to the input, then dropout."""
@@ -158,11 +167,7 @@ class PeriodicPositionalEncoding(nn.Module):
 
     def __init__(self, dim: int, period: int, dropout: float):
         super().__init__()
-        position = torch.arange(period, dtype=torch.float)[:, None]
-        frequency = torch.exp(torch.arange(0, dim, 2).float() * (-math.log(10000.0) / dim))
-        pe = torch.zeros(period, dim)
-        pe[:, 0::2], pe[:, 1::2] = torch.sin(position * frequency), torch.cos(position * frequency)
-        self.register_buffer("pe", pe)
+        self.register_buffer("pe", sinusoid_table(period, dim))
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

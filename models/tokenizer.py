@@ -46,6 +46,16 @@ def _broadcast(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def nearest_code(vectors: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Indices of the nearest rows of ``codebook`` (K, dim) for (N, dim) ``vectors``: squared
+    distances in float32 with autocast off (a bfloat16 matmul would round them and change the
+    choice)."""
+    with torch.autocast(vectors.device.type, enabled=False):
+        vectors, codebook = vectors.float(), codebook.float()
+        distances = vectors.pow(2).sum(-1, keepdim=True) - 2 * vectors @ codebook.T + codebook.pow(2).sum(-1)
+    return distances.argmin(-1)
+
+
 class ResidualVQ(nn.Module):
     """``levels`` codebooks of ``size`` vectors; level k quantizes what levels < k left."""
 
@@ -67,12 +77,8 @@ class ResidualVQ(nn.Module):
         return self.codebooks.shape[0]
 
     def nearest(self, level: int, vectors: torch.Tensor) -> torch.Tensor:
-        """Indices of the nearest codes of ``level`` for (N, dim) vectors: squared distances in
-        float32 with autocast off (a bfloat16 matmul would round them and change the choice)."""
-        with torch.autocast(vectors.device.type, enabled=False):
-            vectors, codebook = vectors.float(), self.codebooks[level].float()
-            distances = (vectors.pow(2).sum(-1, keepdim=True) - 2 * vectors @ codebook.T + codebook.pow(2).sum(-1))
-        return distances.argmin(-1)
+        """Indices of the nearest codes of ``level`` for (N, dim) vectors (:func:`nearest_code`)."""
+        return nearest_code(vectors, self.codebooks[level])
 
     def forward(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, S, dim) -> quantized latents (straight-through gradients), codes (B, S, levels) and

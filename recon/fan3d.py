@@ -23,7 +23,6 @@ landmarks' heatmap peaks (FAN's own landmark scores), clipped to [0, 1].
 
 from __future__ import annotations
 
-import contextlib
 import os
 import posixpath
 from typing import Any
@@ -164,8 +163,7 @@ class Fan3D(ReconstructionBackend):
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.fan, self.depth = FAN(4), ResNetDepth()
         for network, role in ((self.fan, "fan"), (self.depth, "depth")):
-            with contextlib.ExitStack() as stack:
-                path = stack.enter_context(storage.local_copy(files[role]))
+            with storage.local_copy(files[role]) as path:
                 try:
                     network.load_state_dict(load_state_dict(path))
                 except RuntimeError as error:

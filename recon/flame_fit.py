@@ -156,10 +156,10 @@ def _neighbour_sum(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return total, count
 
 
-def _nuisance_columns(rig: LandmarkRig, shape, expression, jaw, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
-    """The current landmarks (T, L, 3) and the Jacobian (T, 3L, 9) of the landmarks in the jaw
+def _nuisance_columns(rig: LandmarkRig, shape, expression, jaw, current: torch.Tensor,
+                      eps: float = 1e-4) -> torch.Tensor:
+    """The Jacobian (T, 3L, 9) of the landmarks, ``current`` (T, L, 3) at ``jaw``, in the jaw
     (finite differences) and in a small rotation and translation of the head (``ω × m + τ``)."""
-    current = rig.landmarks(shape, expression, jaw)
     columns = []
     for axis in range(3):
         moved = jaw.clone()
@@ -168,18 +168,19 @@ def _nuisance_columns(rig: LandmarkRig, shape, expression, jaw, eps: float = 1e-
     eye = torch.eye(3, dtype=jaw.dtype, device=jaw.device)
     columns += [torch.linalg.cross(eye[axis].expand_as(current), current).flatten(1) for axis in range(3)]
     columns += [eye[axis].expand_as(current).flatten(1) for axis in range(3)]
-    return current, torch.stack(columns, dim=2)
+    return torch.stack(columns, dim=2)
 
 
-def _joint_step(rig: LandmarkRig, shape, expression, jaw, target, weights, key_frames: int):
+def _joint_step(rig: LandmarkRig, shape, expression, jaw, current, target, weights, key_frames: int):
     """One Gauss-Newton step for every frame's expression and jaw jointly with a small head
     motion (so that they are not asked to explain a misaligned head), with the shape from the
-    key frames' exact least squares (the per-frame unknowns eliminated by their Schur complement)."""
+    key frames' exact least squares (the per-frame unknowns eliminated by their Schur complement).
+    ``current``: the landmarks at ``shape, expression, jaw``."""
     shape_weight, expression_weight, smooth = weights
     bend = rig.bend(jaw)
     n_frames, n_expression = expression.shape
     n_landmarks = target.shape[1]
-    _, nuisance = _nuisance_columns(rig, shape, expression, jaw)                     # (T, 3L, 9)
+    nuisance = _nuisance_columns(rig, shape, expression, jaw, current)              # (T, 3L, 9)
     data = (target - rig.constant(bend)).flatten(1)                                 # (T, 3L)
     data = data + torch.einsum("tlk,tk->tl", nuisance[..., :3], jaw)                 # jaw linearised at jaw
     prior = torch.full((n_expression + 9,), 1e-9, dtype=data.dtype, device=data.device)
@@ -215,8 +216,10 @@ def _joint_step(rig: LandmarkRig, shape, expression, jaw, target, weights, key_f
     return shape, solution[:, :n_expression], jaw + step * torch.clamp(MAX_JAW_STEP / (length + 1e-12), max=1.0)
 
 
-def _fit_chunk(model: FlameModel, rig: LandmarkRig, target: torch.Tensor, settings: FitSettings,
+def _fit_chunk(rig: LandmarkRig, target: torch.Tensor, settings: FitSettings,
                start: tuple[torch.Tensor, torch.Tensor, torch.Tensor]):
+    """``settings.iterations`` joint steps from ``start``; the chunk's shape, expression, jaw, its
+    similarity to ``target`` (rotation, translation, scale) and the model's landmarks there."""
     shape, expression, jaw = start
     n_frames, n_landmarks = target.shape[:2]
     for _ in range(settings.iterations):
@@ -226,12 +229,12 @@ def _fit_chunk(model: FlameModel, rig: LandmarkRig, target: torch.Tensor, settin
         spread = float(target.std()) / float(scale)
         unit = n_landmarks * spread ** 2  # the energy above times T·L·spread²
         smooth = settings.smoothness_weight * unit * n_frames / max(n_frames - 1, 1)
-        shape, expression, jaw = _joint_step(rig, shape, expression, jaw, local,
+        shape, expression, jaw = _joint_step(rig, shape, expression, jaw, model_landmarks, local,
                                              (settings.shape_weight * unit * n_frames,
                                               settings.expression_weight * unit, smooth), settings.key_frames)
     model_landmarks = rig.landmarks(shape, expression, jaw)
     rotation, translation, scale = similarity_shared_scale(model_landmarks, target)
-    return shape, expression, jaw, rotation, translation, scale
+    return shape, expression, jaw, rotation, translation, scale, model_landmarks
 
 
 def fit_flame(model: FlameModel, targets: np.ndarray, settings: FitSettings = FitSettings(),
@@ -253,12 +256,12 @@ def fit_flame(model: FlameModel, targets: np.ndarray, settings: FitSettings = Fi
     for first in range(0, n_frames, settings.chunk_frames):
         chunk = target[first:first + settings.chunk_frames]
         init = (start[0], start[1][-1:].expand(len(chunk), -1).clone(), start[2][-1:].expand(len(chunk), -1).clone())
-        shape, expression, jaw, rotation, translation, scale = _fit_chunk(model, rig, chunk, settings, init)
+        shape, expression, jaw, rotation, translation, scale, landmarks = _fit_chunk(rig, chunk, settings, init)
         similarity = torch.zeros(len(chunk), 4, 4, dtype=DTYPE, device=device)
         similarity[:, :3, :3] = scale * rotation
         similarity[:, :3, 3] = translation
         similarity[:, 3, 3] = 1
-        moved = torch.einsum("tij,tlj->tli", similarity[:, :3, :3], rig.landmarks(shape, expression, jaw))
+        moved = torch.einsum("tij,tlj->tli", similarity[:, :3, :3], landmarks)
         squared_error += float(((moved + translation[:, None] - chunk) ** 2).sum(-1).sum())
         shapes.append(shape.expand(len(chunk), -1))
         expressions.append(expression)

@@ -108,7 +108,9 @@ class MediaPipeFaceMesh(ReconstructionBackend):
     needs_gpu = False
     description = "MediaPipe Face Mesh, 478 points with iris refinement; models ship in the wheel"
 
-    def __init__(self, min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5):
+    def __init__(self, options: dict[str, str] | None = None, min_detection_confidence: float = 0.5,
+                 min_tracking_confidence: float = 0.5):
+        super().__init__(options)
         self.min_detection_confidence = min_detection_confidence
         self.min_tracking_confidence = min_tracking_confidence
         self._face_mesh: Any = None  # mediapipe FaceMesh once set up

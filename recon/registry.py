@@ -47,5 +47,4 @@ def backend_class(name: str, options: dict[str, str] | None = None) -> type[Reco
 
 def create_backend(name: str, options: dict[str, str] | None = None) -> ReconstructionBackend:
     """A new instance of the backend ``name`` with its options (not yet set up)."""
-    cls = backend_class(name, options)
-    return cls(options=options) if options else cls()
+    return backend_class(name, options)(options=options)

@@ -13,7 +13,7 @@ import pytest
 
 from voxmesh.cli import main
 from voxmesh.pipelines.demo import make_demo_input
-from voxmesh.schemas import collate, decode_members, load_samples, read_manifest, validate_dataset
+from voxmesh.schemas import collate, committed_stats, decode_members, load_samples, read_manifest, validate_dataset
 from voxmesh.schemas.sample import encode_npy
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
@@ -155,7 +155,7 @@ def test_a_neutral_face_is_documented_declared_without_time_axis_and_read_by_dat
     rows = read_manifest(out)
     dataset_json = {"config": {"backend": "flame", "license": "cc-by-4.0"}, "schema_version": 1, "versions": {},
                     "counts": {"clips": 2, "hours": 0.0, "speakers": 1, "inputs": 2}}
-    write_dataset_card(out, dataset_json, rows, [])
+    write_dataset_card(out, dataset_json, rows, [], committed_stats(out))
     with open(os.path.join(out, "README.md"), encoding="utf-8") as f:
         card = f.read()
     header = card.split("---\n")[1]

@@ -146,8 +146,9 @@ def test_frechet_distance_is_zero_for_one_set_and_grows_with_a_shift():
 
 def test_package_root_exports_the_metrics():
     import voxmesh.metrics as metrics
-    assert metrics.lip_vertex_error is lip_vertex_error
-    assert metrics.upper_face_dynamics_deviation is upper_face_dynamics_deviation
+    from voxmesh.metrics import motion
+    assert metrics.lip_vertex_error is motion.lip_vertex_error
+    assert metrics.upper_face_dynamics_deviation is motion.upper_face_dynamics_deviation
 
 
 def test_quality_figures_lip_motion_and_jitter():

@@ -49,7 +49,7 @@ from voxmesh.pipelines.ingest.clips import ClipRules
 from voxmesh.pipelines.ingest.faces import FaceDetector, TrackRules
 from voxmesh.pipelines.ingest.process import failure, process_input
 from voxmesh.pipelines.logs import hold_quiet_native_logs, release_quiet_native_logs
-from voxmesh.recon import ReconstructionBackend, backend_class, create_backend
+from voxmesh.recon import ReconstructionBackend, backend_class
 from voxmesh.schemas import (
     SCHEMA_VERSION,
     FailureRecord,
@@ -278,8 +278,9 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
     # fail before any work when a backend cannot run here; the versions go into dataset.json
     versions = {}
     for name in config.backends:
-        check_share_mode(config.share_model, backend_class(name, config.options_of(name)))
-        versions[name] = create_backend(name, config.options_of(name)).version
+        cls = backend_class(name, config.options_of(name))
+        check_share_mode(config.share_model, cls)
+        versions[name] = cls(options=config.options_of(name)).version
     storage.check_reachable(config.input, "--input")
     storage.check_reachable(config.output, "--output")
     outputs = config.dataset_outputs()
@@ -390,7 +391,7 @@ def finalize(config: BuildConfig, planned: set[str], early_failures: list[Failur
         dataset["paired_backends"] = list(paired)
     write_atomic(storage.join(config.output, "dataset.json"),
                  json.dumps(dataset, indent=1, sort_keys=True).encode("utf-8"))
-    write_dataset_card(config.output, dataset, rows, failures)
+    write_dataset_card(config.output, dataset, rows, failures, stats)
     return summary
 
 

@@ -125,7 +125,7 @@ def _cuda_available() -> bool:
 
 def make_backend(name: str, options: dict[str, str], mode: str) -> ReconstructionBackend:
     """The backend a worker process uses: its own instance, or its share of the machine's one."""
-    from voxmesh.recon import backend_class, create_backend
+    from voxmesh.recon import backend_class
     cls = backend_class(name, options)
-    factory = functools.partial(create_backend, name, options)
+    factory = functools.partial(cls, options=options)
     return SharedBackend(cls, factory, model_tag(name, options)) if should_share(mode, cls) else factory()

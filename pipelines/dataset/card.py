@@ -14,7 +14,7 @@ import dataclasses
 import json
 from collections import Counter, defaultdict
 
-from voxmesh.schemas import FPS, FailureRecord, SampleMeta, TarStats, committed_stats, iter_tar_samples, storage
+from voxmesh.schemas import FPS, FailureRecord, SampleMeta, TarStats, iter_tar_samples, storage
 from voxmesh.schemas.sample import MEMBER_DOCS, MEMBER_DTYPES, META_DOCS, OPTIONAL_MEMBERS, STATIC_MEMBERS, decode_npy
 from voxmesh.schemas.shards import META_DIR, SHARDS_DIR, write_atomic
 from voxmesh.schemas.tables import FAILURES_DOCS, MANIFEST_DOCS
@@ -78,12 +78,13 @@ def yaml_header(license_text: str, splits: list[str], shapes: dict[str, tuple[in
     return lines + ["---", ""]
 
 
-def write_dataset_card(output: str, dataset: dict, rows: list[dict], failures: list[FailureRecord]) -> None:
+def write_dataset_card(output: str, dataset: dict, rows: list[dict], failures: list[FailureRecord],
+                       stats: list[TarStats]) -> None:
     """The card: YAML for ``datasets``, then what the dataset is, how to read it, every member's
     shape, dtype, units and frame, every table column, how it was made, its licence, splits and
-    failures."""
+    failures. ``stats``: the committed shards' (as ``finalize`` read them)."""
     config, counts = dataset["config"], dataset["counts"]
-    shapes = member_shapes(output, committed_stats(output))
+    shapes = member_shapes(output, stats)
     per_split: dict[str, Counter] = defaultdict(Counter)
     speakers: dict[str, set] = defaultdict(set)
     for row in rows:

@@ -5,7 +5,6 @@ hear whether lips and speech agree. Rendering is plain NumPy + Pillow (no displa
 from __future__ import annotations
 
 import json
-import os
 
 import av
 import numpy as np
@@ -15,7 +14,8 @@ from voxmesh.pipelines.ingest.audio import encode_audio
 from voxmesh.pipelines.ingest.frames import iter_frames
 from voxmesh.pipelines.ingest.item import join_uri
 from voxmesh.pipelines.ingest.probe import MediaError, local_path
-from voxmesh.schemas import FPS, SAMPLE_RATE, Sample, get_topology, load_samples, pcm_to_float
+from voxmesh.schemas import FPS, SAMPLE_RATE, Sample, get_topology, load_samples, pcm_to_float, storage
+from voxmesh.schemas.errors import UserError
 
 LIGHT = np.array([0.3, 0.4, 1.0]) / np.linalg.norm([0.3, 0.4, 1.0])
 
@@ -62,12 +62,12 @@ def source_crops(sample: Sample, size: int, root: str = "") -> list[np.ndarray] 
     return crops if len(crops) == meta.n_frames else None
 
 
-def input_root(output: str) -> str:
-    """The input root that ``dataset.json`` records ("" when the file is missing)."""
+def recorded_input_root(output: str) -> str:
+    """The input root that ``dataset.json`` records, on any file system ("" when the file is
+    missing or unreadable)."""
     try:
-        with open(os.path.join(output, "dataset.json"), encoding="utf-8") as f:
-            return str(json.load(f).get("input_root", ""))
-    except (OSError, ValueError):
+        return str(json.loads(storage.read_bytes(storage.join(output, "dataset.json"))).get("input_root", ""))
+    except (OSError, ValueError, UserError):
         return ""
 
 
@@ -77,7 +77,7 @@ def write_preview(output: str, key: str, out_path: str, size: int = 384) -> str:
     faces = get_topology(sample.meta.topology).faces
     low, high = sample.mesh.reshape(-1, 3).min(axis=0), sample.mesh.reshape(-1, 3).max(axis=0)
     centre, extent = (low + high) / 2, float((high - low)[:2].max() / 2)
-    crops = source_crops(sample, size, input_root(output))
+    crops = source_crops(sample, size, recorded_input_root(output))
     with av.open(out_path, "w") as container:
         video = container.add_stream("libx264", rate=FPS, options={"crf": "23"})
         video.width, video.height, video.pix_fmt = size * (2 if crops else 1), size, "yuv420p"
