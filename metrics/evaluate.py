@@ -27,8 +27,9 @@ import os
 
 import numpy as np
 
-from voxmesh.schemas import Sample, Topology, decode_npy_file, get_topology, iter_samples, load_samples, read_manifest
+from voxmesh.schemas import Sample, Topology, decode_npy_file, get_topology, iter_samples, load_samples
 from voxmesh.schemas.errors import ConfigError, MissingFileError
+from voxmesh.schemas.reader import reference_candidates, reference_key
 
 from .scores import Evaluators, ModelScores
 
@@ -80,22 +81,13 @@ class _TemplateRule:
     generate`` picks style references), else the clip's ``neutral.npy``, else the topology's template."""
 
     def __init__(self, ref_dir: str, split: str | None):
-        candidates: dict[str, list[str]] = {}
-        self.speaker_of: dict[str, str] = {}
-        for row in read_manifest(ref_dir, ["key", "split", "speaker"]):
-            if split is None or row["split"] == split:
-                self.speaker_of[row["key"]] = row["speaker"]
-                kept = candidates.setdefault(row["speaker"], [])
-                if len(kept) < 2:
-                    kept.append(row["key"])
-        self.candidates = candidates
-        keys = [key for keys in candidates.values() for key in keys]
+        self.candidates = reference_candidates(ref_dir, split)
+        keys = [key for keys in self.candidates.values() for key in keys]
         self.faces = {key: sample.mesh.astype(np.float64).mean(axis=0)
                       for key, sample in load_samples(ref_dir, keys).items()} if keys else {}
 
     def of(self, sample: Sample, topology: Topology) -> np.ndarray:
-        key = sample.key
-        other = next((k for k in self.candidates.get(self.speaker_of.get(key, ""), []) if k != key), None)
+        other = reference_key(self.candidates, sample.meta.speaker, sample.key)
         if other:
             return self.faces[other]
         return (topology.template if sample.neutral is None else sample.neutral).astype(np.float64)

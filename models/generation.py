@@ -35,9 +35,9 @@ from voxmesh.schemas import (
     iter_samples,
     load_samples,
     pcm_to_float,
-    read_manifest,
 )
 from voxmesh.schemas.errors import ConfigError, DatasetStateError
+from voxmesh.schemas.reader import reference_candidates, reference_key
 
 
 class Generates(Protocol):
@@ -88,11 +88,7 @@ def generate_for_split(generator: MotionGenerator, dataset: str, split: str | No
                        samples: int, sampling: Sampling, seed: int) -> dict:
     """``{key}.npy`` (samples, T, V, 3) for every clip of ``split``; returns what was done."""
     topology = generator.stats.topology
-    candidates: dict[str, list[str]] = {}  # two clips per speaker suffice as references
-    for row in read_manifest(dataset, ["key", "split", "speaker"]):
-        kept = candidates.setdefault(row["speaker"], [])
-        if (split is None or row["split"] == split) and len(kept) < 2:
-            kept.append(row["key"])
+    candidates = reference_candidates(dataset, split)
     references = {key: (sample.mesh[:generator.reference_frames], sample.mesh.mean(0))
                   for key, sample in load_samples(dataset, [k for keys in candidates.values() for k in keys]).items()}
     fallback = get_topology(topology).template
@@ -103,16 +99,16 @@ def generate_for_split(generator: MotionGenerator, dataset: str, split: str | No
             raise DatasetStateError(f"{dataset}: sample key {sample.key!r} is not a valid voxmesh key; run `voxmesh validate`")
         if sample.meta.topology != topology:
             raise ConfigError(f"{sample.key} has topology {sample.meta.topology}; the model was trained on {topology}")
-        reference_key = next((key for key in candidates[sample.meta.speaker] if key != sample.key), None)
-        if reference_key:
-            reference, template = references[reference_key]
+        reference_of = reference_key(candidates, sample.meta.speaker, sample.key)
+        if reference_of:
+            reference, template = references[reference_of]
         else:  # the target's identity only (no motion of the clip), else the topology's template
             reference, template = None, fallback if sample.neutral is None else sample.neutral
         meshes = generator(pcm_to_float(sample.audio), reference,
                            template=template, samples=samples, sampling=sampling, seed=seed + index)
         np.save(os.path.join(out_dir, f"{sample.key}.npy"), meshes[:, :len(sample.mesh)])
         np.save(os.path.join(out_dir, "templates", f"{sample.key}.npy"), np.asarray(template, np.float32))
-        done[sample.key] = reference_key
+        done[sample.key] = reference_of
     summary = {"clips": len(done), "samples": samples, "temperature": sampling.temperature, "top_p": sampling.top_p,
                "seed": seed, "references": done}
     with open(os.path.join(out_dir, "generation.json"), "w") as f:

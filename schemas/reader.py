@@ -89,3 +89,20 @@ def load_samples(out_dir: str, keys: Iterable[str]) -> dict[str, Sample]:
     for key in sorted(wanted - set(found)):
         raise SampleNotFound(f"sample {key!r} is in the manifest but not in shard {shard_of[key]}; run `voxmesh validate`")
     return found
+
+
+def reference_candidates(out_dir: str, split: str | None) -> dict[str, list[str]]:
+    """Per speaker, the keys of its first two clips of ``split`` (all splits when None) in manifest
+    order: where ``voxmesh generate`` takes a clip's style reference and template from, and
+    where ``voxmesh eval`` finds the same template (two suffice: one of them is another clip)."""
+    candidates: dict[str, list[str]] = {}
+    for row in read_manifest(out_dir, ["key", "split", "speaker"]):
+        kept = candidates.setdefault(row["speaker"], [])
+        if (split is None or row["split"] == split) and len(kept) < 2:
+            kept.append(row["key"])
+    return candidates
+
+
+def reference_key(candidates: dict[str, list[str]], speaker: str, key: str) -> str | None:
+    """The reference clip of clip ``key``: another clip of its speaker, or None."""
+    return next((other for other in candidates.get(speaker, []) if other != key), None)
