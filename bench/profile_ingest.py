@@ -17,20 +17,18 @@ import time
 def steps() -> tuple[tuple[str, tuple], ...]:
     """(what, functions): the cumulative time of those functions, per frame (the functions are
     named by their code objects, so that two methods of the same name are told apart)."""
-    import mediapipe as mp
-
     from voxmesh.metrics.sync import estimate_offset
     from voxmesh.pipelines.ingest import audio, faces, frames, process, tracking
     from voxmesh.recon import mediapipe_mesh, pose
     return (
-        ("Face Mesh on the crop (FaceMesh.process, with its Python wrapper)", (mp.solutions.face_mesh.FaceMesh.process,)),
-        ("BlazeFace looks (FaceDetection.process)", (mp.solutions.face_detection.FaceDetection.process,)),
+        ("Face Mesh backend on the crops (graph, landmarks, pose)", (mediapipe_mesh.MediaPipeFaceMesh.reconstruct,)),
+        ("of which landmark conversion", (mediapipe_mesh.landmarks_to_points,)),
+        ("of which pose removal (Umeyama)", (pose.remove_pose,)),
+        ("BlazeFace looks", (faces.FaceDetector.detect,)),
         ("decode: PyAV, 25 fps selection, RGB", (frames.iter_images,)),
         ("audio: decode, 16 kHz, aligned", (audio.load_audio,)),
         ("shot-cut thumbnails", (faces.ShotCutDetector.is_cut,)),
         ("crops", (faces.crop,)),
-        ("landmark conversion", (mediapipe_mesh.landmarks_to_points,)),
-        ("pose removal (Umeyama)", (pose.remove_pose,)),
         ("tracker (online, lookahead)", (tracking.OnlineTracker.push,)),
         ("results spooled per run and read back", (process.ResultSpool.add, process.ResultSpool.read_parts)),
         ("clips: offsets, quality figures, samples", (process._sample,)),

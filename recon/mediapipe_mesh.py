@@ -40,16 +40,18 @@ _WIRE_LANDMARK = np.dtype([("tag", "u1"), ("size", "u1"), ("x_tag", "u1"), ("x",
 _WIRE_TAGS = {"tag": 0x0A, "size": 15, "x_tag": 0x0D, "y_tag": 0x15, "z_tag": 0x1D}
 
 
-def landmarks_to_points(landmarks, width: int, height: int) -> np.ndarray:
-    """MediaPipe landmarks of one face -> (478, 3) in source pixels (z scaled like x).
+def landmarks_to_points(wire: bytes, width: int, height: int) -> np.ndarray:
+    """One face's ``NormalizedLandmarkList`` as protobuf wire bytes -> (478, 3) in source pixels
+    (z scaled like x).
 
-    Read in one step from the message's wire bytes (no Python per point); a message with other
-    fields set (visibility, presence) is read field by field instead."""
-    wire = landmarks.SerializeToString()
+    Read in one step with numpy (no Python per point); a message with other fields set
+    (visibility, presence) is parsed instead."""
     records = np.frombuffer(wire, dtype=_WIRE_LANDMARK) if len(wire) % _WIRE_LANDMARK.itemsize == 0 else None
     if records is not None and all((records[name] == value).all() for name, value in _WIRE_TAGS.items()):
         normalized = np.stack([records["x"], records["y"], records["z"]], axis=1).astype(np.float64)
     else:
+        from mediapipe.framework.formats import landmark_pb2
+        landmarks = landmark_pb2.NormalizedLandmarkList.FromString(wire)
         normalized = np.array([(p.x, p.y, p.z) for p in landmarks.landmark], dtype=np.float64)
     return normalized * np.array([width, height, width])
 
@@ -84,7 +86,8 @@ def build_topology(image: np.ndarray) -> Topology:
     if not result.multi_face_landmarks:
         raise ValueError("no face found in the template image")
     height, width = image.shape[:2]
-    template = head_frame_template(landmarks_to_points(result.multi_face_landmarks[0], width, height))
+    template = head_frame_template(
+        landmarks_to_points(result.multi_face_landmarks[0].SerializeToString(), width, height))
 
     neighbours: dict[int, set[int]] = {}
     for a, b in connections.FACEMESH_TESSELATION:
@@ -148,10 +151,10 @@ class MediaPipeFaceMesh(ReconstructionBackend):
         n_frames, height, width = frames.shape[:3]
         observed = np.full((n_frames, N_POINTS, 3), np.nan)
         n_faces = np.zeros(n_frames, dtype=np.int16)
+        from .mediapipe_graph import output_packet, serialized_protos
         face_mesh = self._mesh()
         for t in range(n_frames):
-            result = face_mesh.process(frames[t])
-            faces = result.multi_face_landmarks or []
+            faces = serialized_protos(output_packet(face_mesh, frames[t], "multi_face_landmarks"))
             n_faces[t] = len(faces)
             if faces:
                 observed[t] = landmarks_to_points(faces[0], width, height)

@@ -62,11 +62,13 @@ class FaceDetector:
                                                                   min_detection_confidence=min_confidence)
 
     def detect(self, frame: np.ndarray) -> np.ndarray:
+        from mediapipe.framework.formats.detection_pb2 import Detection
+
+        from voxmesh.recon.mediapipe_graph import output_packet, serialized_protos
         height, width = frame.shape[:2]
-        result = self._detector.process(frame)
         boxes = []
-        for detection in result.detections or []:
-            box = detection.location_data.relative_bounding_box
+        for wire in serialized_protos(output_packet(self._detector, frame, "detections")):
+            box = Detection.FromString(wire).location_data.relative_bounding_box
             boxes.append((box.xmin * width, box.ymin * height, (box.xmin + box.width) * width,
                           (box.ymin + box.height) * height))
         return np.array(boxes, dtype=np.float64).reshape(-1, 4)
