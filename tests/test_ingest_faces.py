@@ -11,7 +11,7 @@ from test_media import numbered_frames
 
 from voxmesh.pipelines.ingest.audio import load_audio
 from voxmesh.pipelines.ingest.clips import ClipRules
-from voxmesh.pipelines.ingest.faces import FacePass, TrackRules, build_tracks
+from voxmesh.pipelines.ingest.faces import FaceDetector, FacePass, TrackRules, build_tracks
 from voxmesh.pipelines.ingest.frames import iter_frames
 from voxmesh.pipelines.ingest.item import InputItem
 from voxmesh.pipelines.ingest.probe import probe
@@ -19,6 +19,7 @@ from voxmesh.pipelines.ingest.process import process_input
 from voxmesh.schemas import Reason
 
 FACE = data.astronaut()[0:256, 96:352]  # a real face, 256 x 256
+CLOSE_UP = data.astronaut()[38:204, 143:309]  # the same face cropped close: its box is 0.7 of the side
 
 
 def speechy_audio(seconds: float, seed: int = 0) -> np.ndarray:
@@ -59,6 +60,63 @@ def test_a_second_face_entering_between_two_looks_makes_those_frames_unusable(mo
     assert seen.cuts == set() and faces_at_looks == [1] * (enters // 5 + 1) + [2] * (19 - enters // 5)
     result = run(models, path)
     assert [(s.meta.start_time, s.meta.n_frames) for s in result.samples] == [(0.0, last_usable + 1)]
+
+
+class RecordingDetector(FaceDetector):
+    """The real detector, recording which model each look used (True: short range)."""
+
+    def __init__(self):
+        super().__init__()
+        self.short_range: list[bool] = []
+
+    def detect(self, frame, short_range=False):
+        self.short_range.append(short_range)
+        return super().detect(frame, short_range)
+
+
+def test_a_second_face_entering_a_close_up_is_seen_by_the_short_range_looks(models, tmp_path):
+    """Two close-up faces side by side (each box a third of the frame's side): the first look is
+    full range and the shot's later looks short range, which still see the second face entering
+    at frame 77 from the look at 80 on; frames 76-79 are not used either. (The faces fill the top
+    half of a square frame, so that the entrance is not a shot cut.)"""
+    side = CLOSE_UP.shape[0]
+    canvas = np.full((100, 2 * side, 2 * side, 3), int(CLOSE_UP.mean()), np.uint8)
+    canvas[:, :side, :side] = CLOSE_UP
+    canvas[77:, :side, side:] = CLOSE_UP[:, ::-1]
+    path = str(tmp_path / "close.mp4")
+    write_video(path, canvas, audio=speechy_audio(4))
+    detector = RecordingDetector()
+    seen = FacePass.run(iter_frames(path), detector, TrackRules())
+    assert detector.short_range == [False, True] + [True] * 19
+    assert seen.cuts == set() and [len(seen.boxes[t]) for t in range(0, 100, 5)] == [1] * 16 + [2] * 4
+    result = run((models[0], detector), path)
+    assert [(s.meta.start_time, s.meta.n_frames) for s in result.samples] == [(0.0, 76)]
+    detector.close()
+
+
+def test_a_face_that_shrinks_without_a_cut_is_looked_for_with_the_full_range_model_again(models, tmp_path):
+    """A close-up that zooms out smoothly to a face a tenth of the frame (no cut): once a
+    short-range look sees less than 0.8 of the opening size, that look is redone full range and
+    the shot's later looks stay full range; the face is tracked throughout. With
+    ``short_range_face=0`` every look is full range."""
+    import cv2
+    canvas = np.full((125, 360, 360, 3), int(FACE.mean()), np.uint8)
+    for t in range(125):
+        size = int(round(360 * (1 - 0.75 * min(t, 100) / 100)))  # 360 px, shrinking to 90 px
+        canvas[t, (360 - size) // 2:(360 + size) // 2, (360 - size) // 2:(360 + size) // 2] = cv2.resize(
+            FACE, (size, size), interpolation=cv2.INTER_AREA)
+    path = str(tmp_path / "zoom.mp4")
+    write_video(path, canvas, audio=speechy_audio(5))
+    detector = RecordingDetector()
+    seen = FacePass.run(iter_frames(path), detector, TrackRules())
+    assert seen.cuts == set() and all(len(seen.boxes[t]) == 1 for t in range(0, 125, 5))
+    first_full = detector.short_range.index(False, 2)
+    assert detector.short_range[:2] == [False, True] and all(detector.short_range[2:first_full])
+    assert not any(detector.short_range[first_full:]) and 3 < first_full < 20
+    detector.short_range = []
+    FacePass.run(iter_frames(path), detector, TrackRules(short_range_face=0))
+    assert not any(detector.short_range)
+    detector.close()
 
 
 def test_a_face_that_leaves_the_frame_ends_its_clip(models, tmp_path):

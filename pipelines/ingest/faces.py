@@ -1,8 +1,9 @@
 """Faces before reconstruction: shot cuts, face detection, tracks of the dominant face, crops.
 
 Over a video's 25 fps frames, :class:`FaceLooks` looks for shot cuts on every frame (a content
-change of a 32x32 grey thumbnail) and detects faces (MediaPipe's bundled full-range BlazeFace) on
-every ``detect_every``-th frame of a shot, counted from the shot's first frame. Tracks of the
+change of a 32x32 grey thumbnail) and detects faces (MediaPipe's bundled BlazeFace: the
+full-range model, or the short-range one in shots of large faces) on every ``detect_every``-th
+frame of a shot, counted from the shot's first frame. Tracks of the
 dominant face are built from those looks while the video streams
 (:class:`~voxmesh.pipelines.ingest.tracking.OnlineTracker`, a lookahead of about 20 frames): a
 frame with two comparable faces (the second at least half the area of the first) belongs to no
@@ -51,41 +52,65 @@ class ShotCutDetector:
 
 
 class FaceDetector:
-    """MediaPipe BlazeFace, full-range model (from the wheel): it finds faces from close-ups to
-    small faces in wide shots, and one model keeps box sizes consistent from frame to frame (the
-    short-range model misses faces under ~20% of the frame, and mixing the two makes boxes jump).
-    Boxes are (x0, y0, x1, y1) in pixels."""
+    """MediaPipe BlazeFace (both models from the wheel). The full-range model finds faces from
+    close-ups to small faces in wide shots; the short-range one costs about a third as much per
+    look but misses faces under about an eighth of the frame's long side, and its boxes are
+    5-10% smaller than the full-range model's on the same large face (so one run of a track takes
+    its boxes from one model: :class:`FaceLooks`). Boxes are (x0, y0, x1, y1) in pixels."""
 
     def __init__(self, min_confidence: float = 0.5):
         import mediapipe as mp
-        self._detector = mp.solutions.face_detection.FaceDetection(model_selection=1,
-                                                                  min_detection_confidence=min_confidence)
+        self._models = {short_range: mp.solutions.face_detection.FaceDetection(
+            model_selection=0 if short_range else 1, min_detection_confidence=min_confidence)
+            for short_range in (False, True)}
 
-    def detect(self, frame: np.ndarray) -> np.ndarray:
+    def detect(self, frame: np.ndarray, short_range: bool = False) -> np.ndarray:
         from mediapipe.framework.formats.detection_pb2 import Detection
 
         from voxmesh.recon.mediapipe_graph import output_packet, serialized_protos
         height, width = frame.shape[:2]
         boxes = []
-        for wire in serialized_protos(output_packet(self._detector, frame, "detections")):
+        for wire in serialized_protos(output_packet(self._models[short_range], frame, "detections")):
             box = Detection.FromString(wire).location_data.relative_bounding_box
             boxes.append((box.xmin * width, box.ymin * height, (box.xmin + box.width) * width,
                           (box.ymin + box.height) * height))
         return np.array(boxes, dtype=np.float64).reshape(-1, 4)
 
     def close(self) -> None:
-        self._detector.close()
+        for model in self._models.values():
+            model.close()
+
+
+def largest_face(boxes: np.ndarray, frame: np.ndarray) -> float:
+    """The largest box's longer side over the frame's longer side (0 without a box)."""
+    return float(np.max(boxes[:, 2:] - boxes[:, :2])) / max(frame.shape[:2]) if len(boxes) else 0.0
+
+
+# A short-range shot keeps its model while its largest face stays this much of short_range_face
+# (the short-range boxes run 5-10% smaller than the full-range box that opened the shot).
+SHORT_RANGE_STAYS = 0.8
 
 
 class FaceLooks:
     """Per frame of one video, in order: whether it starts a new shot, and the detected boxes when
     it is looked at (every ``detect_every``-th frame of a shot, counted from the shot's first
-    frame; None otherwise)."""
+    frame; None otherwise).
+
+    Which model looks: the first look of a shot uses the full-range model. When its largest face
+    is at least ``short_range_face`` of the frame's long side and the short-range model sees it
+    too, that look and the shot's next ones take the short-range model's boxes, for as long as the
+    largest face they see stays at least ``SHORT_RANGE_STAYS`` of that size; a look that sees less
+    (the face left, shrank, or a wide shot came without a cut) is redone with the full-range
+    model, which the rest of the shot keeps. Why this gives nothing up: a comparable second face
+    (half the area) of a face that large is at least 0.7 x 0.8 x 0.3 = 0.17 of the long side,
+    well inside the short-range model's reach (about 0.12).
+    """
 
     def __init__(self, detector: FaceDetector, track_rules: TrackRules):
         self.detector, self.track_rules = detector, track_rules
         self.cut_detector = ShotCutDetector(track_rules)
         self.t = self.shot_start = 0
+        self.short_range = False
 
     def observe(self, frame: np.ndarray) -> tuple[bool, np.ndarray | None]:
         t, self.t = self.t, self.t + 1
@@ -93,7 +118,24 @@ class FaceLooks:
         if cut:
             self.shot_start = t
         looked_at = (t - self.shot_start) % self.track_rules.detect_every == 0
-        return cut, self.detector.detect(frame) if looked_at else None
+        return cut, self.look(frame, shot_start=t == self.shot_start) if looked_at else None
+
+    def look(self, frame: np.ndarray, shot_start: bool) -> np.ndarray:
+        large = self.track_rules.short_range_face
+        if shot_start:
+            self.short_range = False
+        if self.short_range:
+            boxes = self.detector.detect(frame, short_range=True)
+            if largest_face(boxes, frame) >= SHORT_RANGE_STAYS * large:
+                return boxes
+            self.short_range = False
+        boxes = self.detector.detect(frame)
+        if shot_start and large > 0 and largest_face(boxes, frame) >= large:
+            short = self.detector.detect(frame, short_range=True)
+            if largest_face(short, frame) >= SHORT_RANGE_STAYS * large:
+                self.short_range = True
+                return short
+        return boxes
 
 
 @dataclasses.dataclass
@@ -178,7 +220,7 @@ def track_frames(images: Iterable[np.ndarray], detector: FaceDetector,
                  track_rules: TrackRules) -> Iterator[TrackedFrame]:
     """One pass over a video's frames: looks, tracks (:class:`OnlineTracker`) and, where a shot
     ends on a frame that was not looked at (before a cut, at the end), one more look at that
-    frame, so that a second face entering after a shot's last look is still seen. Frames come
+    frame (full range), so that a second face entering after a shot's last look is still seen. Frames come
     out in order, each with its image, holding at most the lookahead's frames."""
     looks = FaceLooks(detector, track_rules)
     tracker = OnlineTracker(track_rules)

@@ -15,6 +15,8 @@ from voxmesh.schemas.errors import ConfigError
 class TrackRules:
     comparable_area: float = 0.5   # a second face this large (relative area) makes a frame ambiguous
     detect_every: int = 5          # face detection on every n-th frame of a shot (the detector is the costliest step)
+    short_range_face: float = 0.3  # a shot whose face is this large (side / frame's long side) is looked at with
+                                   # the short-range detector (0: never); see faces.FaceLooks
     min_iou: float = 0.3           # box overlap that continues a track from one observation to the next
     max_gap: int = 14              # frames without a detection that a track bridges (two missed looks at every 5th)
     smooth_frames: int = 9         # centred moving average of box centre and size
@@ -28,6 +30,8 @@ class TrackRules:
     def __post_init__(self):
         if self.detect_every < 1:
             raise ConfigError(f"--detect-every must be 1 or more (got {self.detect_every})")
+        if not 0 <= self.short_range_face <= 1:
+            raise ConfigError(f"--short-range-face must be between 0 and 1 (got {self.short_range_face})")
 
 
 def area(box: np.ndarray) -> float:

@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detect-every", type=int, default=TrackRules.detect_every,
                         help="run the face detector on every n-th frame of a shot (1: every frame); the "
                              "reconstruction still checks every frame of a track")
+    parser.add_argument("--short-range-face", type=float, default=TrackRules.short_range_face,
+                        help="shots whose face is at least this fraction of the frame's long side are looked at "
+                             "with the short-range face detector (cheaper, same checks); 0: full range only")
     parser.add_argument("--inputs-per-part", type=int, default=BuildConfig.inputs_per_part,
                         help="at most this many inputs in one part (what one worker processes in one go)")
     parser.add_argument("--frames-per-part", type=int, default=BuildConfig.frames_per_part,
@@ -79,7 +82,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         clip_rules=ClipRules(min_seconds=args.min_clip_seconds, max_seconds=args.max_clip_seconds,
                              min_confidence=args.min_confidence, max_av_offset=args.max_av_offset,
                              drop_av_offset=args.drop_av_offset),
-        track_rules=TrackRules(detect_every=args.detect_every),
+        track_rules=TrackRules(detect_every=args.detect_every, short_range_face=args.short_range_face),
         splits=fractions, resume=args.resume, license=args.license,
         backend_options=parse_backend_options(args.backend_option), share_model=args.share_model)
 
