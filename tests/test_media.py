@@ -93,3 +93,27 @@ def test_probe_reports_streams(tmp_path):
     with pytest.raises(MediaError) as raised:
         load_audio(path)
     assert raised.value.reason == Reason.NO_AUDIO_STREAM
+
+
+def yuv_frame(rgb: np.ndarray, colorspace: int = 2, color_range: int = 0):
+    import av
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    frame.colorspace, frame.color_range = colorspace, color_range
+    return frame
+
+
+def test_bt601_frames_are_converted_by_opencv_within_a_few_levels_of_swscale_and_others_by_swscale():
+    from skimage import data
+
+    from voxmesh.pipelines.ingest.frames import to_rgb
+    image = np.ascontiguousarray(data.astronaut()[:224, :224])
+    for colorspace, color_range in [(2, 0), (5, 1), (6, 0)]:  # untagged, BT470BG + MPEG, SMPTE170M
+        frame = yuv_frame(image, colorspace, color_range)
+        fast, reference = to_rgb(frame).astype(int), frame.to_ndarray(format="rgb24").astype(int)
+        assert fast.shape == (224, 224, 3) and not np.array_equal(fast, reference)  # OpenCV's path was taken
+        assert np.abs(fast - reference).mean() < 1.5 and np.percentile(np.abs(fast - reference), 99) <= 3
+    for colorspace, color_range in [(1, 0), (2, 2)]:  # BT.709, full range: swscale, exactly
+        frame = yuv_frame(image, colorspace, color_range)
+        assert np.array_equal(to_rgb(frame), frame.to_ndarray(format="rgb24"))
+    odd = yuv_frame(np.ascontiguousarray(data.astronaut()[:223, :221]))
+    assert np.array_equal(to_rgb(odd), odd.to_ndarray(format="rgb24")) and to_rgb(odd).shape == (223, 221, 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import av
+import cv2
 import numpy as np
 
 from voxmesh.pipelines.ingest.probe import MediaError, decoded_until_broken, seconds
@@ -50,8 +51,26 @@ def iter_images(path: str) -> Iterator[np.ndarray]:
 def upright(frame: av.VideoFrame) -> np.ndarray:
     """The frame as RGB, turned by its display rotation (counter-clockwise degrees) so that it
     looks as a player shows it."""
-    image = frame.to_ndarray(format="rgb24")
+    image = to_rgb(frame)
     return np.rot90(image, k=(frame.rotation or 0) // 90) if frame.rotation else image
+
+
+# AVColorSpace values that mean BT.601 (unspecified, BT470BG, SMPTE170M) and AVColorRange values
+# that mean limited range (unspecified, MPEG): what swscale assumes for an untagged frame.
+_BT601_SPACES = (2, 5, 6)
+_LIMITED_RANGES = (0, 1)
+
+
+def to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """The frame as (H, W, 3) RGB uint8. The usual case, 8-bit 4:2:0 BT.601 limited range with
+    even sides (VoxCeleb2's files, most H.264), is converted by OpenCV, which takes half the time
+    of swscale (0.17 against 0.34 ms per 224x224 frame, 1.35 against 1.93 at 844x844); its values
+    are within a few levels of swscale's (it upsamples chroma differently). Anything else goes
+    through swscale."""
+    if (frame.format.name == "yuv420p" and frame.colorspace in _BT601_SPACES
+            and frame.color_range in _LIMITED_RANGES and frame.width % 2 == 0 and frame.height % 2 == 0):
+        return cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2RGB_I420)
+    return frame.to_ndarray(format="rgb24")
 
 
 def _frames_at_25fps(container, stream) -> Iterator[av.VideoFrame]:
