@@ -19,6 +19,7 @@ def test_the_build_benchmark_runs_short_and_reports_every_figure(media_dir):
         figures = report[name]
         assert figures["inputs"] == 2 and figures["frames"] > 100 and figures["build_clips"] >= 2, figures
         for key in ("decode_fps_one_process", "mediapipe_alone_fps_one_process", "naive_fps", "build_fps",
+                    "mediapipe_alone_fps_all_cores_at_once", "build_vs_mediapipe_alone_all_cores_at_once",
                     "build_vs_naive", "build_vs_mediapipe_alone_x_cores", "naive_core_hours_voxceleb2_dev",
                     "build_core_hours_voxceleb2_dev"):
             assert figures[key] > 0, (name, key)
