@@ -249,5 +249,7 @@ def crop(frame: np.ndarray, transform: tuple[float, float, float], size: int) ->
     """The square crop (size x size RGB) of ``frame`` under ``transform``; outside is black."""
     k, x0, y0 = transform
     matrix = np.array([[1 / k, 0, -x0 / k], [0, 1 / k, -y0 / k]], dtype=np.float64)
-    return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_AREA if k > 1 else cv2.INTER_LINEAR,
+    # Bilinear either way: warpAffine has no area filter (INTER_AREA gives the same bytes as
+    # INTER_LINEAR there), and a true area resize of the crop costs 7 times as much.
+    return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
