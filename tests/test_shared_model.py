@@ -64,6 +64,7 @@ def deca_options(tmp_path_factory) -> dict[str, str]:
     return {"checkpoint": checkpoint, "model": model}
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # a worker that failed
 @pytest.mark.parametrize("name", ["fan3d", "deca"])
 def test_worker_processes_share_one_model_and_get_the_per_process_results(name, request, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))  # for the workers
@@ -110,3 +111,31 @@ def test_only_backends_whose_frames_are_independent_are_shared():
     with pytest.raises(ConfigError, match="cannot be shared"):
         SharedBackend(MediaPipeFaceMesh, MediaPipeFaceMesh, "tag")
     assert model_tag("fan3d", {"fan": "a"}) == model_tag("fan3d", {"fan": "a"}) != model_tag("fan3d", {"fan": "b"})
+
+
+def host_the_model(options: dict[str, str], tag: str, served, leave) -> None:
+    """A worker process that asks first, so serves the model; it exits when told to."""
+    backend = SharedBackend(backend_class("fan3d", options), functools.partial(create_backend, "fan3d", options), tag)
+    backend.setup()
+    served.set()
+    leave.wait(60)
+
+
+def test_a_worker_whose_model_server_has_exited_still_tears_down(fan3d_weights):
+    """Beam's local runner stops its workers one after the other, the serving one possibly first:
+    the others' teardown (releasing the model) must then not fail."""
+    import multiprocessing
+    options = dict(fan3d_weights)
+    tag = f"voxmesh-test-{uuid.uuid4().hex}"
+    context = multiprocessing.get_context("spawn")
+    served, leave = context.Event(), context.Event()
+    host = context.Process(target=host_the_model, args=(options, tag, served, leave))
+    host.start()
+    assert served.wait(120)
+    client = SharedBackend(backend_class("fan3d", options), functools.partial(create_backend, "fan3d", options), tag)
+    client.setup()  # served by the host process
+    assert client.reconstruct(frames_of(0)).mesh.shape[0] == 1
+    leave.set()
+    host.join(60)
+    assert host.exitcode == 0
+    client.close()  # the server is gone: nothing to release, and no error

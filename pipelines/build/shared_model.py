@@ -87,8 +87,14 @@ class SharedBackend(ReconstructionBackend):
         return self._model.finish_track(track)
 
     def close(self) -> None:
+        """Release this process's hold on the model. The process serving it may already have
+        exited (Beam's local runner stops its workers one after the other, the server's first):
+        then there is nothing left to release, and the worker's teardown must not fail for it."""
         if self._model is not None:
-            self._shared.release(self._model)
+            try:
+                self._shared.release(self._model)
+            except (ConnectionError, EOFError):
+                pass
             self._model = None
 
 
