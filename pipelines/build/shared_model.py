@@ -14,6 +14,7 @@ results are the same as with one backend per process.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -91,10 +92,8 @@ class SharedBackend(ReconstructionBackend):
         exited (Beam's local runner stops its workers one after the other, the server's first):
         then there is nothing left to release, and the worker's teardown must not fail for it."""
         if self._model is not None:
-            try:
+            with contextlib.suppress(ConnectionError, EOFError):
                 self._shared.release(self._model)
-            except (ConnectionError, EOFError):
-                pass
             self._model = None
 
 
