@@ -148,10 +148,10 @@ class MediaPipeFaceMesh(ReconstructionBackend):
         return self._face_mesh
 
     def reconstruct(self, frames: np.ndarray) -> Reconstruction:
+        from .mediapipe_graph import output_packet, serialized_protos
         n_frames, height, width = frames.shape[:3]
         observed = np.full((n_frames, N_POINTS, 3), np.nan)
         n_faces = np.zeros(n_frames, dtype=np.int16)
-        from .mediapipe_graph import output_packet, serialized_protos
         face_mesh = self._mesh()
         for t in range(n_frames):
             faces = serialized_protos(output_packet(face_mesh, frames[t], "multi_face_landmarks"))
