@@ -30,20 +30,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 
 import numpy as np
 
 from voxmesh.schemas import SAMPLE_RATE, SAMPLES_PER_FRAME, Topology, pcm_to_float
 
-# The speech band: a 4th-order Butterworth band-pass of 300-3000 Hz at 16 kHz as second-order
-# sections (b0, b1, b2, a0, a1, a2), scipy.signal.butter(4, [300, 3000], btype="bandpass",
-# fs=16000, output="sos") written out (a test checks it): importing scipy.signal costs every
-# build worker 0.5 s.
-SPEECH_BAND = np.array([
-    [0.027137395503100036, 0.05427479100620007, 0.027137395503100036, 1.0, -0.5831986411470919, 0.13724519667169216],
-    [1.0, 2.0, 1.0, 1.0, -0.6144336329880901, 0.5399427570681308],
-    [1.0, -2.0, 1.0, 1.0, -1.7652172334207668, 0.782321888334734],
-    [1.0, -2.0, 1.0, 1.0, -1.9110009377791317, 0.9248652140321268]])
 HIGH_PASS_FRAMES = 25  # moving average removed from every feature: 1 s
 
 
@@ -118,31 +110,21 @@ def _frames(audio: np.ndarray) -> np.ndarray:
     return pcm_to_float(audio[:n_frames * SAMPLES_PER_FRAME]).astype(np.float64).reshape(n_frames, SAMPLES_PER_FRAME)
 
 
-def speech_band(x: np.ndarray) -> np.ndarray:
-    """``x`` filtered forward and backward by :data:`SPEECH_BAND` (zero phase: the response is
-    ``|H|^2``), as scipy's ``sosfiltfilt`` does, computed in the frequency domain. Like it, the
-    signal is first extended by 27 samples of odd reflection at each end; zeros beyond let the
-    filter's response die out (its slowest pole decays by 1e-12 in 710 samples). Away from the
-    ends the two agree to float rounding; over the first and last 40 ms, which start from rest
-    where sosfiltfilt starts from a steady state, they differ slightly (tested)."""
-    pad, tail = 27, 2048
-    if len(x) <= pad:
-        raise ValueError(f"speech_band needs more than {pad} samples (got {len(x)})")
-    extended = np.concatenate([2 * x[0] - x[pad:0:-1], x, 2 * x[-1] - x[-2:-pad - 2:-1]])
-    size = 1 << int(np.ceil(np.log2(len(extended) + 2 * tail)))
-    spectrum = np.fft.rfft(extended, size)
-    z = np.exp(-1j * np.pi * np.arange(len(spectrum)) / (len(spectrum) - 1))  # z^-1 on the unit circle
-    response = np.ones(len(spectrum), dtype=complex)
-    for b0, b1, b2, a0, a1, a2 in SPEECH_BAND:
-        response *= (b0 + b1 * z + b2 * z * z) / (a0 + a1 * z + a2 * z * z)
-    return np.fft.irfft(spectrum * np.abs(response) ** 2, size)[pad:pad + len(x)]
+@functools.cache
+def speech_band() -> np.ndarray:
+    """The speech band: a 4th-order Butterworth band-pass of 300-3000 Hz, as second-order
+    sections. scipy.signal is imported here rather than with the module: it takes 0.5 s, which
+    the launcher and every command that only imports this module would pay for nothing."""
+    from scipy import signal
+    return signal.butter(4, [300, 3000], btype="bandpass", fs=SAMPLE_RATE, output="sos")
 
 
 def loudness(audio: np.ndarray) -> np.ndarray:
     """Per 25 fps frame, log RMS of its 640 samples in the speech band (int16 or float audio),
     floored at 40 dB below the clip's 95th percentile so that silence and padding are flat."""
+    from scipy import signal
     frames = _frames(audio)
-    band = speech_band(frames.reshape(-1)).reshape(frames.shape)
+    band = signal.sosfiltfilt(speech_band(), frames.reshape(-1)).reshape(frames.shape)
     rms = np.sqrt((band ** 2).mean(axis=1))
     floor = 0.01 * np.percentile(rms, 95) if len(rms) else 0.0
     return np.log(rms + max(floor, 1e-6))

@@ -129,7 +129,7 @@ def test_no_import_cycles_between_modules():
 def test_build_workers_load_neither_torch_nor_webdataset():
     """Both cost every worker process about 1.2 s to import and 0.5 s to exit; the build writes its
     tars with ``tarfile`` and readers import webdataset only when they are used. scipy.signal
-    (0.5 s) is not loaded either: the offset estimate's band-pass is written out."""
+    (0.5 s) waits for the first offset estimate, which the launcher never makes."""
     code = ("import sys, voxmesh.pipelines.build.pipeline, voxmesh.schemas; "
             "print(sorted(m for m in ('torch', 'webdataset', 'scipy.signal') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
