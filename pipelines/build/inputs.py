@@ -299,13 +299,13 @@ def deal_parts(tasks: list[PartTask], frames: dict[str, int], workers: int) -> d
     even: parts are dealt largest first to the slot with the fewest frames so far (longest
     processing time first, within 4/3 of the best possible makespan). Ties go by part name, so
     the deal is a pure function of the plan."""
+    size = {task.name: sum(expected_input_frames(item, frames) for item in task.items) for task in tasks}
     load = [0] * max(workers, 1)
     slots = {}
-    sized = sorted(tasks, key=lambda t: (-sum(expected_input_frames(i, frames) for i in t.items), t.name))
-    for task in sized:
+    for task in sorted(tasks, key=lambda t: (-size[t.name], t.name)):
         slot = min(range(len(load)), key=lambda k: (load[k], k))
         slots[task.name] = slot
-        load[slot] += sum(expected_input_frames(i, frames) for i in task.items)
+        load[slot] += size[task.name]
     return slots
 
 

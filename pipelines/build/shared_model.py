@@ -56,12 +56,13 @@ class SharedBackend(ReconstructionBackend):
     """A backend of class ``cls`` made by ``factory`` once per machine and ``tag`` (processes
     asking with the same tag share it)."""
 
+    frames_independent = True  # only such backends can be shared (checked in __init__)
+
     def __init__(self, cls: type[ReconstructionBackend], factory: Callable[[], ReconstructionBackend], tag: str):
         super().__init__()
         if not cls.frames_independent:
             raise ConfigError(f"backend {cls.name!r} keeps state between calls and cannot be shared across processes")
         self.name, self.topology_name, self.needs_gpu = cls.name, cls.topology_name, cls.needs_gpu
-        self.frames_independent = True
         self.factory, self.tag = factory, tag
         self._shared: Any = None
         self._model: Any = None
