@@ -37,9 +37,8 @@ from voxmesh.recon.deca import DecaBackend  # noqa: E402
 BOX = np.array([120.0, 140.0, 425.0, 445.0])  # around the face of the shared clip's first frames (512 x 512)
 
 
-def media_frames(n_frames: int) -> np.ndarray:
+def media_frames(folder: str, n_frames: int) -> np.ndarray:
     """``n_frames`` real 512 x 512 frames: the first ones of a shared clip, else the photograph."""
-    folder = os.environ.get("VOXMESH_TEST_MEDIA", "/work/shared/media")
     path = os.path.join(folder, "hdtf_aoc_512_25fps.mp4")
     if os.path.isfile(path):
         from voxmesh.pipelines.ingest.frames import iter_images
@@ -72,9 +71,10 @@ def main() -> None:
     parser.add_argument("--run-frames", type=int, default=10, help="frames per run of the dominant face")
     parser.add_argument("--chunk", type=int, default=64, help="the pipeline's chunk_size (batch size)")
     parser.add_argument("--short", action="store_true", help="a few frames: checks that it runs")
+    parser.add_argument("--media", default=os.environ.get("VOXMESH_TEST_MEDIA", "../shared/media"))
     args = parser.parse_args()
     n_frames, chunk = (12, 8) if args.short else (args.frames, args.chunk)
-    tracked = short_runs(media_frames(n_frames), args.run_frames)
+    tracked = short_runs(media_frames(args.media, n_frames), args.run_frames)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint, model = os.path.join(tmp, "deca_model.tar"), os.path.join(tmp, "flame.npz")
         random_checkpoint(checkpoint)

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 def fit(model: nn.Module, loss_at: Callable[[int], torch.Tensor], steps: int, log_every: int = 0,
         name: str = "") -> list[float]:
     """Train ``model`` with Adam (learning rate 1e-3) for ``steps`` steps; ``loss_at(step)`` draws
-    the step's batch and returns its loss. Logs every ``log_every`` steps (never at 0); returns
+    the step's batch and returns its loss. Logs every ``log_every`` steps (never with 0); returns
     the loss per step."""
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []

@@ -176,8 +176,6 @@ class Coder(nn.Module):
 class CodeTalkerVQ(nn.Module):
     """Normalized motion (B, T, D) <-> latents (B, T, hidden) <-> codes (B, T, factors)."""
 
-    frames_per_code = 1
-
     def __init__(self, motion_dim: int, config: CodeTalkerVQConfig):
         if config.hidden % config.heads:
             raise ConfigError(f"codetalker_vq.heads ({config.heads}) must divide factors * code_dim ({config.hidden})")

@@ -27,6 +27,7 @@ import torch
 
 from voxmesh.models.audio import audio_features
 from voxmesh.models.checkpoint import load_model
+from voxmesh.models.config import TOKENIZER_KIND
 from voxmesh.models.generators import Sampling
 from voxmesh.schemas import (
     SAMPLES_PER_FRAME,
@@ -53,9 +54,9 @@ class MotionGenerator:
     def __init__(self, checkpoint: str):
         model, self.stats, self.config = load_model(checkpoint)
         self.model = cast(Generates, model)
-        if self.config.kind == "tokenizer":
-            raise ConfigError(f"{checkpoint} is a tokenizer; generate with a generator checkpoint "
-                             f"(probabilistic, codetalker or faceformer)")
+        if self.config.kind in TOKENIZER_KIND.values():
+            raise ConfigError(f"{checkpoint} is a stage-1 model ({self.config.kind}); generate with a generator "
+                              f"checkpoint (probabilistic, codetalker or faceformer)")
         self.features = audio_features(self.config.data.audio_model)
         self.reference_frames = self.config.data.window
 

@@ -26,10 +26,11 @@ from torch import nn
 class TokenizerConfig:
     hidden: int = 256
     latent: int = 64
-    levels: int = 4          # RVQ depth; 1 = a plain VQ codebook (CodeTalker)
+    levels: int = 4          # RVQ depth; 1 = a plain VQ codebook
     codebook_size: int = 256
     downsample: int = 1      # latents per frame: 1 / 2**downsample
-    factors: int = 1         # codes per latent step (CodeTalker's face_quan_num); divides latent
+    factors: int = 1         # codes per latent step (factorized as CodeTalker's codebook; kept so that older
+                             # checkpoints load: CodeTalker now uses codetalker_vq); divides latent
     decay: float = 0.99      # EMA decay of the codebooks
     commitment: float = 0.25
 

@@ -28,6 +28,7 @@ from voxmesh.pipelines.build.pipeline import BuildConfig, local_pipeline_args, r
 from voxmesh.pipelines.demo import make_demo_input
 from voxmesh.pipelines.ingest.clips import ClipRules
 from voxmesh.schemas import get_topology, iter_samples, pcm_to_float
+from voxmesh.schemas.errors import ConfigError
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "models", "configs")
 WINDOW = 32
@@ -178,6 +179,12 @@ def test_temperature_zero_is_deterministic_and_sampling_diverse(probabilistic, s
     from voxmesh.metrics.motion import diversity
     assert diversity(sampled) > 0
     assert np.array_equal(sampled, generator(speech, samples=4, sampling=Sampling(temperature=1.0), seed=0))
+
+
+def test_stage1_checkpoints_are_refused_by_generate(rvq, vq):
+    for run, kind in ((rvq, "tokenizer"), (vq, "codetalker_vq")):
+        with pytest.raises(ConfigError, match=f"stage-1 model \\({kind}\\)"):
+            MotionGenerator(os.path.join(run, "last.pt"))
 
 
 def test_deterministic_baselines_ignore_sampling(codetalker, faceformer, speech):
