@@ -64,6 +64,19 @@ def write_video(path: str, frames: np.ndarray, fps=25, audio: np.ndarray | None 
 
 
 @pytest.fixture(scope="session")
+def deca_files(tmp_path_factory) -> tuple[str, str]:
+    """A DECA checkpoint with random weights under the published names (deca_synthetic.py) and a
+    synthetic FLAME model with DECA's sizes: (checkpoint path, model path)."""
+    from deca_synthetic import random_checkpoint
+    from flame_synthetic import synthetic_flame
+    folder = tmp_path_factory.mktemp("deca")
+    checkpoint, model = str(folder / "deca_model.tar"), str(folder / "flame.npz")
+    random_checkpoint(checkpoint)
+    np.savez(model, **synthetic_flame(n_shape=100, n_expression=50))
+    return checkpoint, model
+
+
+@pytest.fixture(scope="session")
 def fan3d_weights(tmp_path_factory) -> dict[str, str]:
     """Random-weight fan3d checkpoints (see fan3d_synthetic.py): {"fan": path, "depth": path}."""
     from fan3d_synthetic import write_random_fan3d_weights

@@ -10,8 +10,6 @@ import re
 import numpy as np
 import pytest
 from conftest import write_video
-from deca_synthetic import random_checkpoint
-from flame_synthetic import synthetic_flame
 
 from voxmesh.pipelines.ingest.audio import load_audio
 from voxmesh.pipelines.ingest.clips import ClipRules
@@ -57,15 +55,6 @@ def short_shots(media_dir, tmp_path_factory) -> str:
     return path
 
 
-@pytest.fixture(scope="module")
-def deca_files(tmp_path_factory) -> tuple[str, str]:
-    folder = tmp_path_factory.mktemp("deca")
-    checkpoint, model = str(folder / "deca_model.tar"), str(folder / "flame.npz")
-    random_checkpoint(checkpoint)
-    np.savez(model, **synthetic_flame(n_shape=100, n_expression=50))
-    return checkpoint, model
-
-
 def build(models, path: str, deca: RecordedDeca):
     mediapipe, detector = models
     deca.setup()
@@ -88,7 +77,7 @@ def test_batches_across_runs_give_each_run_its_own_results(models, short_shots, 
     assert [s.meta for s in batched.samples] == [s.meta for s in reference.samples]
     assert {s.meta.backend for s in reference.samples} == {"mediapipe", "deca"}
     for ours, theirs in zip(batched.samples, reference.samples):
-        for name in ("mesh", "pose", "audio", "lmk2d", "coeffs"):
+        for name in ("mesh", "pose", "audio", "lmk2d", "coeffs", "neutral"):
             a, b = getattr(ours, name), getattr(theirs, name)
             assert (a is None and b is None) or a.tobytes() == b.tobytes(), (ours.meta.key, name)
     deca_meshes = [s.mesh for s in reference.samples if s.meta.backend == "deca"]

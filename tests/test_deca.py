@@ -10,8 +10,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from deca_synthetic import published_keys, random_checkpoint
-from flame_synthetic import synthetic_flame
+from deca_synthetic import published_keys
 from test_recon_backends import talking_frames
 
 from voxmesh.recon.checkpoint import read_tensors
@@ -20,14 +19,6 @@ from voxmesh.recon.deca_net import DecaCoarseEncoder
 from voxmesh.recon.flame import FlameModel
 from voxmesh.recon.testing import check_backend
 from voxmesh.schemas.errors import ConfigError
-
-
-@pytest.fixture
-def deca_files(tmp_path):
-    checkpoint, model = str(tmp_path / "deca_model.tar"), str(tmp_path / "flame.npz")
-    random_checkpoint(checkpoint)
-    np.savez(model, **synthetic_flame(n_shape=100, n_expression=50))
-    return checkpoint, model
 
 
 def test_fixture_keys_are_what_the_loader_expects():

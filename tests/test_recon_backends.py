@@ -10,7 +10,6 @@ import types
 import numpy as np
 import pytest
 import torch
-from deca_synthetic import random_checkpoint
 from flame_synthetic import synthetic_flame
 from scipy.spatial.transform import Rotation
 from skimage import data
@@ -40,13 +39,12 @@ def talking_frames(n: int = 8) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", sorted(backend_classes()))
-def test_every_registered_backend_conforms(name, flame_model_file, fan3d_weights, monkeypatch, tmp_path):
+def test_every_registered_backend_conforms(name, flame_model_file, fan3d_weights, monkeypatch, request):
     monkeypatch.setenv(WEIGHTS_ENV, os.path.dirname(fan3d_weights["fan"]))
     if name == "deca":  # DECA's 100 shape and 50 expression components, its checkpoint's exact keys
-        np.savez(tmp_path / "deca_flame.npz", **synthetic_flame(n_shape=100, n_expression=50))
-        random_checkpoint(str(tmp_path / "deca_model.tar"))
-        monkeypatch.setenv(MODEL_ENV, str(tmp_path / "deca_flame.npz"))
-        monkeypatch.setenv(CHECKPOINT_ENV, str(tmp_path / "deca_model.tar"))
+        checkpoint, model = request.getfixturevalue("deca_files")
+        monkeypatch.setenv(MODEL_ENV, model)
+        monkeypatch.setenv(CHECKPOINT_ENV, checkpoint)
     cls = backend_class(name)  # raises with the reason if it cannot run here
     result = check_backend(cls(), talking_frames())
     assert result.valid.all()

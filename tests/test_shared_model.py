@@ -53,14 +53,8 @@ class Reconstruct(beam.DoFn):
 
 
 @pytest.fixture
-def deca_options(tmp_path_factory) -> dict[str, str]:
-    """A DECA checkpoint with random weights and a synthetic FLAME model (as tests/test_deca.py)."""
-    from deca_synthetic import random_checkpoint
-    from flame_synthetic import synthetic_flame
-    folder = tmp_path_factory.mktemp("deca")
-    checkpoint, model = str(folder / "deca_model.tar"), str(folder / "flame.npz")
-    random_checkpoint(checkpoint)
-    np.savez(model, **synthetic_flame(n_shape=100, n_expression=50))
+def deca_options(deca_files) -> dict[str, str]:
+    checkpoint, model = deca_files
     return {"checkpoint": checkpoint, "model": model}
 
 
@@ -103,7 +97,8 @@ def test_only_backends_whose_frames_are_independent_are_shared():
     for cls in (Fan3D, DecaBackend):
         assert should_share("always", cls) and not should_share("never", cls)
         check_share_mode("always", cls)
-        assert SharedBackend(cls, cls, "tag").frames_independent  # the pipeline batches across runs
+        assert cls.frames_independent  # the pipeline batches their frames across runs
+        SharedBackend(cls, cls, "tag")
     for cls in (MediaPipeFaceMesh, FlameBackend):  # tracking, warm starts: one per process, GPU or not
         assert not should_share("auto", cls) and not cls.frames_independent
         with pytest.raises(ConfigError, match="cannot be shared"):
