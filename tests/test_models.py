@@ -162,6 +162,13 @@ def test_codetalker_stage1_loss_is_the_published_formula():
     reconstruction = (model.decode_latents(z_q.flatten(-2)) - motion).abs().mean()
     assert torch.isclose(loss, reconstruction + 0.5 * expected_quantization, rtol=1e-5)
     assert values["reconstruction"] == pytest.approx(float(reconstruction.detach()), rel=1e-5)
+    # the two terms have the same value; beta must weight the commitment one: the codebook gets
+    # quant_weight times the codebook term's gradient, unscaled by beta
+    model.zero_grad()
+    loss.backward()
+    reference = model.quantizer.embedding.weight.detach().clone().requires_grad_(True)
+    (0.5 * ((reference[codes].view_as(z) - z.detach()) ** 2).mean()).backward()
+    assert torch.allclose(model.quantizer.embedding.weight.grad, reference.grad, rtol=1e-5, atol=1e-8)
 
 
 def test_codetalker_codebook_learns_by_gradient_not_by_moving_averages():
