@@ -5,21 +5,19 @@ template; never the target clip's own mean face. ``voxmesh eval`` measures from 
 The dataset is written here with known faces: every clip's mesh is its neutral face plus a constant
 jaw-opening offset plus small motion, so its mean face differs from its neutral by that offset."""
 
+import dataclasses
 import os
 
 import numpy as np
 import pytest
+from test_schema_and_validate import make_sample, write_dataset
 
 from voxmesh.cli import main
 from voxmesh.metrics.evaluate import TEMPLATE_ONLY, evaluate
 from voxmesh.schemas import (
     Sample,
-    SampleMeta,
-    SampleTarWriter,
     get_topology,
     make_key,
-    write_failures,
-    write_manifest,
 )
 
 TOPOLOGY = get_topology("mediapipe478")
@@ -28,19 +26,10 @@ OPENING = np.array([0.0, -0.4, 0.1], dtype=np.float32)  # every clip's mean face
 
 
 def clip(speaker: str, index: int, split: str, neutral: np.ndarray | None, seed: int) -> Sample:
-    rng = np.random.default_rng(seed)
-    key = make_key(speaker, "vid", "00001", 0, index)
-    meta = SampleMeta(key=key, split=split, speaker=speaker, video="vid", utterance="00001", track=0, clip=index,
-                      source_uri=f"{speaker}.mp4", start_time=0.0, end_time=N_FRAMES / 25, n_frames=N_FRAMES,
-                      n_samples=N_FRAMES * 640, backend="test", backend_version="1", topology=TOPOLOGY.name,
-                      confidence_mean=1.0, lip_motion=1.0, jitter=0.01, av_offset=0, av_offset_confidence=0.0,
-                      av_offset_ok=True, audio_start_offset=0.0)
     face = TOPOLOGY.template if neutral is None else neutral
-    motion = 0.05 * rng.standard_normal((N_FRAMES, TOPOLOGY.n_vertices, 3))
-    mesh = (face + OPENING + motion - motion.mean(0)).astype(np.float32)
-    return Sample(meta=meta, mesh=mesh, pose=np.tile(np.eye(4, dtype=np.float32), (N_FRAMES, 1, 1)),
-                  audio=rng.integers(-3000, 3000, N_FRAMES * 640).astype(np.int16),
-                  lmk2d=np.zeros((N_FRAMES, TOPOLOGY.n_landmarks, 2), np.float32), neutral=neutral)
+    motion = 0.05 * np.random.default_rng(seed).standard_normal((N_FRAMES, TOPOLOGY.n_vertices, 3))
+    return dataclasses.replace(make_sample(speaker, index, N_FRAMES, seed, split),
+                               mesh=(face + OPENING + motion - motion.mean(0)).astype(np.float32), neutral=neutral)
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +48,7 @@ def dataset(tmp_path_factory):
                        for n, speaker in enumerate(("trainA", "trainB")) for i in (0, 1)],
     }
     out = str(tmp_path_factory.mktemp("templates") / "dataset")
-    rows = []
-    for (split, index), samples in shards.items():
-        with SampleTarWriter(out, split, index, inputs=[s.meta.source_uri for s in samples]) as writer:
-            for sample in samples:
-                writer.write_members(sample.meta, sample.to_members())
-            rows += writer.commit().samples
-    write_manifest(rows, os.path.join(out, "manifest.parquet"))
-    write_failures([], os.path.join(out, "failures.parquet"))
+    write_dataset(out, shards)
     assert main(["validate", out]) == 0
     return out, {s.key: s for samples in shards.values() for s in samples}
 
