@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 import webdataset as wds
-from webdataset.utils import make_seed, pytorch_worker_info
+from webdataset.utils import pytorch_worker_info
 
 from voxmesh.schemas import SAMPLES_PER_FRAME, decode_members, pcm_to_float, read_manifest, shard_paths
 from voxmesh.schemas.errors import MissingFileError
@@ -69,9 +69,11 @@ class LoaderStats:
 
 
 def _stage_rng(seed: int, name: str) -> random.Random:
-    """A random generator distinct per stage, node and loader worker, reproducible from the seed."""
+    """A random generator distinct per stage, node and loader worker, reproducible from the seed in
+    any process: seeded by a string, which ``random`` hashes with SHA-512 (``hash()`` of a string,
+    as in webdataset's ``make_seed``, changes with each interpreter's PYTHONHASHSEED)."""
     rank, _, worker, _ = pytorch_worker_info()
-    return random.Random(make_seed(seed, name, rank, worker))
+    return random.Random(f"{seed}/{name}/{rank}/{worker}")
 
 
 def cut_windows(items: Iterable[dict], length: int, rng: random.Random | None,

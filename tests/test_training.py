@@ -77,7 +77,7 @@ def probabilistic(tmp_path_factory, dataset, rvq):
 
 @pytest.fixture(scope="module")
 def vq(tmp_path_factory, dataset):
-    return train_run(tmp_path_factory, dataset, "vq", 200)
+    return train_run(tmp_path_factory, dataset, "vq", 300)
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +126,16 @@ def test_training_stream_is_deterministic_per_seed_and_distinct_per_node(dataset
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert keys(0) != keys(1) and keys(0) == keys(0)
+
+
+def test_training_stream_is_the_same_in_every_interpreter(dataset):
+    """Python salts ``hash()`` of strings per process: the stream must not depend on it."""
+    script = ("import sys; from voxmesh.models.data import DataConfig, training_stream; "
+              f"config = DataConfig(dataset={dataset!r}, window={WINDOW}, shuffle_buffer=16); "
+              "print([w['key'] + str(w['motion'][0, 0]) for _, w in zip(range(30), training_stream(config))])")
+    streams = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": salt}).stdout for salt in ("1", "2")]
+    assert streams[0] == streams[1] and streams[0].count("', '") == 29
 
 
 def test_evaluation_stream_reads_every_clip_once(dataset):
