@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .sample import SAMPLES_PER_FRAME
+from .sample import SAMPLES_PER_FRAME, STATIC_MEMBERS
 
 # members with a leading time axis of T frames; audio.npy has T * 640 samples
 FRAME_MEMBERS = ("mesh.npy", "pose.npy", "lmk2d.npy", "coeffs.npy")
@@ -31,8 +31,9 @@ def collate(samples: Sequence[dict]) -> dict:
     for member in FRAME_MEMBERS:
         if all(member in s for s in samples):
             batch[member[:-4]] = _pad([s[member] for s in samples], n_frames)
-    if all("neutral.npy" in s for s in samples):
-        batch["neutral"] = np.stack([s["neutral.npy"] for s in samples])
+    for member in STATIC_MEMBERS:
+        if all(member in s for s in samples):
+            batch[member[:-4]] = np.stack([s[member] for s in samples])
     batch["audio"] = _pad([s["audio.npy"] for s in samples], n_frames * SAMPLES_PER_FRAME)
     batch["mask"] = np.arange(n_frames)[None, :] < lengths[:, None]
     batch["lengths"] = lengths

@@ -74,7 +74,14 @@ class RecordingDetector(FaceDetector):
         return super().detect(frame, short_range)
 
 
-def test_a_second_face_entering_a_close_up_is_seen_by_the_short_range_looks(models, tmp_path):
+@pytest.fixture
+def detector():
+    recording = RecordingDetector()
+    yield recording
+    recording.close()
+
+
+def test_a_second_face_entering_a_close_up_is_seen_by_the_short_range_looks(models, detector, tmp_path):
     """Two close-up faces side by side (each box a third of the frame's side): the first look is
     full range and the shot's later looks short range, which still see the second face entering
     at frame 77 from the look at 80 on; frames 76-79 are not used either. (The faces fill the top
@@ -85,16 +92,14 @@ def test_a_second_face_entering_a_close_up_is_seen_by_the_short_range_looks(mode
     canvas[77:, :side, side:] = CLOSE_UP[:, ::-1]
     path = str(tmp_path / "close.mp4")
     write_video(path, canvas, audio=speechy_audio(4))
-    detector = RecordingDetector()
     seen = FacePass.run(iter_frames(path), detector, TrackRules())
     assert detector.short_range == [False, True] + [True] * 19
     assert seen.cuts == set() and [len(seen.boxes[t]) for t in range(0, 100, 5)] == [1] * 16 + [2] * 4
     result = run((models[0], detector), path)
     assert [(s.meta.start_time, s.meta.n_frames) for s in result.samples] == [(0.0, 76)]
-    detector.close()
 
 
-def test_a_face_that_shrinks_without_a_cut_is_looked_for_with_the_full_range_model_again(models, tmp_path):
+def test_a_face_that_shrinks_without_a_cut_is_looked_for_with_the_full_range_model_again(models, detector, tmp_path):
     """A close-up that zooms out smoothly to a face a tenth of the frame (no cut): once a
     short-range look sees less than 0.8 of the opening size, that look is redone full range and
     the shot's later looks stay full range; the face is tracked throughout. With
@@ -107,7 +112,6 @@ def test_a_face_that_shrinks_without_a_cut_is_looked_for_with_the_full_range_mod
             FACE, (size, size), interpolation=cv2.INTER_AREA)
     path = str(tmp_path / "zoom.mp4")
     write_video(path, canvas, audio=speechy_audio(5))
-    detector = RecordingDetector()
     seen = FacePass.run(iter_frames(path), detector, TrackRules())
     assert seen.cuts == set() and all(len(seen.boxes[t]) == 1 for t in range(0, 125, 5))
     first_full = detector.short_range.index(False, 2)
@@ -116,7 +120,6 @@ def test_a_face_that_shrinks_without_a_cut_is_looked_for_with_the_full_range_mod
     detector.short_range = []
     FacePass.run(iter_frames(path), detector, TrackRules(short_range_face=0))
     assert not any(detector.short_range)
-    detector.close()
 
 
 def test_a_face_that_leaves_the_frame_ends_its_clip(models, tmp_path):
