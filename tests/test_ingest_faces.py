@@ -11,7 +11,7 @@ from test_media import numbered_frames
 
 from voxmesh.pipelines.ingest.audio import load_audio
 from voxmesh.pipelines.ingest.clips import ClipRules
-from voxmesh.pipelines.ingest.faces import FaceDetector, FacePass, TrackRules, build_tracks
+from voxmesh.pipelines.ingest.faces import FaceDetector, FacePass, TrackRules, build_tracks, crop
 from voxmesh.pipelines.ingest.frames import iter_frames
 from voxmesh.pipelines.ingest.item import InputItem
 from voxmesh.pipelines.ingest.probe import probe
@@ -251,3 +251,34 @@ def test_tracks_hold_between_looks_and_unlooked_frames_take_the_last_look():
     # a shot cut ends the track at the cut even between looks
     seen = FacePass(looks(face, face)[:7] + looks(face), {7})
     assert [(t.start, t.end) for t in build_tracks(seen, TrackRules())[0]] == [(0, 7), (7, 12)]
+
+
+@pytest.mark.parametrize("box", [(20.0, 15.0, 44.0, 40.0), (-8.5, 10.2, 16.3, 35.7), (45.4, 42.2, 70.9, 66.1)],
+                         ids=["inside", "left_edge", "bottom_right_corner"])
+def test_each_crop_pixel_holds_the_source_pixel_its_transform_names(box):
+    """The crop and its transform agree (landmarks are mapped back to the source by it): crop pixel
+    (u, v) holds the frame at (k u + x0, k v + y0), black outside the frame. On a frame whose
+    values are 4 times their own coordinates, bilinear sampling gives those back (to a quarter
+    of a pixel), except in the crop's outermost half source pixel, which repeats the window's edge."""
+    height, width = 60, 64
+    ys, xs = np.mgrid[0:height, 0:width]
+    frame = np.stack([4 * xs, 4 * ys, np.full_like(xs, 255)], axis=-1).astype(np.uint8)
+    rules = TrackRules()
+    image, (k, x0, y0) = crop(frame, np.array(box), rules)
+    assert image.shape == (rules.crop_size, rules.crop_size, 3)
+    assert k * rules.crop_size == pytest.approx(rules.crop_scale * max(box[2] - box[0], box[3] - box[1]), abs=1)
+    source_x = k * np.arange(rules.crop_size) + x0
+    source_y = k * np.arange(rules.crop_size) + y0
+    inside_x = (source_x >= 1) & (source_x <= width - 2)
+    inside_y = (source_y >= 1) & (source_y <= height - 2)
+    edge = int(np.ceil(0.5 / k))
+    for inside in (inside_x, inside_y):
+        inside[:edge] = inside[-edge:] = False
+    assert inside_x.sum() > 100 and inside_y.sum() > 100
+    inside = image[np.ix_(inside_y, inside_x)].astype(float)
+    assert np.abs(inside[..., 0] - 4 * source_x[inside_x][None, :]).max() <= 1
+    assert np.abs(inside[..., 1] - 4 * source_y[inside_y][:, None]).max() <= 1
+    assert (inside[..., 2] == 255).all()
+    outside_x, outside_y = (source_x < -1) | (source_x > width), (source_y < -1) | (source_y > height)
+    assert (image[:, outside_x] == 0).all() and (image[outside_y] == 0).all()
+    assert outside_x.any() or outside_y.any() or box[0] > 0

@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 
-from voxmesh.pipelines.ingest.faces import FaceDetector, crop, crop_transform
+from voxmesh.pipelines.ingest.faces import FaceDetector, crop
 from voxmesh.pipelines.ingest.frames import iter_images
 from voxmesh.pipelines.ingest.tracking import TrackRules
 from voxmesh.recon.mediapipe_graph import output_packet, serialized_protos
@@ -19,7 +19,7 @@ def test_face_mesh_landmarks_are_the_bytes_process_gives_in_tracking_mode(media_
     import mediapipe as mp
     frames = real_frames(media_dir, 40)
     box = FaceDetector().detect(frames[0])[0]
-    crops = [crop(f, crop_transform(box, TrackRules()), 256) for f in frames]
+    crops = [crop(f, box, TrackRules())[0] for f in frames]
     crops.append(np.zeros_like(crops[0]))  # no face: no packet, no landmarks
 
     def mesh():

@@ -236,20 +236,30 @@ def track_frames(images: Iterable[np.ndarray], detector: FaceDetector,
     yield from tracker.finish()
 
 
-def crop_transform(box: np.ndarray, track_rules: TrackRules) -> tuple[float, float, float]:
-    """``(k, x0, y0)`` of the crop around ``box``: crop pixel (u, v) is source pixel
-    ``(k u + x0, k v + y0)``."""
-    side = track_rules.crop_scale * max(box[2] - box[0], box[3] - box[1])
-    k = side / track_rules.crop_size
-    centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    return k, centre_x - side / 2, centre_y - side / 2
+def crop(frame: np.ndarray, box: np.ndarray, track_rules: TrackRules) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The square crop (``crop_size`` x ``crop_size`` RGB) around ``box`` and its transform
+    ``(k, x0, y0)``: crop pixel (u, v) is source pixel ``(k u + x0, k v + y0)``; outside the frame
+    is black.
+
+    The crop's window, ``crop_scale`` times the box's longer side, is centred on the box and
+    snapped to whole source pixels, so that the crop is a plain bilinear resize of it: a third of
+    the cost of the same crop by ``warpAffine`` at any window position."""
+    size = track_rules.crop_size
+    side = max(1, int(round(track_rules.crop_scale * max(box[2] - box[0], box[3] - box[1]))))
+    x, y = int(round((box[0] + box[2] - side) / 2)), int(round((box[1] + box[3] - side) / 2))
+    image = cv2.resize(_window(frame, x, y, side), (size, size), interpolation=cv2.INTER_LINEAR)
+    k = side / size
+    # resize samples crop pixel u at window coordinate (u + 0.5) k - 0.5
+    return image, (k, x + (k - 1) / 2, y + (k - 1) / 2)
 
 
-def crop(frame: np.ndarray, transform: tuple[float, float, float], size: int) -> np.ndarray:
-    """The square crop (size x size RGB) of ``frame`` under ``transform``; outside is black."""
-    k, x0, y0 = transform
-    matrix = np.array([[1 / k, 0, -x0 / k], [0, 1 / k, -y0 / k]], dtype=np.float64)
-    # Bilinear either way: warpAffine has no area filter (INTER_AREA gives the same bytes as
-    # INTER_LINEAR there), and a true area resize of the crop costs 7 times as much.
-    return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+def _window(frame: np.ndarray, x: int, y: int, side: int) -> np.ndarray:
+    """``frame``'s square of ``side`` pixels from (x, y), black where it leaves the frame."""
+    height, width = frame.shape[:2]
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + side, width), min(y + side, height)
+    if (x0, y0, x1, y1) == (x, y, x + side, y + side):
+        return frame[y:y1, x:x1]
+    window = np.zeros((side, side) + frame.shape[2:], dtype=frame.dtype)
+    if x1 > x0 and y1 > y0:
+        window[y0 - y:y1 - y, x0 - x:x1 - x] = frame[y0:y1, x0:x1]
+    return window

@@ -29,7 +29,7 @@ from voxmesh.metrics.quality import jitter, lip_motion
 from voxmesh.metrics.sync import estimate_offset
 from voxmesh.pipelines.ingest.audio import load_audio
 from voxmesh.pipelines.ingest.clips import ClipRules, frame_problems, reason_for_no_clip, segment
-from voxmesh.pipelines.ingest.faces import FaceDetector, TrackRules, crop, crop_transform, split_run, track_frames
+from voxmesh.pipelines.ingest.faces import FaceDetector, TrackRules, crop, split_run, track_frames
 from voxmesh.pipelines.ingest.frames import iter_images
 from voxmesh.pipelines.ingest.item import InputItem
 from voxmesh.pipelines.ingest.probe import MediaError, local_path, probe
@@ -161,8 +161,7 @@ def iter_tracks(frames: Iterator[TrackedFrame], backends: Sequence[Reconstructio
                     backend.reset()
                 runs.append(PendingRun(frame.t, [ResultSpool() for _ in backends]))
             run = runs[-1]
-            transform = crop_transform(frame.box, track_rules)
-            image = crop(frame.image, transform, track_rules.crop_size)
+            image, transform = crop(frame.image, frame.box, track_rules)
             run.flags.append(frame.second_face)
             run.end = frame.t + 1 if frame.ends_run else None
             for batcher, spool in zip(batchers, run.spools):
