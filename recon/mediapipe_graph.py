@@ -7,8 +7,10 @@ then serialised the landmarks again to read them with numpy: for Face Mesh on a 
 feeds the image exactly as ``process`` does (the solution's own packet for an SRGB image, at its
 simulated timestamp) and hands back the raw packet, whose content :func:`serialized_protos`
 reads as wire bytes. The graph, its options and its outputs are the solution's own, so the
-results are the same bytes (tested against ``process``). Imported only where mediapipe is used:
-it imports mediapipe.
+results are the same bytes (tested against ``process``).
+
+:func:`on_calling_thread` runs a solution's graph on the thread that waits for it. Imported only
+where mediapipe is used: it imports mediapipe.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from mediapipe.python._framework_bindings import _packet_getter
+from mediapipe.framework import calculator_pb2
+from mediapipe.python._framework_bindings import _packet_getter, calculator_graph
 
 # SolutionBase.process advances its simulated clock by this much per call.
 _TIMESTAMP_STEP_US = 33333
@@ -41,3 +44,29 @@ def serialized_protos(packet: Any) -> list[bytes]:
     """The messages of a proto-vector packet (e.g. one ``NormalizedLandmarkList`` per face) as
     protobuf wire bytes; [] for no packet."""
     return [] if packet is None else list(_packet_getter._get_serialized_proto_list(packet))
+
+
+def on_calling_thread(solution: Any) -> Any:
+    """Rebuild ``solution``'s graph with MediaPipe's ``ApplicationThreadExecutor`` as its default
+    executor, and return ``solution``.
+
+    A legacy solution's calculators run on a thread pool: every frame wakes a pool thread and
+    waits for it. With one build worker per core the cores are all busy, and that hand-off cost
+    0.2 ms per graph call on average (a tenth of the calls waited about 1 ms for the woken thread).
+    With this executor the calculators run inside ``wait_until_idle`` on the calling thread:
+    the same graph and outputs (tested against ``process``), no hand-off. The new graph observes
+    the same output streams and starts with the solution's own side packets, so ``process``,
+    ``reset`` and ``close`` keep working.
+    """
+    config = calculator_pb2.CalculatorGraphConfig.FromString(solution._graph.binary_config)
+    default_executors = [e for e in config.executor if not e.name]
+    executor = default_executors[0] if default_executors else config.executor.add()
+    executor.type = "ApplicationThreadExecutor"
+    executor.ClearField("options")
+    solution._graph.close()
+    graph = calculator_graph.CalculatorGraph(graph_config=config)
+    for stream in solution._output_stream_type_info:
+        graph.observe_output_stream(stream, solution._graph_outputs.__setitem__, True)
+    graph.start_run(solution._input_side_packets)
+    solution._graph = graph
+    return solution

@@ -132,12 +132,14 @@ class MediaPipeFaceMesh(ReconstructionBackend):
 
     def setup(self) -> None:
         import mediapipe as mp
+
+        from .mediapipe_graph import on_calling_thread
         # One face: with more, Face Mesh runs its own face detector on every frame. A second face
         # is the pipeline's face pass's job (pipelines/ingest/faces.py), not the backend's.
-        self._face_mesh = mp.solutions.face_mesh.FaceMesh(
+        self._face_mesh = on_calling_thread(mp.solutions.face_mesh.FaceMesh(
             static_image_mode=False, max_num_faces=1, refine_landmarks=True,
             min_detection_confidence=self.min_detection_confidence,
-            min_tracking_confidence=self.min_tracking_confidence)
+            min_tracking_confidence=self.min_tracking_confidence))
 
     def reset(self) -> None:
         self._mesh().reset()

@@ -60,8 +60,10 @@ class FaceDetector:
 
     def __init__(self, min_confidence: float = 0.5):
         import mediapipe as mp
-        self._models = {short_range: mp.solutions.face_detection.FaceDetection(
-            model_selection=0 if short_range else 1, min_detection_confidence=min_confidence)
+
+        from voxmesh.recon.mediapipe_graph import on_calling_thread
+        self._models = {short_range: on_calling_thread(mp.solutions.face_detection.FaceDetection(
+            model_selection=0 if short_range else 1, min_detection_confidence=min_confidence))
             for short_range in (False, True)}
 
     def detect(self, frame: np.ndarray, short_range: bool = False) -> np.ndarray:
