@@ -30,6 +30,23 @@ def test_umeyama_never_returns_a_reflection():
     assert np.linalg.det(umeyama(source, mirrored)[1]) == pytest.approx(1.0)
 
 
+def test_umeyama_fits_a_batch_of_targets_as_it_fits_each_one():
+    rng = np.random.default_rng(3)
+    source = rng.normal(size=(20, 3))
+    targets = np.stack([2.0 * source @ random_rotation(rng).T + rng.normal(size=3),
+                        source * np.array([-1.0, 1.0, 1.0]),  # a reflection in the batch
+                        source @ random_rotation(rng).T + 0.1 * rng.normal(size=(20, 3))])
+    scales, rotations, translations = umeyama(source, targets)
+    assert scales.shape == (3,) and rotations.shape == (3, 3, 3) and translations.shape == (3, 3)
+    for target, scale, rotation, translation in zip(targets, scales, rotations, translations):
+        one = umeyama(source, target)
+        assert one[0] == pytest.approx(scale, rel=1e-12)
+        np.testing.assert_allclose(one[1], rotation, atol=1e-12)
+        np.testing.assert_allclose(one[2], translation, atol=1e-12)
+        assert np.linalg.det(rotation) == pytest.approx(1.0)
+    assert scales[0] == pytest.approx(2.0, rel=1e-9)
+
+
 def test_remove_pose_undoes_head_motion_and_keeps_expression():
     rng = np.random.default_rng(2)
     topology = get_topology("mediapipe478")
