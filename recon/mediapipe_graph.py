@@ -59,8 +59,9 @@ def on_calling_thread(solution: Any) -> Any:
     ``reset`` and ``close`` keep working.
     """
     config = calculator_pb2.CalculatorGraphConfig.FromString(solution._graph.binary_config)
-    default_executors = [e for e in config.executor if not e.name]
-    executor = default_executors[0] if default_executors else config.executor.add()
+    executor = next((e for e in config.executor if not e.name), None)  # the default executor's
+    if executor is None:
+        executor = config.executor.add()
     executor.type = "ApplicationThreadExecutor"
     executor.ClearField("options")
     solution._graph.close()

@@ -5,16 +5,21 @@ from __future__ import annotations
 import numpy as np
 
 
-def umeyama(source: np.ndarray, target: np.ndarray) -> tuple:
+def umeyama(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Least-squares similarity ``target ≈ scale * R @ source + t`` (Umeyama, IEEE TPAMI 1991).
 
-    ``source`` is (N, 3); ``target`` is (N, 3), or (T, N, 3) to fit T targets at once. Returns
-    ``(scale, R, t)`` with ``R`` a proper rotation (det +1): a float, (3, 3) and (3,) for one
-    target, (T,), (T, 3, 3) and (T, 3) for T. The closed form: with centred points and
-    ``Σ = Yᶜᵀ Xᶜ / N = U D Vᵀ``, ``R = U S Vᵀ`` where ``S = diag(1, 1, det(U)det(V))``,
-    ``scale = tr(D S) / σ²ₓ``, ``t = μ_y - scale R μ_x``.
+    ``source`` and ``target`` are (N, 3). Returns ``(scale, R, t)`` with ``R`` a proper rotation
+    (det +1); :func:`umeyama_batch` for the closed form."""
+    scale, rotation, translation = umeyama_batch(source, target[None])
+    return float(scale[0]), rotation[0], translation[0]
+
+
+def umeyama_batch(source: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`umeyama` for T targets (T, N, 3) at once: scales (T,), rotations (T, 3, 3) and
+    translations (T, 3). The closed form: with centred points and ``Σ = Yᶜᵀ Xᶜ / N = U D Vᵀ``,
+    ``R = U S Vᵀ`` where ``S = diag(1, 1, det(U)det(V))``, ``scale = tr(D S) / σ²ₓ``,
+    ``t = μ_y - scale R μ_x``.
     """
-    targets = target[None] if target.ndim == 2 else target
     mu_x, mu_y = source.mean(axis=0), targets.mean(axis=1)
     xc, yc = source - mu_x, targets - mu_y[:, None]
     covariance = np.swapaxes(yc, 1, 2) @ xc / len(source)
@@ -24,10 +29,7 @@ def umeyama(source: np.ndarray, target: np.ndarray) -> tuple:
     rotation = (u * s[:, None, :]) @ vt
     variance_x = (xc ** 2).sum() / len(source)
     scale = (d * s).sum(axis=1) / variance_x
-    translation = mu_y - scale[:, None] * (rotation @ mu_x)
-    if target.ndim == 2:
-        return float(scale[0]), rotation[0], translation[0]
-    return scale, rotation, translation
+    return scale, rotation, mu_y - scale[:, None] * (rotation @ mu_x)
 
 
 def remove_pose(vertices: np.ndarray, template: np.ndarray, stable_idx: np.ndarray
@@ -42,7 +44,7 @@ def remove_pose(vertices: np.ndarray, template: np.ndarray, stable_idx: np.ndarr
     """
     observed = vertices.astype(np.float64)
     reference = template[stable_idx].astype(np.float64)
-    scale, rotation, translation = umeyama(reference, observed[:, stable_idx])
+    scale, rotation, translation = umeyama_batch(reference, observed[:, stable_idx])
     canonical = (observed - translation[:, None]) @ rotation / scale[:, None, None]
     pose = np.zeros((len(observed), 4, 4))
     pose[:, :3, :3] = scale[:, None, None] * rotation

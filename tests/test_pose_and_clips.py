@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from voxmesh.pipelines.ingest.clips import ClipRules, frame_problems, reason_for_no_clip, segment
-from voxmesh.recon.pose import remove_pose, umeyama
+from voxmesh.recon.pose import remove_pose, umeyama, umeyama_batch
 from voxmesh.schemas import Reason, get_topology
 
 
@@ -36,7 +36,7 @@ def test_umeyama_fits_a_batch_of_targets_as_it_fits_each_one():
     targets = np.stack([2.0 * source @ random_rotation(rng).T + rng.normal(size=3),
                         source * np.array([-1.0, 1.0, 1.0]),  # a reflection in the batch
                         source @ random_rotation(rng).T + 0.1 * rng.normal(size=(20, 3))])
-    scales, rotations, translations = umeyama(source, targets)
+    scales, rotations, translations = umeyama_batch(source, targets)
     assert scales.shape == (3,) and rotations.shape == (3, 3, 3) and translations.shape == (3, 3)
     for target, scale, rotation, translation in zip(targets, scales, rotations, translations):
         one = umeyama(source, target)
