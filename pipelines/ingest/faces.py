@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 import cv2
 import numpy as np
 
+from voxmesh.pipelines.ingest.frames import DecodedImage, I420Frame, rgb
 from voxmesh.pipelines.ingest.tracking import OnlineTracker, TrackedFrame, TrackRules, area
 from voxmesh.schemas import Reason
 
@@ -37,10 +38,8 @@ class ShotCutDetector:
         self.previous: np.ndarray | None = None
         self.recent: list[float] = []
 
-    def is_cut(self, frame: np.ndarray) -> bool:
-        step = max(1, min(frame.shape[:2]) // 128)  # subsample first: an area resize of a full frame costs more
-        small = cv2.cvtColor(np.ascontiguousarray(frame[::step, ::step]), cv2.COLOR_RGB2GRAY)
-        thumbnail = cv2.resize(small, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    def is_cut(self, frame: DecodedImage) -> bool:
+        thumbnail = grey_thumbnail(frame)
         cut = False
         if self.previous is not None:
             change = float(np.abs(thumbnail - self.previous).mean())
@@ -49,6 +48,18 @@ class ShotCutDetector:
             self.recent = [] if cut else (self.recent + [change])[-25:]
         self.previous = thumbnail
         return cut
+
+
+def grey_thumbnail(frame: DecodedImage) -> np.ndarray:
+    """The frame's 32x32 grey thumbnail (float32, 0-255). An :class:`I420Frame`'s comes from its
+    luma, scaled as its RGB's grey would be (BT.601 grey is 255 / 219 (Y - 16), before clipping)."""
+    step = max(1, min(frame.shape[:2]) // 128)  # subsample first: an area resize of a full frame costs more
+    if isinstance(frame, I420Frame):
+        small = np.ascontiguousarray(frame.luma[::step, ::step])
+    else:
+        small = cv2.cvtColor(np.ascontiguousarray(frame[::step, ::step]), cv2.COLOR_RGB2GRAY)
+    thumbnail = cv2.resize(small, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return np.clip((thumbnail - 16) * (255 / 219), 0, 255) if isinstance(frame, I420Frame) else thumbnail
 
 
 class FaceDetector:
@@ -114,13 +125,13 @@ class FaceLooks:
         self.t = self.shot_start = 0
         self.short_range = False
 
-    def observe(self, frame: np.ndarray) -> tuple[bool, np.ndarray | None]:
+    def observe(self, frame: DecodedImage) -> tuple[bool, np.ndarray | None]:
         t, self.t = self.t, self.t + 1
         cut = self.cut_detector.is_cut(frame)
         if cut:
             self.shot_start = t
         looked_at = (t - self.shot_start) % self.track_rules.detect_every == 0
-        return cut, self.look(frame, shot_start=t == self.shot_start) if looked_at else None
+        return cut, self.look(rgb(frame), shot_start=t == self.shot_start) if looked_at else None
 
     def look(self, frame: np.ndarray, shot_start: bool) -> np.ndarray:
         large = self.track_rules.short_range_face
@@ -218,7 +229,7 @@ def build_tracks(seen: FacePass, track_rules: TrackRules) -> tuple[list[Track], 
     return tracks, [frame.status for frame in decided]
 
 
-def track_frames(images: Iterable[np.ndarray], detector: FaceDetector,
+def track_frames(images: Iterable[DecodedImage], detector: FaceDetector,
                  track_rules: TrackRules) -> Iterator[TrackedFrame]:
     """One pass over a video's frames: looks, tracks (:class:`OnlineTracker`) and, where a shot
     ends on a frame that was not looked at (before a cut, at the end), one more look at that
@@ -226,42 +237,62 @@ def track_frames(images: Iterable[np.ndarray], detector: FaceDetector,
     out in order, each with its image, holding at most the lookahead's frames."""
     looks = FaceLooks(detector, track_rules)
     tracker = OnlineTracker(track_rules)
-    unlooked: np.ndarray | None = None  # the previous frame, if it was not looked at
+    unlooked: DecodedImage | None = None  # the previous frame, if it was not looked at
     for image in images:
         cut, boxes = looks.observe(image)
         if cut and unlooked is not None:
-            tracker.look_back(frame_status(detector.detect(unlooked), track_rules)[0])
+            tracker.look_back(frame_status(detector.detect(rgb(unlooked)), track_rules)[0])
         yield from tracker.push(cut, None if boxes is None else frame_status(boxes, track_rules), image)
         unlooked = image if boxes is None else None
     if unlooked is not None:
-        tracker.look_back(frame_status(detector.detect(unlooked), track_rules)[0])
+        tracker.look_back(frame_status(detector.detect(rgb(unlooked)), track_rules)[0])
     yield from tracker.finish()
 
 
-def crop(frame: np.ndarray, box: np.ndarray, track_rules: TrackRules) -> tuple[np.ndarray, tuple[float, float, float]]:
+def crop(frame: DecodedImage, box: np.ndarray,
+         track_rules: TrackRules) -> tuple[np.ndarray, tuple[float, float, float]]:
     """The square crop (``crop_size`` x ``crop_size`` RGB) around ``box`` and its transform
     ``(k, x0, y0)``: crop pixel (u, v) is source pixel ``(k u + x0, k v + y0)``; outside the frame
     is black.
 
     The crop's window, ``crop_scale`` times the box's longer side, is centred on the box and
-    snapped to whole source pixels, so that the crop is a plain bilinear resize of it: a third to
-    a half of the cost of the same crop by ``warpAffine`` at any window position."""
+    snapped to even source pixels, so that the crop is a plain bilinear resize of it (a third to
+    a half of the cost of the same crop by ``warpAffine``) and, from an :class:`I420Frame`, of its
+    chroma planes' half-size window: only the crop's own pixels are converted to RGB."""
     size = track_rules.crop_size
-    side = max(1, int(round(track_rules.crop_scale * max(box[2] - box[0], box[3] - box[1]))))
-    x, y = int(round((box[0] + box[2] - side) / 2)), int(round((box[1] + box[3] - side) / 2))
-    image = cv2.resize(_window(frame, x, y, side), (size, size), interpolation=cv2.INTER_LINEAR)
+    side = 2 * max(1, int(round(track_rules.crop_scale * max(box[2] - box[0], box[3] - box[1]) / 2)))
+    x, y = 2 * int(round((box[0] + box[2] - side) / 4)), 2 * int(round((box[1] + box[3] - side) / 4))
+    if isinstance(frame, I420Frame) and size % 2 == 0:
+        image = _i420_crop(frame, x, y, side, size)
+    else:
+        image = cv2.resize(_window(rgb(frame), x, y, side), (size, size), interpolation=cv2.INTER_LINEAR)
     k = side / size
     # resize samples crop pixel u at window coordinate (u + 0.5) k - 0.5
     return image, (k, x + (k - 1) / 2, y + (k - 1) / 2)
 
 
-def _window(frame: np.ndarray, x: int, y: int, side: int) -> np.ndarray:
-    """``frame``'s square of ``side`` pixels from (x, y), black where it leaves the frame."""
+def _i420_crop(frame: I420Frame, x: int, y: int, side: int, size: int) -> np.ndarray:
+    """The RGB crop of ``frame``'s window (even ``x``, ``y``, ``side``): its luma window resized to
+    ``size`` and its chroma windows to ``size / 2`` (chroma sample (i, j) stands for luma 2i..2i+1,
+    2j..2j+1 at either size), then converted. Outside the frame is limited-range black."""
+    planes = np.empty(size * size * 3 // 2, dtype=np.uint8)
+    luma, quarter = size * size, size * size // 4
+    cv2.resize(_window(frame.luma, x, y, side, fill=16), (size, size),
+               dst=planes[:luma].reshape(size, size), interpolation=cv2.INTER_LINEAR)
+    for index, chroma in enumerate(frame.chroma):
+        start = luma + index * quarter
+        cv2.resize(_window(chroma, x // 2, y // 2, side // 2, fill=128), (size // 2, size // 2),
+                   dst=planes[start:start + quarter].reshape(size // 2, size // 2), interpolation=cv2.INTER_LINEAR)
+    return cv2.cvtColor(planes.reshape(size * 3 // 2, size), cv2.COLOR_YUV2RGB_I420)
+
+
+def _window(frame: np.ndarray, x: int, y: int, side: int, fill: int = 0) -> np.ndarray:
+    """``frame``'s square of ``side`` pixels from (x, y), ``fill`` where it leaves the frame."""
     height, width = frame.shape[:2]
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + side, width), min(y + side, height)
     if (x0, y0, x1, y1) == (x, y, x + side, y + side):
         return frame[y:y1, x:x1]
-    window = np.zeros((side, side) + frame.shape[2:], dtype=frame.dtype)
+    window = np.full((side, side) + frame.shape[2:], fill, dtype=frame.dtype)
     if x1 > x0 and y1 > y0:
         window[y0 - y:y1 - y, x0 - x:x1 - x] = frame[y0:y1, x0:x1]
     return window

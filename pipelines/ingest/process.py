@@ -30,7 +30,7 @@ from voxmesh.metrics.sync import estimate_offset
 from voxmesh.pipelines.ingest.audio import load_audio
 from voxmesh.pipelines.ingest.clips import ClipRules, frame_problems, reason_for_no_clip, segment
 from voxmesh.pipelines.ingest.faces import FaceDetector, TrackRules, crop, split_run, track_frames
-from voxmesh.pipelines.ingest.frames import iter_images
+from voxmesh.pipelines.ingest.frames import iter_decoded
 from voxmesh.pipelines.ingest.item import InputItem
 from voxmesh.pipelines.ingest.probe import MediaError, local_path, probe
 from voxmesh.pipelines.ingest.tracking import TrackedFrame
@@ -78,7 +78,7 @@ def process_input(item: InputItem, split: str, backend: ReconstructionBackend | 
                                                 f"{item.uri}: {info.duration:.2f} s < min clip {clip_rules.min_seconds} s")])
             audio = load_audio(path, info.video_start)
             pcm, audio_offset = audio.pcm, audio.offset
-            frames = track_frames(iter_images(path), detector, track_rules)
+            frames = track_frames(iter_decoded(path), detector, track_rules)
             for part in iter_tracks(frames, backends, track_rules, chunk_size, problems):
                 span = slice(part.start, part.end)
                 has_audio = np.arange(part.start + 1, part.end + 1) * SAMPLES_PER_FRAME <= len(pcm)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from voxmesh.schemas import Reason
 from voxmesh.schemas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from voxmesh.pipelines.ingest.frames import DecodedImage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +58,7 @@ class TrackedFrame:
     face may be in it (it must not be used). ``ends_run``: the last frame of its run."""
 
     t: int
-    image: np.ndarray | None
+    image: DecodedImage | None
     status: Reason | None
     run: int | None = None
     box: np.ndarray | None = None
@@ -65,7 +69,7 @@ class TrackedFrame:
 @dataclasses.dataclass
 class _Pending:
     t: int
-    image: np.ndarray | None
+    image: DecodedImage | None
     looked_at: bool
     status: Reason | None           # the frame's own look, or the last look before it
     run: _Run | None = None
@@ -111,7 +115,7 @@ class OnlineTracker:
         self.status: Reason | None = Reason.NO_FACE
 
     def push(self, cut: bool, look: tuple[Reason | None, np.ndarray | None] | None,
-             image: np.ndarray | None = None) -> list[TrackedFrame]:
+             image: DecodedImage | None = None) -> list[TrackedFrame]:
         """Frame ``t``: whether it starts a shot, and when it was looked at, the look's status and
         the dominant face's box (:func:`~voxmesh.pipelines.ingest.faces.frame_status`)."""
         t, self.t = self.t, self.t + 1
