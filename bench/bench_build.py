@@ -15,10 +15,12 @@ each repeated until the set holds at least ``--min-frames`` frames, it measures:
 It prints per-set figures, the ratios build / naive, build / (MediaPipe alone x cores) and
 build / (MediaPipe alone, all cores at once), and
 the core-hours that each would take for VoxCeleb2 dev (220 M frames) at the measured speed.
+``--rounds N`` runs 2-4 N times in turn and takes each ratio within its round: on a machine whose
+speed drifts, a ratio of two figures measured minutes apart moves with the drift.
 ``--profile`` also profiles one process ingesting the shared media (cProfile) and prints where
 each millisecond of a frame goes.
 
-Usage: python bench/bench_build.py [--min-frames 2000] [--workers N] [--profile] [--short]
+Usage: python bench/bench_build.py [--min-frames 2000] [--workers N] [--rounds N] [--profile] [--short]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -110,15 +113,30 @@ def mediapipe_alone_on_all_cores(sources: list[str], workers: int) -> float:
 
 
 def measure(name: str, sources: list[str], tmp: str, args: argparse.Namespace) -> dict:
+    """One set's figures. With ``--rounds`` N, MediaPipe alone, the naive script and the build run
+    N times in turn, each ratio is taken within its round (so that the machine's drift between
+    rounds cancels) and the report gives each round's figures and their medians."""
     paths, n_frames = repeated(sources, os.path.join(tmp, f"{name}-inputs"), args.min_frames)
     report: dict = {"inputs": len(paths), "frames": n_frames}
     report["decode_fps_one_process"] = round(decode_alone(sources), 1)
+    rounds = [measure_round(name, sources, paths, n_frames, tmp, args, index) for index in range(args.rounds)]
+    for key in rounds[0]:
+        report[key] = statistics.median(r[key] for r in rounds)
+    if args.rounds > 1:
+        report["rounds"] = rounds
+    return report
+
+
+def measure_round(name: str, sources: list[str], paths: list[str], n_frames: int, tmp: str,
+                  args: argparse.Namespace, index: int) -> dict:
+    """MediaPipe alone, the naive script and the build, one after the other, and their ratios."""
+    report: dict = {}
     report["mediapipe_alone_fps_one_process"] = round(mediapipe_alone(sources), 1)
     report["mediapipe_alone_fps_all_cores_at_once"] = round(mediapipe_alone_on_all_cores(sources, args.workers), 1)
     start = time.perf_counter()
-    naive_frames = naive_script.run(paths, os.path.join(tmp, f"{name}-naive"), args.workers)
+    naive_frames = naive_script.run(paths, os.path.join(tmp, f"{name}-naive{index}"), args.workers)
     report["naive_fps"] = round(naive_frames / (time.perf_counter() - start), 1)
-    config = BuildConfig(input=os.path.join(tmp, f"{name}-inputs"), output=os.path.join(tmp, f"{name}-build"),
+    config = BuildConfig(input=os.path.join(tmp, f"{name}-inputs"), output=os.path.join(tmp, f"{name}-build{index}"),
                          min_parts=args.workers)
     start = time.perf_counter()
     summary = run_build(config, local_pipeline_args(args.workers))
@@ -144,6 +162,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--profile", action="store_true", help="also profile one process on the shared media")
     parser.add_argument("--short", action="store_true", help="a quick run: 2 s of two clips, no repetition")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run MediaPipe alone, the naive script and the build this many times in turn; "
+                             "ratios within each round, medians reported")
     args = parser.parse_args()
     sources = [os.path.abspath(os.path.join(args.media, c)) for c in CLIPS]
     missing = [p for p in sources if not os.path.isfile(p)]
