@@ -3,6 +3,7 @@ ingest that survives real footage)."""
 
 import os
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -254,16 +255,24 @@ def test_tracks_hold_between_looks_and_unlooked_frames_take_the_last_look():
     assert [(t.start, t.end) for t in build_tracks(seen, TrackRules())[0]] == [(0, 7), (7, 12)]
 
 
-@pytest.mark.parametrize("box", [(20.0, 15.0, 44.0, 40.0), (-8.5, 10.2, 16.3, 35.7), (45.4, 42.2, 70.9, 66.1)],
-                         ids=["inside", "left_edge", "bottom_right_corner"])
+# boxes on a 64 x 60 frame whose crops lie inside it, reach over its left edge, over its bottom-right corner
+CROP_BOXES = [(20.0, 15.0, 44.0, 40.0), (-8.5, 10.2, 16.3, 35.7), (45.4, 42.2, 70.9, 66.1)]
+
+
+def coordinate_frame(blue: int, height: int = 60, width: int = 64) -> np.ndarray:
+    """An RGB frame whose red and green are 4 times its x and y coordinates."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    return np.stack([4 * xs, 4 * ys, np.full_like(xs, blue)], axis=-1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("box", CROP_BOXES, ids=["inside", "left_edge", "bottom_right_corner"])
 def test_each_crop_pixel_holds_the_source_pixel_its_transform_names(box):
     """The crop and its transform agree (landmarks are mapped back to the source by it): crop pixel
     (u, v) holds the frame at (k u + x0, k v + y0), black outside the frame. On a frame whose
     values are 4 times their own coordinates, bilinear sampling gives those back (to a quarter
     of a pixel), except in the crop's outermost half source pixel, which repeats the window's edge."""
-    height, width = 60, 64
-    ys, xs = np.mgrid[0:height, 0:width]
-    frame = np.stack([4 * xs, 4 * ys, np.full_like(xs, 255)], axis=-1).astype(np.uint8)
+    frame = coordinate_frame(blue=255)
+    height, width = frame.shape[:2]
     rules = TrackRules()
     image, (k, x0, y0) = crop(frame, np.array(box), rules)
     assert image.shape == (rules.crop_size, rules.crop_size, 3)
@@ -286,17 +295,14 @@ def test_each_crop_pixel_holds_the_source_pixel_its_transform_names(box):
     assert (outside_x.any() or outside_y.any()) == (box[0] < 0 or box[2] > width or box[3] > height)
 
 
-@pytest.mark.parametrize("box", [(20.0, 15.0, 44.0, 40.0), (-8.5, 10.2, 16.3, 35.7), (45.4, 42.2, 70.9, 66.1)],
-                         ids=["inside", "left_edge", "bottom_right_corner"])
+@pytest.mark.parametrize("box", CROP_BOXES, ids=["inside", "left_edge", "bottom_right_corner"])
 def test_a_crop_from_i420_planes_is_the_crop_of_their_rgb(box):
     """Ingest keeps decoded 4:2:0 frames as their planes and converts only each crop, resized
     first: the crop (and transform) of the RGB frame, to the rounding of resizing before
     converting. On a frame whose red and green are 4 times its coordinates the two agree to 0.8
     levels on average; the luma window one source pixel off gives 1.3, the chroma window one
     chroma pixel off 2.4-3.4."""
-    ys, xs = np.mgrid[0:60, 0:64]
-    frame = I420Frame(cv2.cvtColor(np.stack([4 * xs, 4 * ys, np.full_like(xs, 128)], axis=-1).astype(np.uint8),
-                                   cv2.COLOR_RGB2YUV_I420))
+    frame = I420Frame(cv2.cvtColor(coordinate_frame(blue=128), cv2.COLOR_RGB2YUV_I420))
     from_planes, transform = crop(frame, np.array(box), TrackRules())
     from_rgb, same_transform = crop(frame.rgb(), np.array(box), TrackRules())
     difference = np.abs(from_planes.astype(int) - from_rgb.astype(int))
@@ -304,9 +310,10 @@ def test_a_crop_from_i420_planes_is_the_crop_of_their_rgb(box):
 
 
 def test_decoded_video_arrives_as_planes_whose_crops_and_thumbnails_match_its_rgb(tmp_path):
-    """The frames ingest decodes are I420 planes (VoxCeleb2's format): their RGB is the decoder's
-    RGB, their crops match the RGB's crops to a few levels on a real picture and their shot-cut
-    thumbnails (from luma) to 2 levels."""
+    """The frames ingest decodes are I420 planes (VoxCeleb2's format): their RGB is the RGB frames
+    that iter_frames gives and within a few levels of FFmpeg's own conversion, their crops match
+    the RGB's crops to a few levels on a real picture and their shot-cut thumbnails (from luma) to
+    2 levels."""
     path = str(tmp_path / "face.mp4")
     write_video(path, np.repeat(np.ascontiguousarray(data.astronaut()[:240, :320])[None], 10, axis=0),
                 audio=speechy_audio(0.4))
@@ -315,6 +322,9 @@ def test_decoded_video_arrives_as_planes_whose_crops_and_thumbnails_match_its_rg
     frame = decoded_frames[0]
     whole = frame.rgb()
     assert np.array_equal(whole, decoded(path)[0])
+    with av.open(path) as container:
+        by_ffmpeg = next(container.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+    assert np.abs(whole - by_ffmpeg).mean() < 1.5 and np.percentile(np.abs(whole - by_ffmpeg), 99) <= 3
     for box in [(100.0, 20.0, 220.0, 150.0), (-30.0, 40.5, 90.2, 170.0), (250.3, 150.7, 340.0, 250.0)]:
         from_planes = crop(frame, np.array(box), TrackRules())[0].astype(int)
         difference = np.abs(from_planes - crop(whole, np.array(box), TrackRules())[0].astype(int))

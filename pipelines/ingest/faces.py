@@ -55,11 +55,12 @@ def grey_thumbnail(frame: DecodedImage) -> np.ndarray:
     luma, scaled as its RGB's grey would be (BT.601 grey is 255 / 219 (Y - 16), before clipping)."""
     step = max(1, min(frame.shape[:2]) // 128)  # subsample first: an area resize of a full frame costs more
     if isinstance(frame, I420Frame):
-        small = np.ascontiguousarray(frame.luma[::step, ::step])
-    else:
-        small = cv2.cvtColor(np.ascontiguousarray(frame[::step, ::step]), cv2.COLOR_RGB2GRAY)
-    thumbnail = cv2.resize(small, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
-    return np.clip((thumbnail - 16) * (255 / 219), 0, 255) if isinstance(frame, I420Frame) else thumbnail
+        return np.clip((_thumbnail(frame.luma[::step, ::step]) - 16) * (255 / 219), 0, 255)
+    return _thumbnail(cv2.cvtColor(np.ascontiguousarray(frame[::step, ::step]), cv2.COLOR_RGB2GRAY))
+
+
+def _thumbnail(grey: np.ndarray) -> np.ndarray:
+    return cv2.resize(np.ascontiguousarray(grey), (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
 class FaceDetector:
