@@ -11,10 +11,12 @@ frame of it; an in-sync clip (shift 0) is *flagged* when ``av_offset_ok`` is fal
 
 Two checks of the statistics beyond these clips: ``--unrelated`` pairs each clip's mouth with
 other recordings' speech, ``--generated N`` runs N generated speaker/mouth pairs; neither may
-produce an estimate where mouth and speech were never together.
+produce an estimate where mouth and speech were never together. ``--lip-closures`` checks the
+assumption that the sources play in sync, apart from the estimator: where a source's lips close,
+is its speech quieter at lag 0 than at other lags?
 
 Usage: python bench/bench_sync.py [--media DIR] [--short] [--shifts -6 ... 6] [--keep DIR]
-       [--unrelated] [--generated N]
+       [--unrelated] [--lip-closures] [--generated N]
 ``--short``: shifts -4, 0, +4 (the CI check in tests/test_bench_sync.py).
 """
 
@@ -72,32 +74,38 @@ def write_clip(path: str, frames: np.ndarray, audio: np.ndarray) -> None:
         encode_audio(container, sound, audio)
 
 
-def unrelated(media: str, step_seconds: float = 0.25) -> dict[str, float]:
-    """Real mouths against real speech that was never with them: each source clip as built,
-    with its audio replaced by a stretch of another recording (the other clips and the two wavs
-    of the shared media), starting every ``step_seconds``. Any estimate is a confident wrong
-    number; the confidences say how high chance goes."""
-    from voxmesh.metrics.sync import estimate_offset
-    from voxmesh.pipelines.ingest.audio import load_audio
+def build_sources(media: str) -> dict[str, list]:
+    """Each source clip of ``media`` as it is, built with voxmesh's ingest: its samples."""
     from voxmesh.pipelines.ingest.clips import ClipRules
     from voxmesh.pipelines.ingest.faces import FaceDetector
     from voxmesh.pipelines.ingest.item import InputItem
     from voxmesh.pipelines.ingest.process import process_input
     from voxmesh.recon.mediapipe_mesh import MediaPipeFaceMesh
-    from voxmesh.schemas import get_topology
 
     backend, detector = MediaPipeFaceMesh(), FaceDetector()
     backend.setup()
     try:
-        samples = {name: process_input(InputItem(os.path.join(media, name), "spk", "vid", "u"), "train", backend,
-                                       detector, ClipRules()).samples for name in CLIPS}
+        return {name: process_input(InputItem(os.path.join(media, name), "spk", "vid", "u"), "train", backend,
+                                    detector, ClipRules()).samples for name in CLIPS}
     finally:
         backend.close()
         detector.close()
+
+
+def unrelated(media: str, sources: dict[str, list], step_seconds: float = 0.25) -> dict[str, float]:
+    """Real mouths against real speech that was never with them: each source clip as built
+    (``sources``, from :func:`build_sources`), with its audio replaced by a stretch of another
+    recording (the other clips and the two wavs of the shared media), starting every
+    ``step_seconds``. Any estimate is a confident wrong number; the confidences say how high
+    chance goes."""
+    from voxmesh.metrics.sync import estimate_offset
+    from voxmesh.pipelines.ingest.audio import load_audio
+    from voxmesh.schemas import get_topology
+
     speech = {name: load_audio(os.path.join(media, name), 0.0).samples for name in WAVS}
     speech.update({name: load_audio(os.path.join(media, name)).samples for name in CLIPS})
     confidences, reported = [], 0
-    for name, built in samples.items():
+    for name, built in sources.items():
         for sample in built:
             topology = get_topology(sample.meta.topology)
             n = len(sample.audio)
@@ -116,6 +124,42 @@ def unrelated(media: str, step_seconds: float = 0.25) -> dict[str, float]:
             "confidence_p99": round(float(np.percentile(values, 99)), 2), "confidence_max": round(float(values.max()), 2)}
 
 
+def loudness_where_lips_close(mesh: np.ndarray, audio: np.ndarray, topology, lags: np.ndarray) -> np.ndarray:
+    """Per lag, the mean speech loudness (:func:`voxmesh.metrics.sync.loudness`, 0 at the clip's
+    5th percentile, 1 at its 95th) of audio frame ``t + lag`` over the mouth frames ``t`` whose
+    central lip opening is in the clip's lowest tenth. The lips close for /p b m/, whose sound is
+    a silence or a murmur: in a clip in sync, those frames are among its quietest at lag 0. A
+    check of a source, apart from the estimator's statistic (opening against loudness)."""
+    from voxmesh.metrics.sync import lip_measures, loudness
+
+    n = min(len(mesh), len(audio) // 640)
+    span = int(np.abs(lags).max())
+    opening = lip_measures(mesh[:n], topology)[1]
+    level = loudness(audio[:n * 640])
+    low, high = np.percentile(level, [5, 95])
+    level = (level - low) / max(high - low, 1e-9)
+    frames = np.arange(span, n - span)
+    closed = frames[opening[frames] <= np.percentile(opening[frames], 10)]
+    return np.array([level[closed + lag].mean() for lag in lags])
+
+
+def lip_closure_check(sources: dict[str, list], span: int = 20) -> str:
+    """Per source clip as built (its longest sample), :func:`loudness_where_lips_close` at lag 0
+    against the same at every lag in ``-span..span``: the rank of lag 0 among them (1: the
+    quietest) says whether the source itself plays in sync, which the bench assumes."""
+    from voxmesh.schemas import get_topology
+
+    lags = np.arange(-span, span + 1)
+    lines = ["| source | loudness where the lips close, lag 0 | median over lags -20..+20 | rank of lag 0 (1: quietest, of 41) |",
+             "| --- | --- | --- | --- |"]
+    for name, built in sources.items():
+        sample = max(built, key=lambda s: len(s.mesh))
+        curve = loudness_where_lips_close(sample.mesh, sample.audio, get_topology(sample.meta.topology), lags)
+        at_zero = curve[span]
+        lines.append(f"| {name} | {at_zero:.2f} | {np.median(curve):.2f} | {int((curve < at_zero).sum()) + 1} |")
+    return "\n".join(lines)
+
+
 def run(media: str, shifts: tuple[int, ...], workdir: str, keep: str | None = None) -> list[Row]:
     """Build every clip of ``media`` at every shift with voxmesh's ingest; one row per sample.
     With ``keep``, each sample's mesh and audio are saved there (``{file}_{clip}.npz``) to study."""
@@ -127,6 +171,8 @@ def run(media: str, shifts: tuple[int, ...], workdir: str, keep: str | None = No
     from voxmesh.pipelines.ingest.process import process_input
     from voxmesh.recon.mediapipe_mesh import MediaPipeFaceMesh
 
+    if keep is not None:
+        os.makedirs(keep, exist_ok=True)
     backend, detector = MediaPipeFaceMesh(), FaceDetector()
     backend.setup()
     rows = []
@@ -175,6 +221,15 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def opening_mouth(topology, opening: np.ndarray) -> np.ndarray:
+    """(T, V, 3) meshes of ``topology``'s template whose lower lip drops by ``opening`` (T,)."""
+    lips = topology.lip_idx
+    lower = lips[topology.template[lips, 1] <= topology.template[lips, 1].mean()]
+    mesh = np.repeat(topology.template[None].astype(np.float64), len(opening), axis=0)
+    mesh[:, lower, 1] -= opening[:, None]
+    return mesh
+
+
 def generated(seeds: int, noise: float = 0.15) -> dict[str, int]:
     """The same figures on generated signals, to see the statistics beyond three clips: per seed,
     a speech-like signal (``pipelines.demo.speech_like``) and a mouth that opens with its loudness
@@ -186,15 +241,12 @@ def generated(seeds: int, noise: float = 0.15) -> dict[str, int]:
     from voxmesh.schemas import get_topology
 
     topology = get_topology("mediapipe478")
-    lips = topology.lip_idx
-    lower = lips[topology.template[lips, 1] <= topology.template[lips, 1].mean()]
     rng = np.random.default_rng(0)
     counts = {"matched": 0, "matched_reported": 0, "matched_right": 0, "unrelated": 0, "unrelated_reported": 0}
     for seed in range(seeds):
         audio = speech_like(8.0, seed)
         opening = 0.8 * mouth_openness(audio)
-        mesh = np.repeat(topology.template[None].astype(np.float64), len(opening), axis=0)
-        mesh[:, lower, 1] -= (opening + noise * 0.8 * rng.standard_normal(len(opening)))[:, None]
+        mesh = opening_mouth(topology, opening + noise * 0.8 * rng.standard_normal(len(opening)))
         shift = int(rng.integers(-6, 7))
         moved = shifted_audio(audio, shift)[:len(audio)]
         moved = np.concatenate([moved, np.zeros(len(audio) - len(moved), np.float32)])
@@ -216,6 +268,8 @@ def main() -> None:
     parser.add_argument("--keep", default=None, help="folder where each built clip's mesh and audio are saved")
     parser.add_argument("--unrelated", action="store_true",
                         help="also pair each clip's mouth with other recordings' speech (no estimate may come out)")
+    parser.add_argument("--lip-closures", action="store_true",
+                        help="also check each source: how loud its speech is where its lips close, lag 0 against others")
     parser.add_argument("--generated", type=int, default=0, metavar="SEEDS",
                         help="also run this many generated speaker/mouth pairs (matched and unrelated)")
     args = parser.parse_args()
@@ -223,8 +277,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         rows = run(args.media, shifts, workdir, args.keep)
     print(table(rows))
+    sources = build_sources(args.media) if args.unrelated or args.lip_closures else {}
+    if args.lip_closures:
+        print(lip_closure_check(sources))
     if args.unrelated:
-        print("unrelated speech:", unrelated(args.media))
+        print("unrelated speech:", unrelated(args.media, sources))
     if args.generated:
         for noise in (0.15, 0.5, 1.0):
             print(f"generated, mouth noise {noise}:", generated(args.generated, noise))

@@ -11,11 +11,13 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 import bench_sync  # noqa: E402
 
+from voxmesh.pipelines.demo import mouth_openness, speech_like
 from voxmesh.pipelines.ingest.audio import load_audio
 from voxmesh.pipelines.ingest.clips import ClipRules
 from voxmesh.pipelines.ingest.frames import iter_frames
 from voxmesh.pipelines.ingest.item import InputItem
 from voxmesh.pipelines.ingest.process import process_input
+from voxmesh.schemas import get_topology
 
 # At least this many of the 9 built clips must carry an estimate: what the estimator reaches on
 # these clips today (one source of three gives a consistent lag, see README "Audio-visual
@@ -64,3 +66,18 @@ def test_the_speech_of_another_recording_gets_no_offset(models, media_dir, tmp_p
     meta = result.samples[0].meta
     assert meta.av_offset is None and meta.av_offset_ok and meta.av_offset_reason in {
         "weak_peak", "ambiguous_peak", "windows_disagree"}
+
+
+@pytest.mark.parametrize("shift", [-8, 0, 8])
+def test_the_lip_closure_check_finds_where_closed_lips_meet_quiet_speech(shift):
+    """The bench's check of its sources, on generated speech and a mouth that opens with it: the
+    quietest lag at the closed-lip frames is the audio's shift, and other lags are louder there."""
+    topology = get_topology("mediapipe478")
+    audio = speech_like(8.0, 3)
+    mesh = bench_sync.opening_mouth(topology, 0.8 * mouth_openness(audio))
+    moved = bench_sync.shifted_audio(audio, shift)[:len(audio)]
+    moved = np.concatenate([moved, np.zeros(len(audio) - len(moved), np.float32)])
+    lags = np.arange(-20, 21)
+    curve = bench_sync.loudness_where_lips_close(mesh, moved, topology, lags)
+    assert abs(lags[np.argmin(curve)] - shift) <= 1, curve.round(2)
+    assert curve[lags == shift][0] < 0.5 * np.median(curve), curve.round(2)

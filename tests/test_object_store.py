@@ -100,13 +100,15 @@ def test_a_build_from_s3_to_s3_holds_what_the_local_build_holds_and_reads_back(i
     assert "--resume" in capsys.readouterr().err
 
 
-def test_a_killed_s3_build_resumed_is_byte_identical_to_an_uninterrupted_one(s3_build):
+def test_a_killed_s3_build_resumed_is_byte_identical_to_an_uninterrupted_one(s3_build, tmp_path):
     bucket, complete = s3_build
     output = f"{bucket}/resumed"
     # one worker: parts one after another, so a clip's part is still running when the first commits
     command = [sys.executable, "-m", "voxmesh", "build", "--input", f"{bucket}/inputs/", "--output", output,
                *SHARDING, "--workers", "1"]
-    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # a killed process cannot remove its temporary files (input copies, spooled tars): keep them in tmp_path
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "TMPDIR": str(tmp_path)})
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         if committed_stats(output, "parts"):
@@ -146,9 +148,10 @@ KILLED_WRITER = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("stage", ["upload", "commit"])
-def test_a_writer_killed_while_uploading_leaves_nothing_a_reader_takes_for_a_shard(bucket, stage):
+def test_a_writer_killed_while_uploading_leaves_nothing_a_reader_takes_for_a_shard(bucket, stage, tmp_path):
     output = f"{bucket}/dataset"
-    result = subprocess.run([sys.executable, "-c", KILLED_WRITER, stage, output], capture_output=True)
+    result = subprocess.run([sys.executable, "-c", KILLED_WRITER, stage, output], capture_output=True,
+                            env={**os.environ, "TMPDIR": str(tmp_path)})  # its spooled tar stays there
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()[-2000:]
     names = storage.list_names(f"{output}/shards")
     assert names == ([] if stage == "upload" else ["train-000000.tar"])  # an upload appears whole or not at all
