@@ -4,7 +4,16 @@ offsets that can be trusted)."""
 import numpy as np
 import pytest
 
-from voxmesh.metrics.sync import Abstain, estimate_offset, lip_measures, loudness
+from voxmesh.metrics.sync import (
+    SPEECH_BAND,
+    Abstain,
+    band_power_response,
+    estimate_offset,
+    fft_size,
+    lip_measures,
+    loudness,
+    speech_band,
+)
 from voxmesh.pipelines.demo import mouth_openness, speech_like
 from voxmesh.schemas import SAMPLES_PER_FRAME, get_topology
 
@@ -33,6 +42,44 @@ def speaker(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A speech-like signal and a mouth that opens with its loudness (in sync)."""
     audio = speech_like(SECONDS, seed)
     return talking_mesh(0.8 * mouth_openness(audio)), audio
+
+
+def test_the_speech_band_is_scipys_butterworth_and_filters_as_sosfiltfilt(media_dir):
+    """The written-out sections are scipy.signal.butter's; on real speech the frequency-domain
+    filter gives sosfiltfilt's samples away from the ends, and the same loudness on every frame
+    but the first and last (which start from rest instead of a steady state)."""
+    from scipy import signal
+    from scipy.io import wavfile
+    np.testing.assert_allclose(SPEECH_BAND, signal.butter(4, [300, 3000], btype="bandpass", fs=16000, output="sos"),
+                               rtol=1e-12, atol=1e-15)
+    rate, samples = wavfile.read(f"{media_dir}/harvard_16k.wav")
+    assert rate == 16000
+    x = samples.astype(np.float64) / 32768
+    expected, got = signal.sosfiltfilt(SPEECH_BAND, x), speech_band(x)
+    assert np.abs(expected - got)[640:-640].max() < 1e-9 * np.abs(expected).max()
+    audio = samples[:len(samples) // SAMPLES_PER_FRAME * SAMPLES_PER_FRAME]
+    frames = audio.astype(np.float64).reshape(-1, SAMPLES_PER_FRAME) / 32768
+    rms = np.sqrt((signal.sosfiltfilt(SPEECH_BAND, frames.reshape(-1)).reshape(frames.shape) ** 2).mean(axis=1))
+    reference = np.log(rms + max(0.01 * np.percentile(rms, 95), 1e-6))
+    ours = loudness(audio)
+    np.testing.assert_allclose(ours[1:-1], reference[1:-1], atol=1e-9)
+    assert np.abs(ours - reference).max() < 0.05
+    with pytest.raises(ValueError, match="more than 27 samples"):
+        speech_band(np.zeros(27))
+
+
+def test_the_band_pass_response_is_sosfreqz_squared_at_every_fft_size_used():
+    """The cached response is scipy's frequency response of the sections, squared, at the
+    frequencies of the FFT length chosen; lengths are 2^k, 3 * 2^k or 5 * 2^k, the smallest that
+    fits, and clips of 2 to 20 s use nine of them."""
+    from scipy import signal
+    lengths = sorted(factor << k for factor in (1, 3, 5) for k in range(25))
+    for n in (1, 7, 100, 34_000, 130_102, 322_102):
+        assert fft_size(n) == min(length for length in lengths if length >= n) < 1.34 * n + 1
+    size = fft_size(8 * 16_000 + 2_102)
+    _, expected = signal.freqz_sos(SPEECH_BAND, worN=2 * np.pi * np.arange(size // 2 + 1) / size)
+    np.testing.assert_allclose(band_power_response(size), np.abs(expected) ** 2, atol=1e-12)
+    assert len({fft_size(seconds * 16_000 + 2_102) for seconds in range(2, 21)}) == 9
 
 
 def test_lip_opening_and_loudness_measure_what_they_say():
