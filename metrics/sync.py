@@ -120,21 +120,15 @@ SPEECH_BAND = np.array([
     [1.0, -2.0, 1.0, 1.0, -1.7652172334207668, 0.782321888334734],
     [1.0, -2.0, 1.0, 1.0, -1.9110009377791317, 0.9248652140321268]])
 EDGE_SAMPLES = 27  # odd reflection at each end, as sosfiltfilt pads for these four sections
-RESPONSE_TAIL = 2048  # zeros after the signal, in which the response dies out (to 1e-12 in 710 samples)
+FFT_BLOCK = 16384  # samples per FFT of the overlap-save filtering (:func:`speech_band`)
+BLOCK_MARGIN = 1024  # samples on each side of a block's output, more than the response's reach (710 to 1e-12)
 
 
-def fft_size(n: int) -> int:
-    """The smallest length of at least ``n`` of the form 2^k, 3 * 2^k or 5 * 2^k: fast for numpy's
-    FFT, under 1.34 ``n``, and few enough between 2 and 20 s of audio (about a dozen) that their
-    responses stay cached (:func:`band_power_response`)."""
-    return min(factor << ((n - 1) // factor).bit_length() for factor in (1, 3, 5))
-
-
-@functools.lru_cache(maxsize=16)
-def band_power_response(size: int) -> np.ndarray:
-    """``|H|^2`` of :data:`SPEECH_BAND` at the ``size // 2 + 1`` frequencies of an rfft of
-    ``size`` samples: the response of filtering forward and backward (zero phase)."""
-    z = np.exp(-2j * np.pi * np.arange(size // 2 + 1) / size)  # z^-1 on the unit circle
+@functools.cache
+def band_power_response() -> np.ndarray:
+    """``|H|^2`` of :data:`SPEECH_BAND` at the ``FFT_BLOCK // 2 + 1`` frequencies of an rfft of
+    :data:`FFT_BLOCK` samples: the response of filtering forward and backward (zero phase)."""
+    z = np.exp(-2j * np.pi * np.arange(FFT_BLOCK // 2 + 1) / FFT_BLOCK)  # z^-1 on the unit circle
     response = np.ones(len(z), dtype=complex)
     for b0, b1, b2, a0, a1, a2 in SPEECH_BAND:
         response *= (b0 + b1 * z + b2 * z * z) / (a0 + a1 * z + a2 * z * z)
@@ -145,15 +139,26 @@ def speech_band(x: np.ndarray) -> np.ndarray:
     """``x`` filtered forward and backward by :data:`SPEECH_BAND`, as scipy's ``sosfiltfilt``
     does, computed in the frequency domain. Like it, the signal is first extended by
     :data:`EDGE_SAMPLES` of odd reflection at each end; zeros beyond let the response die out.
-    Away from the ends the two agree to float rounding; over the first and last 40 ms, which start
-    from rest where sosfiltfilt starts from a steady state, they differ slightly (tested)."""
+    Overlap-save: blocks of :data:`FFT_BLOCK` samples, each keeping the output that lies
+    :data:`BLOCK_MARGIN` samples from its ends, so the cost grows linearly with the length and
+    one response serves every clip. Away from the ends the result is sosfiltfilt's to float
+    rounding; over the first and last 40 ms, which start from rest where sosfiltfilt starts from
+    a steady state, they differ slightly (tested)."""
     pad = EDGE_SAMPLES
     if len(x) <= pad:
         raise ValueError(f"speech_band needs more than {pad} samples (got {len(x)})")
     extended = np.concatenate([2 * x[0] - x[pad:0:-1], x, 2 * x[-1] - x[-2:-pad - 2:-1]])
-    size = fft_size(len(extended) + RESPONSE_TAIL)
-    spectrum = np.fft.rfft(extended, size)
-    return np.fft.irfft(spectrum * band_power_response(size), size)[pad:pad + len(x)]
+    step = FFT_BLOCK - 2 * BLOCK_MARGIN
+    n_blocks = -(-len(extended) // step)
+    padded = np.zeros(n_blocks * step + 2 * BLOCK_MARGIN)
+    padded[BLOCK_MARGIN:BLOCK_MARGIN + len(extended)] = extended
+    response = band_power_response()
+    filtered = np.empty(n_blocks * step)
+    for block in range(n_blocks):  # one block at a time: small arrays, no fresh pages per call
+        start = block * step
+        spectrum = np.fft.rfft(padded[start:start + FFT_BLOCK])
+        filtered[start:start + step] = np.fft.irfft(spectrum * response, FFT_BLOCK)[BLOCK_MARGIN:BLOCK_MARGIN + step]
+    return filtered[pad:pad + len(x)]
 
 
 def loudness(audio: np.ndarray) -> np.ndarray:

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from voxmesh.metrics.sync import (
+    FFT_BLOCK,
     SPEECH_BAND,
     Abstain,
     band_power_response,
     estimate_offset,
-    fft_size,
     lip_measures,
     loudness,
     speech_band,
@@ -68,18 +68,21 @@ def test_the_speech_band_is_scipys_butterworth_and_filters_as_sosfiltfilt(media_
         speech_band(np.zeros(27))
 
 
-def test_the_band_pass_response_is_sosfreqz_squared_at_every_fft_size_used():
-    """The cached response is scipy's frequency response of the sections, squared, at the
-    frequencies of the FFT length chosen; lengths are 2^k, 3 * 2^k or 5 * 2^k, the smallest that
-    fits, and clips of 2 to 20 s use nine of them."""
+def test_the_band_pass_response_is_freqz_squared_and_blocks_join_seamlessly():
+    """The cached response is scipy's frequency response of the sections, squared; the
+    overlap-save blocks give what one FFT of the whole zero-padded signal gives, at every length
+    (one block, a block boundary, many blocks)."""
     from scipy import signal
-    lengths = sorted(factor << k for factor in (1, 3, 5) for k in range(25))
-    for n in (1, 7, 100, 34_000, 130_102, 322_102):
-        assert fft_size(n) == min(length for length in lengths if length >= n) < 1.34 * n + 1
-    size = fft_size(8 * 16_000 + 2_102)
-    _, expected = signal.freqz_sos(SPEECH_BAND, worN=2 * np.pi * np.arange(size // 2 + 1) / size)
-    np.testing.assert_allclose(band_power_response(size), np.abs(expected) ** 2, atol=1e-12)
-    assert len({fft_size(seconds * 16_000 + 2_102) for seconds in range(2, 21)}) == 9
+    _, expected = signal.freqz_sos(SPEECH_BAND, worN=2 * np.pi * np.arange(FFT_BLOCK // 2 + 1) / FFT_BLOCK)
+    np.testing.assert_allclose(band_power_response(), np.abs(expected) ** 2, atol=1e-12)
+    rng = np.random.default_rng(0)
+    for n in (28, 1000, 14_000, 14_336, 40_000, 200_000):
+        x = rng.standard_normal(n)
+        extended = np.concatenate([2 * x[0] - x[27:0:-1], x, 2 * x[-1] - x[-2:-29:-1]])
+        size = len(extended) + 4096
+        _, response = signal.freqz_sos(SPEECH_BAND, worN=2 * np.pi * np.arange(size // 2 + 1) / size)
+        whole = np.fft.irfft(np.fft.rfft(extended, size) * np.abs(response) ** 2, size)[27:27 + n]
+        assert np.abs(speech_band(x) - whole).max() < 1e-12 * np.abs(whole).max(), n
 
 
 def test_lip_opening_and_loudness_measure_what_they_say():
