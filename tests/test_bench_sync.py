@@ -81,3 +81,12 @@ def test_the_lip_closure_check_finds_where_closed_lips_meet_quiet_speech(shift):
     curve = bench_sync.loudness_where_lips_close(mesh, moved, topology, lags)
     assert abs(lags[np.argmin(curve)] - shift) <= 1, curve.round(2)
     assert curve[lags == shift][0] < 0.5 * np.median(curve), curve.round(2)
+
+
+def test_the_band_pass_bench_prints_both_timings_and_a_negligible_difference(monkeypatch, capsys):
+    import bench_band_pass
+    monkeypatch.setattr(sys, "argv", ["bench_band_pass.py", "--repeats", "1"])
+    bench_band_pass.main()
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [row[0].strip() for row in rows] == [f"{s} s" for s in bench_band_pass.SECONDS]
+    assert all(float(row[1]) > 0 and float(row[2]) > 0 and float(row[3]) < 1e-9 for row in rows)
