@@ -221,15 +221,6 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def opening_mouth(topology, opening: np.ndarray) -> np.ndarray:
-    """(T, V, 3) meshes of ``topology``'s template whose lower lip drops by ``opening`` (T,)."""
-    lips = topology.lip_idx
-    lower = lips[topology.template[lips, 1] <= topology.template[lips, 1].mean()]
-    mesh = np.repeat(topology.template[None].astype(np.float64), len(opening), axis=0)
-    mesh[:, lower, 1] -= opening[:, None]
-    return mesh
-
-
 def generated(seeds: int, noise: float = 0.15) -> dict[str, int]:
     """The same figures on generated signals, to see the statistics beyond three clips: per seed,
     a speech-like signal (``pipelines.demo.speech_like``) and a mouth that opens with its loudness
@@ -237,7 +228,7 @@ def generated(seeds: int, noise: float = 0.15) -> dict[str, int]:
     -6..6 (``matched``), and the same mouth against another seed's speech (``unrelated``: any
     estimate there is a confident wrong number)."""
     from voxmesh.metrics.sync import estimate_offset
-    from voxmesh.pipelines.demo import mouth_openness, speech_like
+    from voxmesh.pipelines.demo import mouth_openness, speech_like, talking_mesh
     from voxmesh.schemas import get_topology
 
     topology = get_topology("mediapipe478")
@@ -246,7 +237,7 @@ def generated(seeds: int, noise: float = 0.15) -> dict[str, int]:
     for seed in range(seeds):
         audio = speech_like(8.0, seed)
         opening = 0.8 * mouth_openness(audio)
-        mesh = opening_mouth(topology, opening + noise * 0.8 * rng.standard_normal(len(opening)))
+        mesh = talking_mesh(topology, opening + noise * 0.8 * rng.standard_normal(len(opening)))
         shift = int(rng.integers(-6, 7))
         moved = shifted_audio(audio, shift)[:len(audio)]
         moved = np.concatenate([moved, np.zeros(len(audio) - len(moved), np.float32)])

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import signal
 
 from voxmesh.pipelines.ingest.audio import encode_audio
-from voxmesh.schemas import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from voxmesh.schemas import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, Topology
 
 DEMO_SECONDS = 6.0
 UPPER_LIP_INNER, LOWER_LIP_INNER, MOUTH_LEFT, MOUTH_RIGHT = 13, 14, 61, 291
@@ -54,6 +54,16 @@ def mouth_openness(audio: np.ndarray) -> np.ndarray:
     n_frames = len(audio) // SAMPLES_PER_FRAME
     rms = np.sqrt((audio[:n_frames * SAMPLES_PER_FRAME].reshape(n_frames, -1) ** 2).mean(axis=1))
     return np.clip(rms / np.percentile(rms, 95), 0, 1)
+
+
+def talking_mesh(topology: Topology, opening: np.ndarray) -> np.ndarray:
+    """(T, V, 3) meshes of ``topology``'s template whose lower lip (the lip vertices at or below
+    the lips' mean height) drops by ``opening`` (T,), in template units: a generated mouth."""
+    lips = topology.lip_idx
+    lower = lips[topology.template[lips, 1] <= topology.template[lips, 1].mean()]
+    mesh = np.repeat(topology.template[None].astype(np.float64), len(opening), axis=0)
+    mesh[:, lower, 1] -= opening[:, None]
+    return mesh
 
 
 def find_mouth(image: np.ndarray) -> tuple[float, float, float]:

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 import bench_sync  # noqa: E402
 
-from voxmesh.pipelines.demo import mouth_openness, speech_like
+from voxmesh.pipelines.demo import mouth_openness, speech_like, talking_mesh
 from voxmesh.pipelines.ingest.audio import load_audio
 from voxmesh.pipelines.ingest.clips import ClipRules
 from voxmesh.pipelines.ingest.frames import iter_frames
@@ -74,7 +74,7 @@ def test_the_lip_closure_check_finds_where_closed_lips_meet_quiet_speech(shift):
     quietest lag at the closed-lip frames is the audio's shift, and other lags are louder there."""
     topology = get_topology("mediapipe478")
     audio = speech_like(8.0, 3)
-    mesh = bench_sync.opening_mouth(topology, 0.8 * mouth_openness(audio))
+    mesh = talking_mesh(topology, 0.8 * mouth_openness(audio))
     moved = bench_sync.shifted_audio(audio, shift)[:len(audio)]
     moved = np.concatenate([moved, np.zeros(len(audio) - len(moved), np.float32)])
     lags = np.arange(-20, 21)

@@ -33,10 +33,14 @@ def test_umeyama_never_returns_a_reflection():
 def test_umeyama_fits_a_batch_of_targets_as_it_fits_each_one():
     rng = np.random.default_rng(3)
     source = rng.normal(size=(20, 3))
-    targets = np.stack([2.0 * source @ random_rotation(rng).T + rng.normal(size=3),
+    rotation, shift = random_rotation(rng), rng.normal(size=3)
+    targets = np.stack([2.0 * source @ rotation.T + shift,
                         source * np.array([-1.0, 1.0, 1.0]),  # a reflection in the batch
                         source @ random_rotation(rng).T + 0.1 * rng.normal(size=(20, 3))])
     scales, rotations, translations = umeyama_batch(source, targets)
+    # umeyama runs umeyama_batch on one target, so the first target's known answer checks both
+    np.testing.assert_allclose(rotations[0], rotation, atol=1e-9)
+    np.testing.assert_allclose(translations[0], shift, atol=1e-9)
     assert scales.shape == (3,) and rotations.shape == (3, 3, 3) and translations.shape == (3, 3)
     for target, scale, rotation, translation in zip(targets, scales, rotations, translations):
         one = umeyama(source, target)

@@ -14,20 +14,11 @@ from voxmesh.metrics.sync import (
     loudness,
     speech_band,
 )
-from voxmesh.pipelines.demo import mouth_openness, speech_like
+from voxmesh.pipelines.demo import mouth_openness, speech_like, talking_mesh
 from voxmesh.schemas import SAMPLES_PER_FRAME, get_topology
 
 TOPOLOGY = get_topology("mediapipe478")
 SECONDS = 8.0
-
-
-def talking_mesh(opening: np.ndarray) -> np.ndarray:
-    """The template with its lower lip lowered by ``opening`` (template units) per frame."""
-    mesh = np.repeat(TOPOLOGY.template[None].astype(np.float64), len(opening), axis=0)
-    lips = TOPOLOGY.lip_idx
-    lower = lips[TOPOLOGY.template[lips, 1] <= TOPOLOGY.template[lips, 1].mean()]
-    mesh[:, lower, 1] -= opening[:, None]
-    return mesh
 
 
 def shifted(audio: np.ndarray, frames: int) -> np.ndarray:
@@ -41,7 +32,7 @@ def shifted(audio: np.ndarray, frames: int) -> np.ndarray:
 def speaker(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A speech-like signal and a mouth that opens with its loudness (in sync)."""
     audio = speech_like(SECONDS, seed)
-    return talking_mesh(0.8 * mouth_openness(audio)), audio
+    return talking_mesh(TOPOLOGY, 0.8 * mouth_openness(audio)), audio
 
 
 def test_the_speech_band_is_scipys_butterworth_and_filters_as_sosfiltfilt(media_dir):
@@ -87,7 +78,7 @@ def test_the_band_pass_response_is_freqz_squared_and_blocks_join_seamlessly():
 
 def test_lip_opening_and_loudness_measure_what_they_say():
     opening = np.linspace(0, 1, 50)
-    mesh = talking_mesh(opening)
+    mesh = talking_mesh(TOPOLOGY, opening)
     height = np.ptp(TOPOLOGY.template[TOPOLOGY.lip_idx, 1])
     measures = lip_measures(mesh, TOPOLOGY) - lip_measures(mesh[:1], TOPOLOGY)
     np.testing.assert_allclose(measures[0] * height, opening, atol=1e-5)  # all lip vertices
