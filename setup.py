@@ -50,7 +50,7 @@ setup(
         "lint": ["ruff==0.17.6", "mypy==2.4.1"],
     },
     entry_points={
-        "console_scripts": ["voxmesh = voxmesh.cli:main"],
+        "console_scripts": ["voxmesh = voxmesh.cli:entry_point"],
         "voxmesh.recon_backends": [
             "mediapipe = voxmesh.recon.mediapipe_mesh:MediaPipeFaceMesh",
             "flame = voxmesh.recon.flame:FlameBackend",

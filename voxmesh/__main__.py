@@ -1,5 +1,3 @@
-import sys
+from voxmesh.cli import entry_point
 
-from voxmesh.cli import main
-
-sys.exit(main())
+entry_point()
