@@ -77,8 +77,8 @@ def test_a_build_from_the_command_line_loads_only_what_the_build_needs(tmp_path)
 
 
 def test_the_command_exits_with_mains_code_and_its_output_flushed(tmp_path):
-    """``voxmesh`` skips the interpreter's teardown (cli.entry_point); what it printed still reaches
-    a pipe, and its exit code is main's."""
+    """``voxmesh`` (cli.entry_point) freezes what it loaded before exiting; what it printed reaches a
+    pipe, and its exit status is main's code."""
     listed = subprocess.run([sys.executable, "-m", "voxmesh", "backends"], capture_output=True, text=True)
     assert listed.returncode == 0 and "mediapipe" in listed.stdout
     missing = tmp_path / "not-a-dataset"
