@@ -15,8 +15,10 @@ each repeated until the set holds at least ``--min-frames`` frames, it measures:
      in its own process (start-up and imports, planning, Beam, parts, packing), timed from its
      start as the naive script's processes are.
 It prints per-set figures, the ratios build / naive, build / (MediaPipe alone x cores) and
-build / (MediaPipe alone, all cores at once), and
-the core-hours that each would take for VoxCeleb2 dev (220 M frames) at the measured speed.
+build / (MediaPipe alone, all cores at once). The naive script and the build also run on the
+set's first inputs alone (one per worker): the two runs split each one's time into a fixed cost
+per run and a rate per frame beyond it, and the core-hours that each would take for VoxCeleb2 dev
+(220 M frames, where one run's fixed cost is nothing) are projected at those rates.
 ``--rounds N`` runs 2-4 N times in turn and takes each ratio within its round: on a machine whose
 speed drifts, a ratio of two figures measured minutes apart moves with the drift.
 ``--profile`` also profiles one process ingesting the shared media (cProfile) and prints where
@@ -69,18 +71,49 @@ def make_224(source: str, path: str, max_frames: int | None) -> None:
         encode_audio(container, sound, audio, 16000)
 
 
-def repeated(sources: list[str], folder: str, min_frames: int) -> tuple[list[str], int]:
-    """Links to ``sources`` in ``folder/copyNNN/`` (one speaker per copy) until they hold at least
-    ``min_frames`` frames; the links and their frames."""
-    per_pass = sum(sum(1 for _ in iter_images(s)) for s in sources)
-    copies = max(1, -(-min_frames // per_pass))
-    paths = []
+def repeated(sources: list[str], folder: str, min_frames: int) -> tuple[list[str], list[int]]:
+    """Links to ``sources`` in ``folder/copyNNN/`` (one speaker per copy), two copies or more, until
+    they hold at least ``min_frames`` frames; the links and the frames of each."""
+    frames = {source: sum(1 for _ in iter_images(source)) for source in sources}
+    copies = max(2, -(-min_frames // sum(frames.values())))
+    paths, counts = [], []
     for copy in range(copies):
         os.makedirs(os.path.join(folder, f"copy{copy:03d}"))
         for source in sources:
             paths.append(os.path.join(folder, f"copy{copy:03d}", os.path.basename(source)))
             os.symlink(source, paths[-1])
-    return paths, per_pass * copies
+            counts.append(frames[source])
+    return paths, counts
+
+
+def linked(paths: list[str], folder: str) -> None:
+    """Links to ``paths`` (``copyNNN/name``) in ``folder``, with the same relative names."""
+    for path in paths:
+        link = os.path.join(folder, os.path.basename(os.path.dirname(path)), os.path.basename(path))
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(os.path.realpath(path), link)
+
+
+def timed(function, *args) -> float:
+    start = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - start
+
+
+def build_command(inputs: str, output: str, workers: int) -> None:
+    """``voxmesh build`` with its defaults, as a user runs it, in its own process."""
+    subprocess.run([sys.executable, "-m", "voxmesh", "-q", "build", "--input", inputs, "--output", output,
+                    "--workers", str(workers)], check=True, stdout=subprocess.DEVNULL)
+
+
+def fixed_and_rate(few: tuple[int, float], many: tuple[int, float]) -> tuple[float, float]:
+    """(fixed seconds, frames/s beyond them) of ``seconds = fixed + frames / rate`` through two
+    runs given as (frames, seconds): the per-run cost (start-up, set-up, the end) and the rate a
+    run pays per frame, which is what a run over VoxCeleb2 dev (220 M frames) pays. (Where the
+    larger run was not the slower, as noise can make it on the tiny clips of ``--short``, their
+    difference counts as 1 ms.)"""
+    rate = (many[0] - few[0]) / max(many[1] - few[1], 1e-3)
+    return few[1] - few[0] / rate, rate
 
 
 def decode_alone(sources: list[str]) -> float:
@@ -118,40 +151,53 @@ def measure(name: str, sources: list[str], tmp: str, args: argparse.Namespace) -
     """One set's figures. With ``--rounds`` N, MediaPipe alone, the naive script and the build run
     N times in turn, each ratio is taken within its round (so that the machine's drift between
     rounds cancels) and the report gives each round's figures and their medians."""
-    paths, n_frames = repeated(sources, os.path.join(tmp, f"{name}-inputs"), args.min_frames)
-    report: dict = {"inputs": len(paths), "frames": n_frames}
+    paths, counts = repeated(sources, os.path.join(tmp, f"{name}-inputs"), args.min_frames)
+    n_first = min(args.workers, len(paths) // 2)  # one input per worker, at most half the set
+    linked(paths[:n_first], os.path.join(tmp, f"{name}-first"))
+    report: dict = {"inputs": len(paths), "frames": sum(counts), "first_inputs": n_first,
+                    "first_frames": sum(counts[:n_first])}
     report["decode_fps_one_process"] = round(decode_alone(sources), 1)
-    rounds = [measure_round(name, sources, paths, n_frames, tmp, args, index) for index in range(args.rounds)]
+    rounds = [measure_round(name, sources, paths, report, tmp, args, index) for index in range(args.rounds)]
     for key in rounds[0]:
-        report[key] = statistics.median(r[key] for r in rounds)
+        if key != "seconds":
+            report[key] = statistics.median(r[key] for r in rounds)
     if args.rounds > 1:
         report["rounds"] = rounds
     return report
 
 
-def measure_round(name: str, sources: list[str], paths: list[str], n_frames: int, tmp: str,
+def measure_round(name: str, sources: list[str], paths: list[str], sizes: dict, tmp: str,
                   args: argparse.Namespace, index: int) -> dict:
-    """MediaPipe alone, the naive script and the build, one after the other, and their ratios."""
+    """MediaPipe alone, the naive script and the build, one after the other, and their ratios.
+    The naive script and the build also run on the set's first inputs alone (one per worker), so
+    that each one's cost splits into a fixed cost per run and a rate per frame
+    (:func:`fixed_and_rate`); the core-hours for VoxCeleb2 dev are projected at those rates."""
     report: dict = {}
     report["mediapipe_alone_fps_one_process"] = round(mediapipe_alone(sources), 1)
     report["mediapipe_alone_fps_all_cores_at_once"] = round(mediapipe_alone_on_all_cores(sources, args.workers), 1)
-    start = time.perf_counter()
-    naive_frames = naive_script.run(paths, os.path.join(tmp, f"{name}-naive{index}"), args.workers)
-    report["naive_fps"] = round(naive_frames / (time.perf_counter() - start), 1)
-    output = os.path.join(tmp, f"{name}-build{index}")
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "voxmesh", "-q", "build", "--input", os.path.join(tmp, f"{name}-inputs"),
-                    "--output", output, "--workers", str(args.workers)], check=True, stdout=subprocess.DEVNULL)
-    report["build_fps"] = round(n_frames / (time.perf_counter() - start), 1)
-    with open(os.path.join(output, "dataset.json")) as f:
+    few, many = sizes["first_frames"], sizes["frames"]
+    out = os.path.join(tmp, f"{name}-out{index}")
+    seconds = {
+        "naive_first": timed(naive_script.run, paths[:sizes["first_inputs"]], f"{out}-naive-first", args.workers),
+        "naive": timed(naive_script.run, paths, f"{out}-naive", args.workers),
+        "build_first": timed(build_command, os.path.join(tmp, f"{name}-first"), f"{out}-build-first", args.workers),
+        "build": timed(build_command, os.path.join(tmp, f"{name}-inputs"), f"{out}-build", args.workers),
+    }
+    report["seconds"] = seconds = {what: round(s, 3) for what, s in seconds.items()}
+    with open(os.path.join(f"{out}-build", "dataset.json")) as f:
         report["build_clips"] = json.load(f)["counts"]["clips"]
+    for what in ("naive", "build"):
+        report[f"{what}_fps"] = round(many / seconds[what], 1)
+        fixed, rate = fixed_and_rate((few, seconds[f"{what}_first"]), (many, seconds[what]))
+        report[f"{what}_fixed_s"], report[f"{what}_fps_beyond_fixed"] = round(fixed, 2), round(rate, 1)
     report["build_vs_naive"] = round(report["build_fps"] / report["naive_fps"], 3)
+    report["build_vs_naive_beyond_fixed"] = round(report["build_fps_beyond_fixed"] / report["naive_fps_beyond_fixed"], 3)
     report["build_vs_mediapipe_alone_x_cores"] = round(
         report["build_fps"] / (report["mediapipe_alone_fps_one_process"] * args.workers), 3)
     report["build_vs_mediapipe_alone_all_cores_at_once"] = round(
         report["build_fps"] / report["mediapipe_alone_fps_all_cores_at_once"], 3)
     for what in ("naive", "build"):
-        per_core = report[f"{what}_fps"] / args.workers
+        per_core = report[f"{what}_fps_beyond_fixed"] / args.workers
         report[f"{what}_core_hours_voxceleb2_dev"] = round(VOXCELEB2_DEV_FRAMES / per_core / 3600)
     report["mediapipe_alone_core_hours_voxceleb2_dev"] = round(
         VOXCELEB2_DEV_FRAMES / report["mediapipe_alone_fps_one_process"] / 3600)
