@@ -1,0 +1,103 @@
+"""Where a Face Mesh call's time goes inside MediaPipe's graph (not a test; the figures go in the
+README): the backend's graph (one face, tracking mode, refined landmarks) on the frames of a real
+clip resized to the crops' 256x256, with MediaPipe's own profiler on; then, per calculator, its
+calls and its time per frame, largest first.
+
+The profiled graph runs on MediaPipe's default executor (its thread pool): with the calling-thread
+executor the build uses (``recon.mediapipe_graph.on_calling_thread``), a graph with the profiler
+on never goes idle. Each calculator's time is its own ``Process`` time either way.
+
+Usage: python bench/profile_face_mesh_graph.py [--media DIR] [--frames N] [--rows N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import sys
+import tempfile
+
+import cv2
+
+from voxmesh.pipelines.ingest.frames import iter_images
+from voxmesh.recon.mediapipe_graph import output_packet
+
+CLIP = "hdtf_aoc_512_25fps.mp4"
+CROP = 256
+
+
+def profiled_face_mesh(trace_folder: str):
+    """A Face Mesh solution as the backend makes it, its graph rebuilt with the profiler on."""
+    import mediapipe as mp
+    from mediapipe.framework import calculator_pb2
+    from mediapipe.python._framework_bindings import calculator_graph
+    solution = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True)
+    config = calculator_pb2.CalculatorGraphConfig.FromString(solution._graph.binary_config)
+    config.profiler_config.enable_profiler = True
+    config.profiler_config.trace_enabled = True
+    config.profiler_config.trace_log_path = trace_folder + os.sep
+    solution._graph.close()
+    graph = calculator_graph.CalculatorGraph(graph_config=config)
+    for stream in solution._output_stream_type_info:
+        graph.observe_output_stream(stream, solution._graph_outputs.__setitem__, True)
+    graph.start_run(solution._input_side_packets)
+    solution._graph = graph
+    return solution
+
+
+def label(node: str) -> str:
+    """A node's name as its outermost subgraph and its calculator (``facelandmarkcpu /
+    InferenceCalculator``): the detector's and the landmark model's inference are told apart."""
+    parts = node.split("__")
+    return f"{parts[0]} / {parts[-1]}" if len(parts) > 1 else node
+
+
+def calculator_times(trace_folder: str) -> dict[str, tuple[int, float]]:
+    """Per calculator node: (calls, seconds in Process), from the profiler's logs (cumulative
+    snapshots: the largest counts)."""
+    from mediapipe.framework import calculator_profile_pb2
+    totals: dict[str, tuple[int, float]] = collections.defaultdict(lambda: (0, 0.0))
+    for path in sorted(glob.glob(os.path.join(trace_folder, "*.binarypb"))):
+        log = calculator_profile_pb2.GraphProfile()
+        with open(path, "rb") as f:
+            log.ParseFromString(f.read())
+        for profile in log.calculator_profiles:
+            calls, micros = sum(profile.process_runtime.count), profile.process_runtime.total
+            totals[profile.name] = max(totals[profile.name], (calls, micros / 1e6))
+    return dict(totals)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--media", default=os.environ.get("VOXMESH_TEST_MEDIA", "../shared/media"))
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--rows", type=int, default=6, help="calculators listed one by one; the rest in one row")
+    args = parser.parse_args()
+    source = os.path.join(args.media, CLIP)
+    if not os.path.isfile(source):
+        sys.exit(f"missing {source}; pass --media or set VOXMESH_TEST_MEDIA")
+    clip = [cv2.resize(image, (CROP, CROP), interpolation=cv2.INTER_AREA) for image in iter_images(source)]
+    with tempfile.TemporaryDirectory() as traces:
+        solution = profiled_face_mesh(traces)
+        for t in range(args.frames):
+            output_packet(solution, clip[t % len(clip)], "multi_face_landmarks")
+        solution.close()
+        times = calculator_times(traces)
+    ranked = sorted(((seconds, label(name), calls) for name, (calls, seconds) in times.items() if calls),
+                    reverse=True)
+    # The landmark model runs once per tracked frame; the profiler's last snapshot can miss the
+    # last few frames fed, so the frames profiled are its calls.
+    frames = ranked[0][2]
+    print(f"| calculator ({frames} frames profiled) | calls | ms per frame |")
+    print("| --- | --- | --- |")
+    for seconds, name, calls in ranked[:args.rows]:
+        print(f"| {name} | {calls} | {seconds / frames * 1e3:.3f} |")
+    rest = ranked[args.rows:]
+    print(f"| the other {len(rest)} calculators | {sum(r[2] for r in rest)} | {sum(r[0] for r in rest) / frames * 1e3:.3f} |")
+    print(f"| **all** | {sum(r[2] for r in ranked)} | {sum(r[0] for r in ranked) / frames * 1e3:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
