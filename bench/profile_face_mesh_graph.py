@@ -22,7 +22,7 @@ import tempfile
 import cv2
 
 from voxmesh.pipelines.ingest.frames import iter_images
-from voxmesh.recon.mediapipe_graph import output_packet
+from voxmesh.recon.mediapipe_graph import graph_config, output_packet, rebuilt
 
 CLIP = "hdtf_aoc_512_25fps.mp4"
 CROP = 256
@@ -31,20 +31,12 @@ CROP = 256
 def profiled_face_mesh(trace_folder: str):
     """A Face Mesh solution as the backend makes it, its graph rebuilt with the profiler on."""
     import mediapipe as mp
-    from mediapipe.framework import calculator_pb2
-    from mediapipe.python._framework_bindings import calculator_graph
     solution = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True)
-    config = calculator_pb2.CalculatorGraphConfig.FromString(solution._graph.binary_config)
+    config = graph_config(solution)
     config.profiler_config.enable_profiler = True
     config.profiler_config.trace_enabled = True
     config.profiler_config.trace_log_path = trace_folder + os.sep
-    solution._graph.close()
-    graph = calculator_graph.CalculatorGraph(graph_config=config)
-    for stream in solution._output_stream_type_info:
-        graph.observe_output_stream(stream, solution._graph_outputs.__setitem__, True)
-    graph.start_run(solution._input_side_packets)
-    solution._graph = graph
-    return solution
+    return rebuilt(solution, config)
 
 
 def label(node: str) -> str:

@@ -9,8 +9,10 @@ simulated timestamp) and hands back the raw packet, whose content :func:`seriali
 reads as wire bytes. The graph, its options and its outputs are the solution's own, so the
 results are the same bytes (tested against ``process``).
 
-:func:`on_calling_thread` runs a solution's graph on the thread that waits for it. Imported only
-where mediapipe is used: it imports mediapipe.
+:func:`on_calling_thread` runs a solution's graph on the thread that waits for it; it changes
+the solution's :func:`graph_config` and swaps in the graph :func:`rebuilt` from it (as the Face
+Mesh graph's profile, ``bench/profile_face_mesh_graph.py``, does to turn MediaPipe's profiler
+on). Imported only where mediapipe is used: it imports mediapipe.
 """
 
 from __future__ import annotations
@@ -54,16 +56,26 @@ def on_calling_thread(solution: Any) -> Any:
     waits for it. With one build worker per core the cores are all busy, and that hand-off cost
     0.2 ms per graph call on average (a tenth of the calls waited about 1 ms for the woken thread).
     With this executor the calculators run inside ``wait_until_idle`` on the calling thread:
-    the same graph and outputs (tested against ``process``), no hand-off. The new graph observes
-    the same output streams and starts with the solution's own side packets, so ``process``,
-    ``reset`` and ``close`` keep working.
+    the same graph and outputs (tested against ``process``), no hand-off.
     """
-    config = calculator_pb2.CalculatorGraphConfig.FromString(solution._graph.binary_config)
+    config = graph_config(solution)
     executor = next((e for e in config.executor if not e.name), None)  # the default executor's
     if executor is None:
         executor = config.executor.add()
     executor.type = "ApplicationThreadExecutor"
     executor.ClearField("options")
+    return rebuilt(solution, config)
+
+
+def graph_config(solution: Any) -> calculator_pb2.CalculatorGraphConfig:
+    """A copy of ``solution``'s graph configuration, to change and pass to :func:`rebuilt`."""
+    return calculator_pb2.CalculatorGraphConfig.FromString(solution._graph.binary_config)
+
+
+def rebuilt(solution: Any, config: calculator_pb2.CalculatorGraphConfig) -> Any:
+    """``solution`` with its graph replaced by one built from ``config`` (a changed
+    :func:`graph_config`), observing the same output streams and started with the solution's
+    own side packets, so that ``process``, ``reset`` and ``close`` keep working."""
     solution._graph.close()
     graph = calculator_graph.CalculatorGraph(graph_config=config)
     for stream in solution._output_stream_type_info:
