@@ -1,9 +1,9 @@
 """Benchmark of what the ``voxmesh`` command itself costs around a build (not a test; the figures
 go in the README), in fresh processes, the variants in turn, ``--rounds`` times, medians in s:
 
-  - start: importing the command line with the ``build`` verb alone, as ``voxmesh build`` does,
-    against every verb, as ``voxmesh --help`` does (``train`` imports torch, ``demo``
-    scipy.signal);
+  - start: importing the command line with one verb alone, as ``voxmesh VERB`` does, for each
+    verb, and with every verb, as ``voxmesh --help`` does (``train`` imports torch, ``demo``
+    scipy.signal, ``build`` Beam);
   - exit: after a local build of the shared media, the time from ``main`` returning to the end of
     the process, with what is loaded frozen out of the garbage collector's way, as
     ``cli.entry_point`` does, and without.
@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from voxmesh.cli import COMMANDS
 
 CLIPS = ("hdtf_aoc_512_25fps.mp4", "retalking2_844_25fps.mp4", "retalking4_700_30fps.mp4")
 
@@ -61,7 +63,8 @@ def main() -> None:
         for source in sources:
             os.symlink(source, os.path.join(inputs, os.path.basename(source)))
         for index in range(args.rounds):
-            rows.setdefault("start: the command line for `build` alone", []).append(start_seconds("build"))
+            for verb in COMMANDS:
+                rows.setdefault(f"start: the command line for `{verb}` alone", []).append(start_seconds(verb))
             rows.setdefault("start: the command line with every verb", []).append(start_seconds(None))
             for freeze in (True, False):
                 output = os.path.join(tmp, f"out-{index}-{freeze}")
