@@ -82,8 +82,9 @@ def entry_point() -> NoReturn:
 
     Before the interpreter exits, everything loaded is frozen out of the garbage collector's way
     (``gc.freeze``). Otherwise the collections that run while the interpreter tears down a build's
-    modules (Beam, gRPC, pyarrow, pandas, ...) cost 0.33-0.43 s after the work is done; frozen,
-    the exit takes 0.05-0.07 s. The build workers do the same (``pipelines/build/pipeline.py``).
+    modules (Beam, gRPC, pyarrow, pandas, ...) cost 0.38-0.59 s after the work is done; frozen,
+    the exit takes 0.05-0.06 s (``bench/bench_command.py``). The build workers do the same
+    (``pipelines/build/pipeline.py``).
     """
     code = main()
     gc.freeze()
