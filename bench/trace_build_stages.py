@@ -13,6 +13,7 @@ Usage: python bench/trace_build_stages.py [--input DIR] [--workers N]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -29,12 +30,16 @@ def stage_label(name: str) -> str:
     return "stage " + " + ".join(dict.fromkeys(found))
 
 
-def traced(events: list[tuple[str, float, float]]) -> None:
-    """Append (what, start, end) to ``events`` for each bundle and each worker stopped."""
+@contextlib.contextmanager
+def traced(events: list[tuple[str, float, float]]):
+    """While open, append (what, start, end) to ``events`` for each bundle and each worker
+    stopped; Beam's methods are restored on leaving."""
     from apache_beam.runners.portability.fn_api_runner import fn_runner, worker_handlers
+    originals = []
 
     def around(cls, method: str, what) -> None:
         original = getattr(cls, method)
+        originals.append((cls, method, original))
 
         def wrapper(self, *args, **kwargs):
             began = time.perf_counter() - START
@@ -45,6 +50,11 @@ def traced(events: list[tuple[str, float, float]]) -> None:
 
     around(fn_runner.FnApiRunner, "_execute_bundle", lambda context, bundle, *_: stage_label(bundle.stage.name))
     around(worker_handlers.SubprocessSdkWorkerHandler, "stop_worker", lambda: "stopping a worker")
+    try:
+        yield
+    finally:
+        for cls, method, original in originals:
+            setattr(cls, method, original)
 
 
 def main() -> None:
@@ -56,10 +66,9 @@ def main() -> None:
     from voxmesh.cli import main as voxmesh
     events.append(("importing the command line (voxmesh.cli)", 0.0, time.perf_counter() - START))
     began = time.perf_counter() - START
-    traced(events)
-    events.append(("importing Beam's local runner, to trace it (the build's own imports would)", began,
-                   time.perf_counter() - START))
-    with tempfile.TemporaryDirectory() as tmp:
+    with traced(events), tempfile.TemporaryDirectory() as tmp:
+        events.append(("importing Beam's local runner, to trace it (the build's own imports would)", began,
+                       time.perf_counter() - START))
         began = time.perf_counter() - START
         code = voxmesh(["-q", "build", "--input", args.input, "--output", os.path.join(tmp, "out"),
                         "--workers", str(args.workers)])

@@ -23,8 +23,11 @@ def test_the_command_bench_times_both_starts_and_both_exits_after_a_build(media_
 
 def test_the_stage_trace_times_every_stage_of_a_real_build(media_dir, monkeypatch, capsys):
     import trace_build_stages
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    untraced = fn_runner.FnApiRunner._execute_bundle
     monkeypatch.setattr(sys, "argv", ["trace_build_stages.py", "--input", media_dir, "--workers", "1"])
     trace_build_stages.main()
+    assert fn_runner.FnApiRunner._execute_bundle is untraced  # Beam is left as it was
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]  # after the build's summary
     rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in table[2:]]
     steps = [row[0] for row in rows]
