@@ -10,21 +10,15 @@ Usage: python bench/bench_band_pass.py [--repeats N]
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 from scipy import signal
+from timing import wall_seconds
 
 from voxmesh.metrics.sync import SPEECH_BAND, speech_band
 
 SECONDS = (2, 5, 8, 12, 20)
 EDGE = 640  # 40 ms at 16 kHz, where the two start differently (from rest, from a steady state)
-
-
-def timed(function, *args) -> float:
-    start = time.perf_counter()
-    function(*args)
-    return (time.perf_counter() - start) * 1e3
 
 
 def main() -> None:
@@ -40,8 +34,8 @@ def main() -> None:
         difference = np.abs(ours - scipys)[EDGE:-EDGE].max() / np.abs(scipys).max()
         times: dict[str, list[float]] = {"ours": [], "scipy": []}
         for _ in range(args.repeats):
-            times["ours"].append(timed(speech_band, x))
-            times["scipy"].append(timed(signal.sosfiltfilt, SPEECH_BAND, x))
+            times["ours"].append(1e3 * wall_seconds(speech_band, x))
+            times["scipy"].append(1e3 * wall_seconds(signal.sosfiltfilt, SPEECH_BAND, x))
         print(f"| {seconds} s | {np.median(times['ours']):.2f} | {np.median(times['scipy']):.2f} | {difference:.1e} |")
 
 

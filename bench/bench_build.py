@@ -40,6 +40,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import naive_script  # noqa: E402
+from timing import wall_seconds  # noqa: E402
 
 from voxmesh.pipelines.ingest.audio import encode_audio, load_audio  # noqa: E402
 from voxmesh.pipelines.ingest.frames import iter_images  # noqa: E402
@@ -94,12 +95,6 @@ def linked(paths: list[str], folder: str) -> None:
         os.symlink(os.path.realpath(path), link)
 
 
-def timed(function, *args) -> float:
-    start = time.perf_counter()
-    function(*args)
-    return time.perf_counter() - start
-
-
 def build_command(inputs: str, output: str, workers: int) -> None:
     """``voxmesh build`` with its defaults, as a user runs it, in its own process."""
     subprocess.run([sys.executable, "-m", "voxmesh", "-q", "build", "--input", inputs, "--output", output,
@@ -126,8 +121,8 @@ def decode_alone(sources: list[str]) -> float:
 def mediapipe_alone(sources: list[str]) -> float:
     """Face Mesh as the naive script and the backend run it, on every frame of ``sources`` held in
     memory; one process; graph start-up not timed."""
-    import mediapipe as mp
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True) as mesh:
+    from voxmesh.recon.mediapipe_mesh import tracking_face_mesh
+    with tracking_face_mesh() as mesh:
         videos = [list(iter_images(s)) for s in sources]
         for image in videos[0][:25]:
             mesh.process(image)
@@ -157,7 +152,7 @@ def measure(name: str, sources: list[str], tmp: str, args: argparse.Namespace) -
     report: dict = {"inputs": len(paths), "frames": sum(counts), "first_inputs": n_first,
                     "first_frames": sum(counts[:n_first])}
     report["decode_fps_one_process"] = round(decode_alone(sources), 1)
-    rounds = [measure_round(name, sources, paths, report, tmp, args, index) for index in range(args.rounds)]
+    rounds = [measure_round(name, sources, paths, counts, n_first, tmp, args, index) for index in range(args.rounds)]
     for key in rounds[0]:
         if key != "seconds":
             report[key] = statistics.median(r[key] for r in rounds)
@@ -166,7 +161,7 @@ def measure(name: str, sources: list[str], tmp: str, args: argparse.Namespace) -
     return report
 
 
-def measure_round(name: str, sources: list[str], paths: list[str], sizes: dict, tmp: str,
+def measure_round(name: str, sources: list[str], paths: list[str], counts: list[int], n_first: int, tmp: str,
                   args: argparse.Namespace, index: int) -> dict:
     """MediaPipe alone, the naive script and the build, one after the other, and their ratios.
     The naive script and the build also run on the set's first inputs alone (one per worker), so
@@ -175,13 +170,13 @@ def measure_round(name: str, sources: list[str], paths: list[str], sizes: dict, 
     report: dict = {}
     report["mediapipe_alone_fps_one_process"] = round(mediapipe_alone(sources), 1)
     report["mediapipe_alone_fps_all_cores_at_once"] = round(mediapipe_alone_on_all_cores(sources, args.workers), 1)
-    few, many = sizes["first_frames"], sizes["frames"]
+    few, many = sum(counts[:n_first]), sum(counts)
     out = os.path.join(tmp, f"{name}-out{index}")
     seconds = {
-        "naive_first": timed(naive_script.run, paths[:sizes["first_inputs"]], f"{out}-naive-first", args.workers),
-        "naive": timed(naive_script.run, paths, f"{out}-naive", args.workers),
-        "build_first": timed(build_command, os.path.join(tmp, f"{name}-first"), f"{out}-build-first", args.workers),
-        "build": timed(build_command, os.path.join(tmp, f"{name}-inputs"), f"{out}-build", args.workers),
+        "naive_first": wall_seconds(naive_script.run, paths[:n_first], f"{out}-naive-first", args.workers),
+        "naive": wall_seconds(naive_script.run, paths, f"{out}-naive", args.workers),
+        "build_first": wall_seconds(build_command, os.path.join(tmp, f"{name}-first"), f"{out}-build-first", args.workers),
+        "build": wall_seconds(build_command, os.path.join(tmp, f"{name}-inputs"), f"{out}-build", args.workers),
     }
     report["seconds"] = seconds = {what: round(s, 3) for what, s in seconds.items()}
     with open(os.path.join(f"{out}-build", "dataset.json")) as f:

@@ -23,6 +23,7 @@ Usage: python bench/bench_sync.py [--media DIR] [--short] [--shifts -6 ... 6] [-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -74,22 +75,30 @@ def write_clip(path: str, frames: np.ndarray, audio: np.ndarray) -> None:
         encode_audio(container, sound, audio)
 
 
-def build_sources(media: str) -> dict[str, list]:
-    """Each source clip of ``media`` as it is, built with voxmesh's ingest: its samples."""
-    from voxmesh.pipelines.ingest.clips import ClipRules
+@contextlib.contextmanager
+def ingest_models():
+    """(backend, detector) as a build worker sets them up: MediaPipe Face Mesh and BlazeFace."""
     from voxmesh.pipelines.ingest.faces import FaceDetector
-    from voxmesh.pipelines.ingest.item import InputItem
-    from voxmesh.pipelines.ingest.process import process_input
     from voxmesh.recon.mediapipe_mesh import MediaPipeFaceMesh
 
     backend, detector = MediaPipeFaceMesh(), FaceDetector()
     backend.setup()
     try:
-        return {name: process_input(InputItem(os.path.join(media, name), "spk", "vid", "u"), "train", backend,
-                                    detector, ClipRules()).samples for name in CLIPS}
+        yield backend, detector
     finally:
         backend.close()
         detector.close()
+
+
+def build_sources(media: str) -> dict[str, list]:
+    """Each source clip of ``media`` as it is, built with voxmesh's ingest: its samples."""
+    from voxmesh.pipelines.ingest.clips import ClipRules
+    from voxmesh.pipelines.ingest.item import InputItem
+    from voxmesh.pipelines.ingest.process import process_input
+
+    with ingest_models() as (backend, detector):
+        return {name: process_input(InputItem(os.path.join(media, name), "spk", "vid", "u"), "train", backend,
+                                    detector, ClipRules()).samples for name in CLIPS}
 
 
 def unrelated(media: str, sources: dict[str, list], step_seconds: float = 0.25) -> dict[str, float]:
@@ -165,18 +174,14 @@ def run(media: str, shifts: tuple[int, ...], workdir: str, keep: str | None = No
     With ``keep``, each sample's mesh and audio are saved there (``{file}_{clip}.npz``) to study."""
     from voxmesh.pipelines.ingest.audio import load_audio
     from voxmesh.pipelines.ingest.clips import ClipRules
-    from voxmesh.pipelines.ingest.faces import FaceDetector
     from voxmesh.pipelines.ingest.frames import iter_frames
     from voxmesh.pipelines.ingest.item import InputItem
     from voxmesh.pipelines.ingest.process import process_input
-    from voxmesh.recon.mediapipe_mesh import MediaPipeFaceMesh
 
     if keep is not None:
         os.makedirs(keep, exist_ok=True)
-    backend, detector = MediaPipeFaceMesh(), FaceDetector()
-    backend.setup()
     rows = []
-    try:
+    with ingest_models() as (backend, detector):
         for name in CLIPS:
             source = os.path.join(media, name)
             frames = np.concatenate([chunk.copy() for chunk in iter_frames(source)])
@@ -192,9 +197,6 @@ def run(media: str, shifts: tuple[int, ...], workdir: str, keep: str | None = No
                                  mesh=sample.mesh, audio=sample.audio)
                 rows += [Row(name, shift, s.meta.av_offset, s.meta.av_offset_confidence, s.meta.av_offset_reason,
                              s.meta.av_offset_ok) for s in result.samples]
-    finally:
-        backend.close()
-        detector.close()
     return rows
 
 

@@ -23,6 +23,7 @@ import cv2
 
 from voxmesh.pipelines.ingest.frames import iter_images
 from voxmesh.recon.mediapipe_graph import graph_config, output_packet, rebuilt
+from voxmesh.recon.mediapipe_mesh import tracking_face_mesh
 
 CLIP = "hdtf_aoc_512_25fps.mp4"
 CROP = 256
@@ -30,8 +31,7 @@ CROP = 256
 
 def profiled_face_mesh(trace_folder: str):
     """A Face Mesh solution as the backend makes it, its graph rebuilt with the profiler on."""
-    import mediapipe as mp
-    solution = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True)
+    solution = tracking_face_mesh()
     config = graph_config(solution)
     config.profiler_config.enable_profiler = True
     config.profiler_config.trace_enabled = True

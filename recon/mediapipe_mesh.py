@@ -103,6 +103,16 @@ def build_topology(image: np.ndarray) -> Topology:
                     n_landmarks=N_POINTS)
 
 
+def tracking_face_mesh(min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5) -> Any:
+    """MediaPipe's Face Mesh solution as this backend runs it: tracking mode, one face, refined
+    landmarks (478 points). One face: with more, Face Mesh runs its own face detector on every
+    frame; a second face is the pipeline's face pass's job (pipelines/ingest/faces.py)."""
+    import mediapipe as mp
+    return mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=False, max_num_faces=1, refine_landmarks=True,
+        min_detection_confidence=min_detection_confidence, min_tracking_confidence=min_tracking_confidence)
+
+
 class MediaPipeFaceMesh(ReconstructionBackend):
     """MediaPipe Face Mesh in tracking mode, CPU, models from inside the ``mediapipe`` wheel."""
 
@@ -131,15 +141,9 @@ class MediaPipeFaceMesh(ReconstructionBackend):
         return None
 
     def setup(self) -> None:
-        import mediapipe as mp
-
         from .mediapipe_graph import on_calling_thread
-        # One face: with more, Face Mesh runs its own face detector on every frame. A second face
-        # is the pipeline's face pass's job (pipelines/ingest/faces.py), not the backend's.
-        self._face_mesh = on_calling_thread(mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=False, max_num_faces=1, refine_landmarks=True,
-            min_detection_confidence=self.min_detection_confidence,
-            min_tracking_confidence=self.min_tracking_confidence))
+        self._face_mesh = on_calling_thread(tracking_face_mesh(self.min_detection_confidence,
+                                                               self.min_tracking_confidence))
 
     def reset(self) -> None:
         self._mesh().reset()
