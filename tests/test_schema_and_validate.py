@@ -193,3 +193,24 @@ def test_neutral_reads_back_and_the_validator_checks_its_shape_and_values(tmp_pa
         f"train-000000: {wrong_shape.key}: neutral.npy has shape (477, 3), the topology says (478, 3)",
         f"train-000000: {with_nan.key}: neutral.npy has 1 non-finite values",
     ]
+
+
+def test_parquet_is_read_from_memory_that_pyarrow_owns(tmp_path, monkeypatch):
+    """read_parquet hands pyarrow a copy of the file's bytes: pyarrow can release its input on one
+    of its pool threads after the read returns, and a Python object released there while the
+    interpreter exits aborts the process."""
+    import sys
+
+    import pyarrow as pa
+
+    from voxmesh.schemas import storage
+    from voxmesh.schemas.tables import arrow_reader, read_parquet, write_parquet
+    path = str(tmp_path / "t.parquet")
+    write_parquet(pa.table({"a": [1, 2, 3]}), path)
+    data = storage.read_bytes(path)
+    monkeypatch.setattr(storage, "read_bytes", lambda uri: data)
+    held = sys.getrefcount(data)
+    reader = arrow_reader(path)
+    assert sys.getrefcount(data) == held  # pa.BufferReader(data) would hold one more
+    assert reader.read() == data
+    assert read_parquet(path).column("a").to_pylist() == [1, 2, 3]

@@ -27,7 +27,6 @@ import os
 import posixpath
 from collections import Counter
 
-import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -35,6 +34,7 @@ from voxmesh.pipelines.ingest.item import InputItem
 from voxmesh.pipelines.ingest.probe import header_duration
 from voxmesh.schemas import FPS, FailureRecord, Reason, Stage, TarStats, sanitize_id, shard_name, storage
 from voxmesh.schemas.errors import ConfigError
+from voxmesh.schemas.tables import arrow_reader
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def _list_files(pattern: str) -> tuple[str, list[str]]:
 
 
 def _read_listing(path: str) -> list[RawInput]:
-    data = pa.BufferReader(storage.read_bytes(path))
+    data = arrow_reader(path)
     table = pq.read_table(data) if path.endswith(".parquet") else pacsv.read_csv(data)
     if "uri" not in table.column_names:
         raise ConfigError(f"{path}: a listing needs a 'uri' column "
