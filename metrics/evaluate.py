@@ -106,6 +106,9 @@ def _moved(other: np.ndarray, template: np.ndarray, n_frames: int) -> np.ndarray
 
 
 def _prediction_files(folder: str) -> dict[str, str]:
+    if not os.path.isdir(folder):
+        raise MissingFileError(f"--pred {folder}: no such folder; give the folder of {{key}}.npy predictions "
+                               f"(`voxmesh generate --out`)")
     files = {name[:-4]: os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".npy")}
     if not files:
         raise MissingFileError(f"no {{key}}.npy predictions in {folder}")

@@ -23,7 +23,7 @@ import json
 import tomllib
 from collections.abc import Sequence
 
-from voxmesh.schemas.errors import ConfigError
+from voxmesh.schemas.errors import ConfigError, MissingFileError
 
 from .codetalker_vq import CodeTalkerVQConfig
 from .data import DataConfig
@@ -122,6 +122,8 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> RunConfig:
             values = tomllib.load(f)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: {error}") from error
+    except FileNotFoundError as error:
+        raise MissingFileError(f"{path}: no such file; give a run's TOML file (examples in models/configs/)") from error
     for override in overrides:
         apply_override(values, override)
     return RunConfig.from_dict(values, source=path)

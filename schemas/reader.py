@@ -71,7 +71,16 @@ def iter_samples(out_dir: str, split: str | None = None) -> Iterator[Sample]:
 
 def read_manifest(out_dir: str, columns: list[str] | None = None) -> list[dict]:
     """The rows of ``manifest.parquet`` (only ``columns`` when given)."""
-    return read_parquet(storage.join(out_dir, "manifest.parquet"), columns).to_pylist()
+    return read_dataset_table(out_dir, "manifest.parquet", columns)
+
+
+def read_dataset_table(out_dir: str, name: str, columns: list[str] | None = None) -> list[dict]:
+    """The rows of the dataset's table ``name`` (``manifest.parquet``, ``failures.parquet``);
+    MissingFileError, one line naming it, when the folder holds no such table."""
+    path = storage.join(out_dir, name)
+    if not storage.exists(path):
+        raise MissingFileError(f"{path}: no such file; is {out_dir} a dataset written by `voxmesh build`?")
+    return read_parquet(path, columns).to_pylist()
 
 
 def load_samples(out_dir: str, keys: Iterable[str]) -> dict[str, Sample]:

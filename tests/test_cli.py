@@ -3,6 +3,7 @@ bugs with their traceback."""
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 
@@ -32,11 +33,35 @@ def test_a_user_error_is_one_line_naming_the_file_and_exit_2(tmp_path, capsys):
 
 
 def test_a_non_empty_output_asks_for_resume(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    write_video(str(tmp_path / "in" / "noise.mp4"), np.zeros((5, 32, 32, 3), np.uint8))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "something").write_text("x")
-    assert main(["build", "--input", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
+    assert main(["build", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--resume" in err and str(tmp_path / "out") in err
+
+
+def test_a_build_that_finds_no_input_stops_before_writing_anything(tmp_path, capsys):
+    """A mistyped --input is one line naming it, not an empty dataset and exit 0."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "listing.csv").write_text("uri\n")
+    cases = {str(tmp_path / "missing"): "no such file or folder", str(tmp_path / "empty"): "no videos found",
+             str(tmp_path / "empty" / "*.mp4"): "no videos found", str(tmp_path / "listing.csv"): "the listing has no rows"}
+    for source, why in cases.items():
+        assert main(["build", "--input", source, "--output", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith(f"voxmesh build: --input {source}: {why}"), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_files_of_the_other_verbs_are_one_line_naming_them(tmp_path, capsys):
+    missing = str(tmp_path / "missing")
+    for argv in (["validate", missing], ["preview", missing, "key", "-o", str(tmp_path / "p.mp4")],
+                 ["train", "--config", missing + ".toml"], ["eval", "--pred", missing, "--ref", str(tmp_path)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith(f"voxmesh {argv[0]}: ") and missing in err, err
 
 
 def test_bad_option_values_are_user_errors(tmp_path, capsys):
@@ -85,3 +110,27 @@ def test_the_command_exits_with_mains_code_and_its_output_flushed(tmp_path):
     failed = subprocess.run([sys.executable, "-m", "voxmesh", "stats", str(missing)], capture_output=True, text=True)
     assert failed.returncode == 2
     assert failed.stderr.strip().count("\n") == 0 and str(missing) in failed.stderr
+
+
+def test_what_the_command_prints_for_a_person_reaches_the_terminal(tmp_path):
+    """By default descriptor 2 goes to the null device while a verb runs (MediaPipe's and Beam's
+    native logs), but Python's own writes to stderr still reach the terminal: argparse's usage
+    errors and a verb's summary line."""
+    usage = subprocess.run([sys.executable, "-m", "voxmesh", "stats"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "the following arguments are required: output" in usage.stderr
+    checked = subprocess.run([sys.executable, "-m", "voxmesh", "validate", str(tmp_path)], capture_output=True, text=True)
+    assert checked.returncode == 1 and "no shards/ folder" in checked.stdout
+    assert checked.stderr.strip() == "checked 0 shards, 0 samples: 1 problem"
+
+
+def test_a_reader_that_goes_away_stops_the_command_quietly():
+    """``voxmesh backends | head -1``: the command's output meets a closed pipe; it stops with
+    status 1 and no traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "voxmesh", "backends"], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1 and done.stderr == ""

@@ -12,6 +12,7 @@ import argparse
 import gc
 import importlib
 import logging
+import os
 import sys
 from typing import NoReturn
 
@@ -85,8 +86,16 @@ def entry_point() -> NoReturn:
     modules (Beam, gRPC, pyarrow, pandas, ...) cost 0.38-0.59 s after the work is done; frozen,
     the exit takes 0.05-0.06 s (``bench/bench_command.py``). The build workers do the same
     (``pipelines/build/pipeline.py``).
+
+    When the reader of its output goes away (``voxmesh stats out | head -2``), the command stops
+    quietly with status 1 instead of a ``BrokenPipeError`` traceback.
     """
-    code = main()
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        code = 1
     gc.freeze()
     sys.exit(code)
 

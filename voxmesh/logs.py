@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Iterator
+from typing import TextIO
 
 from voxmesh.pipelines.logs import NATIVE_STDERR_ENV, native_stderr_to
 
@@ -47,7 +49,12 @@ def logging_setup(verbose: bool = False, quiet: bool = False, log_file: str | No
     redirect = log_file or (None if verbose else os.devnull)
     with contextlib.ExitStack() as stack:
         if redirect is not None:
+            python_stderr_is_fd2 = _is_descriptor_2(sys.stderr)
             console_stream = stack.enter_context(native_stderr_to(os.path.abspath(redirect)))
+            if python_stderr_is_fd2:
+                # Python's own writes to stderr (argparse's usage errors, a verb's summary line)
+                # are meant for a person: they go where descriptor 2 went, not with native logs
+                stack.enter_context(contextlib.redirect_stderr(console_stream))
             stack.enter_context(_environment(NATIVE_STDERR_ENV, "keep"))
         else:
             console_stream = None  # sys.stderr
@@ -78,6 +85,15 @@ def logging_setup(verbose: bool = False, quiet: bool = False, log_file: str | No
                 if handler is not console:
                     handler.close()
             root.handlers, root.level = old_handlers, old_level
+
+
+def _is_descriptor_2(stream: TextIO) -> bool:
+    """Whether ``stream`` writes to descriptor 2 (not when it was replaced, e.g. by an embedding
+    program or a test's capture)."""
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 @contextlib.contextmanager

@@ -145,6 +145,17 @@ def discover(source: str) -> list[RawInput]:
     return [unique[uri] for uri in sorted(unique)]
 
 
+def nothing_found(source: str) -> str:
+    """Why ``source`` named no input, for a build that refuses to run without one."""
+    if not storage.is_remote(source) and not any(c in source for c in "*?[") and not os.path.exists(source):
+        return f"--input {source}: no such file or folder"
+    if is_listing(source):
+        return f"--input {source}: the listing has no rows"
+    kinds = " ".join(VIDEO_EXTENSIONS)
+    return (f"--input {source}: no videos found (a folder is searched recursively for {kinds}; "
+            f"a glob must match files); check the path")
+
+
 def is_listing(source: str) -> bool:
     return source.endswith((".csv", ".parquet")) and (storage.is_remote(source) or os.path.isfile(source))
 

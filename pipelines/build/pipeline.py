@@ -37,6 +37,7 @@ from voxmesh.pipelines.build.inputs import (
     expected_frames,
     identify,
     input_root,
+    nothing_found,
     parts_to_build,
     plan_parts,
     redact_root,
@@ -292,6 +293,8 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
     storage.check_reachable(config.output, "--output")
     outputs = config.dataset_outputs()
     raws = discover(config.input)
+    if not raws:
+        raise ConfigError(nothing_found(config.input))
     root = input_root(config.input, [raw.uri for raw in raws])
     items, early_failures = identify(raws, root)
     split_of_speaker, split_failures = assign_splits(items, config.splits)

@@ -16,8 +16,7 @@ from collections import Counter
 import numpy as np
 
 from voxmesh.schemas import FPS, iter_samples, storage
-from voxmesh.schemas.errors import MissingFileError
-from voxmesh.schemas.tables import read_parquet
+from voxmesh.schemas.reader import read_dataset_table
 
 # The pose of a frontal, upright face: head x -> image x, head y (up) -> image -y, head z (out of
 # the face) -> image -z (towards the camera).
@@ -36,13 +35,7 @@ def head_angles(pose: np.ndarray) -> np.ndarray:
 
 def read_tables(output: str) -> tuple[list[dict], list[dict]]:
     """The rows of ``manifest.parquet`` and ``failures.parquet``; MissingFileError when absent."""
-    tables = []
-    for name in ("manifest.parquet", "failures.parquet"):
-        path = storage.join(output, name)
-        if not storage.exists(path):
-            raise MissingFileError(f"{path}: no such file; is {output} a dataset written by `voxmesh build`?")
-        tables.append(read_parquet(path).to_pylist())
-    return tables[0], tables[1]
+    return read_dataset_table(output, "manifest.parquet"), read_dataset_table(output, "failures.parquet")
 
 
 def summarize(manifest: list[dict], failures: list[dict]) -> dict:

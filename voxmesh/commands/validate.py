@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from voxmesh.schemas import validate_dataset
+from voxmesh.schemas import storage, validate_dataset
+from voxmesh.schemas.errors import MissingFileError
 from voxmesh.schemas.pairing import is_dataset, paired_folders, validate_paired
 
 HELP = "check a built dataset; exit 1 with one line per problem"
@@ -21,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not storage.is_remote(args.output) and not os.path.isdir(args.output):
+        raise MissingFileError(f"{args.output}: no such folder; pass the folder that `voxmesh build` wrote (its --output)")
     register_user_topologies()
     single = is_dataset(args.output) or not paired_folders(args.output)
     problems, counts = validate_dataset(args.output) if single else validate_paired(args.output)
