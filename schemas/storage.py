@@ -180,6 +180,12 @@ def remove_tree(folder: str) -> None:
         delete(match(folder.rstrip("/") + "/**"))
 
 
+# The process's umask, read once at import (reading it means setting it): published files get the
+# permissions that a plain open() would give them.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def make_folder(folder: str) -> None:
     """Create a local folder (object stores have none to create)."""
     if not is_remote(folder):
@@ -191,6 +197,7 @@ def publish(local_path: str, uri: str) -> None:
     all: a rename on a local disk, one upload elsewhere (the local file is removed)."""
     if not is_remote(uri):
         os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
+        os.chmod(local_path, 0o666 & ~_UMASK)  # a spool is private (mkstemp: 0600); the file is not
         os.replace(local_path, uri)
         return
     from apache_beam.io.filesystem import CompressionTypes

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -65,6 +66,17 @@ def test_every_input_is_accounted_for(built):
 
 def test_validate_passes(built, capsys):
     assert main(["validate", built[1]]) == 0
+
+
+def test_the_datasets_files_are_as_readable_as_a_plain_write_makes_them(built, tmp_path):
+    """Files are written to private temporary files and renamed into place; the dataset's files
+    still get the permissions of the process's umask, so that a shared dataset can be read."""
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    expected = stat.S_IMODE(os.stat(plain).st_mode)
+    modes = {os.path.relpath(os.path.join(d, f), built[1]): stat.S_IMODE(os.stat(os.path.join(d, f)).st_mode)
+             for d, _, names in os.walk(built[1]) for f in names}
+    assert len(modes) >= 7 and set(modes.values()) == {expected}, modes
 
 
 def test_wids_index_gives_random_access_to_the_samples(built):

@@ -12,6 +12,7 @@ import pytest
 from conftest import write_video
 
 from voxmesh.cli import COMMANDS, build_parser, main
+from voxmesh.pipelines.build.pipeline import build_pipeline_args, local_pipeline_args
 
 
 @pytest.mark.parametrize("verb", sorted(COMMANDS))
@@ -62,6 +63,29 @@ def test_missing_files_of_the_other_verbs_are_one_line_naming_them(tmp_path, cap
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and err.startswith(f"voxmesh {argv[0]}: ") and missing in err, err
+
+
+def test_options_neither_voxmesh_nor_beam_knows_are_refused(tmp_path, capsys):
+    """Beam drops an option it does not know with a warning, and arguments for Beam without a
+    runner would run on its default runner: a typo must stop the build instead."""
+    inputs, output = str(tmp_path / "in"), str(tmp_path / "out")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.mp4").write_bytes(b"")
+    cases = {("--wokers", "2"): "unrecognised option --wokers", ("-q",): "go before the verb",
+             (str(tmp_path / "in" / "a.mp4"),): "quote a glob", ("stray",): "unexpected argument stray"}
+    for extra, why in cases.items():
+        assert main(["build", "--input", inputs, "--output", output, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("voxmesh build: ") and why in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_beam_options_keep_the_local_runner_unless_they_name_one():
+    s3 = ["--s3_endpoint_url=http://127.0.0.1:9000", "--direct_num_workers", "3"]
+    assert build_pipeline_args(s3, workers=2) == local_pipeline_args(2) + s3
+    dataflow = ["--runner=DataflowRunner", "--project=p", "--region=r", "--temp_location=gs://b/tmp"]
+    assert build_pipeline_args(dataflow, workers=2) == dataflow
+    assert build_pipeline_args([], workers=None) == local_pipeline_args()
 
 
 def test_bad_option_values_are_user_errors(tmp_path, capsys):

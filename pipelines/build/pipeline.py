@@ -278,6 +278,40 @@ def local_pipeline_args(workers: int | None = None) -> list[str]:
             f"--direct_num_workers={workers or os.cpu_count() or 1}"]
 
 
+def build_pipeline_args(beam_args: list[str], workers: int | None = None) -> list[str]:
+    """The Beam arguments of a build from the command line's ``beam_args`` (what ``voxmesh build``
+    does not know itself): Beam's local runner over ``workers`` cores unless they name a
+    ``--runner``, then ``beam_args``. ConfigError for an argument that is no Beam option either:
+    Beam would drop it with a warning, so a typo (``--wokers``) or a shell-expanded glob would
+    otherwise build something else than asked, and without the local runner's arguments on Beam's
+    default runner, which downloads a binary."""
+    for argument in unknown_to_beam(beam_args):
+        raise ConfigError(_unknown_argument(argument))
+    if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
+        return list(beam_args)
+    return local_pipeline_args(workers) + list(beam_args)
+
+
+def unknown_to_beam(args: list[str]) -> list[str]:
+    """The arguments that none of Beam's pipeline options parses."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser  # the parser Beam's options use
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for options_class in PipelineOptions.__subclasses__():
+        options_class._add_argparse_args(parser)
+    return parser.parse_known_args(args)[1]
+
+
+def _unknown_argument(argument: str) -> str:
+    if argument.split("=", 1)[0] in ("-v", "--verbose", "-q", "--quiet", "--log-file"):
+        return f"{argument}: -v, -q and --log-file go before the verb (voxmesh -q build ...)"
+    if not argument.startswith("-"):
+        quote = " (quote a glob given to --input, or the shell expands it into several files)" \
+            if os.path.exists(argument) else ""
+        return f"unexpected argument {argument}{quote}"
+    return (f"unrecognised option {argument}: neither `voxmesh build --help` nor Beam's pipeline options "
+            f"know it")
+
+
 def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progress: bool = False) -> dict:
     """Run the whole build and return the summary (also written to ``dataset.json``; with several
     backends, one dataset each under ``output/<backend>``, whose counts are the same)."""

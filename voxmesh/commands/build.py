@@ -8,7 +8,7 @@ import os
 
 from voxmesh.pipelines.build.inputs import SplitFractions
 from voxmesh.pipelines.build.packing import ShardLimits
-from voxmesh.pipelines.build.pipeline import BuildConfig, local_pipeline_args, run_build
+from voxmesh.pipelines.build.pipeline import BuildConfig, build_pipeline_args, run_build
 from voxmesh.pipelines.build.shared_model import SHARE_MODES
 from voxmesh.pipelines.dataset.card import DEFAULT_LICENSE
 from voxmesh.pipelines.ingest.clips import ClipRules
@@ -18,8 +18,8 @@ from voxmesh.schemas.errors import ConfigError
 HELP = "videos -> validated WebDataset shards (Apache Beam)"
 DESCRIPTION = """Decode every input video, track faces, reconstruct 3D meshes per frame, cut clips with
 their 16 kHz speech and write them as WebDataset shards with manifest.parquet, failures.parquet,
-dataset.json and a dataset card. Unrecognised options go to Beam (e.g. --runner=DataflowRunner ...);
-without them the build runs locally on all cores."""
+dataset.json and a dataset card. Other options go to Beam (e.g. --runner=DataflowRunner ..., or
+--s3_endpoint_url=...); without a --runner the build runs locally on all cores."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +102,7 @@ def parse_backend_options(values: list[str]) -> tuple[tuple[str, str], ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = run_build(config_from_args(args), args.beam_args or local_pipeline_args(args.workers), progress=True)
+    summary = run_build(config_from_args(args), build_pipeline_args(args.beam_args, args.workers), progress=True)
     print_summary(summary, args.output)
     return 0
 
