@@ -259,6 +259,28 @@ def test_rerun_into_the_same_folder_needs_resume(built, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
+def test_a_resume_with_other_options_or_into_a_foreign_folder_is_refused_and_deletes_nothing(built, tmp_path, capsys):
+    """--resume continues the build that wrote the folder (its options in _meta/build.json) or
+    nothing: other options would mix two configurations in one dataset, and a folder no build
+    wrote may hold a person's files."""
+    inputs, output = built
+    before = dataset_bytes(output)
+    resume = ["--output", output, *SHARDING, "--resume"]
+    assert main(["build", "--input", inputs, *resume, "--min-clip-seconds", "6"]) == 2
+    assert "clip_rules.min_seconds 2.0 there, 6.0 now" in capsys.readouterr().err
+    (tmp_path / "other").mkdir()
+    shutil.copy(os.path.join(inputs, REAL_CLIPS[0]), tmp_path / "other")
+    assert main(["build", "--input", str(tmp_path / "other"), *resume]) == 2
+    assert "another --input" in capsys.readouterr().err
+    assert dataset_bytes(output) == before
+
+    (tmp_path / "foreign" / "shards").mkdir(parents=True)
+    (tmp_path / "foreign" / "shards" / "mine.tar").write_bytes(b"a person's file")
+    assert main(["build", "--input", inputs, "--output", str(tmp_path / "foreign"), "--resume"]) == 2
+    assert "holds no voxmesh build to resume" in capsys.readouterr().err
+    assert (tmp_path / "foreign" / "shards" / "mine.tar").read_bytes() == b"a person's file"
+
+
 def dataset_bytes(output: str) -> dict[str, bytes]:
     """Every file that must be identical between equal builds (dataset.json records paths)."""
     files = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import hashlib
 import json
 import os
 import tarfile
@@ -373,15 +374,60 @@ def inputs_in_shards(output: str) -> set[str]:
     return {uri for stats in committed_stats(output) for uri in stats.inputs}
 
 
+BUILD_RECORD = "build.json"  # under each dataset's _meta/: the options of the build writing it
+
+
 def _prepare_output(config: BuildConfig) -> None:
-    """Refuse to mix runs in one folder unless resuming; on resume, drop what interrupted writes
-    left (their parts and shards are rebuilt)."""
-    if not config.resume and not storage.is_empty_folder(config.output):
-        raise DatasetStateError(f"{config.output} is not empty; pass --resume to continue a build there, "
-                              f"or choose a new output folder")
-    for output in config.dataset_outputs().values():
+    """Refuse to mix runs in one folder: without ``resume`` it must be empty; with it, it must be
+    empty or hold a build with the same options (:data:`BUILD_RECORD`), and then what interrupted
+    writes left is dropped (their parts and shards are rebuilt). Nothing is deleted from a folder
+    that no build with these options wrote."""
+    outputs = config.dataset_outputs().values()
+    if not storage.is_empty_folder(config.output):
+        if not config.resume:
+            raise DatasetStateError(f"{config.output} is not empty; pass --resume to continue a build there, "
+                                    f"or choose a new output folder")
+        for output in outputs:
+            _check_same_build(config, output)
+    record = json.dumps(_build_record(config), indent=1, sort_keys=True).encode("utf-8")
+    for output in outputs:
         storage.make_folder(output)
+        write_atomic(storage.join(output, META_DIR, BUILD_RECORD), record)
         remove_uncommitted_files(output)
+
+
+def _build_record(config: BuildConfig) -> dict:
+    """What a resumed build must share with the one it continues: the options that shape the data
+    (as ``dataset.json`` records them) and the whole input (as a hash: no bucket path is kept)."""
+    record = _jsonable(config)
+    record.pop("share_model")  # where the model lives, not what it computes
+    record["input"] = hashlib.sha256(config.input.encode("utf-8")).hexdigest()
+    return record
+
+
+def _check_same_build(config: BuildConfig, output: str) -> None:
+    path = storage.join(output, META_DIR, BUILD_RECORD)
+    if not storage.exists(path):
+        raise DatasetStateError(f"{output} holds no voxmesh build to resume (no {META_DIR}/{BUILD_RECORD}); "
+                                f"choose a new output folder")
+    recorded = _flat(json.loads(storage.read_bytes(path)))
+    now = _flat(json.loads(json.dumps(_build_record(config))))  # as read back: lists, not tuples
+    changed = ["another --input" if name == "input" else f"{name} {recorded.get(name)!r} there, {now.get(name)!r} now"
+               for name in sorted(set(recorded) | set(now)) if recorded.get(name) != now.get(name)]
+    if changed:
+        raise DatasetStateError(f"{output} was built with other options ({'; '.join(changed[:3])}); resume with "
+                                f"the same options, or build into a new folder")
+
+
+def _flat(record: dict, prefix: str = "") -> dict:
+    """``{"clip_rules": {"min_seconds": 2}}`` -> ``{"clip_rules.min_seconds": 2}``."""
+    flat = {}
+    for name, value in record.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
 
 
 def remove_uncommitted_files(output: str) -> None:
