@@ -302,6 +302,32 @@ def test_a_second_build_of_the_same_inputs_is_byte_identical(built, tmp_path):
     assert [name for name in first if first[name] != second[name]] == []
 
 
+def test_ctrl_c_ends_a_build_with_one_line_and_a_resume_finishes_it(built, tmp_path):
+    """A terminal's Ctrl-C reaches the launcher and its local workers (SIGINT to the process
+    group); their harnesses and threads report it, but the terminal shows one line saying what to
+    do, and the exit status says interrupted (130)."""
+    inputs, output = built
+    resumed = str(tmp_path / "resumed")
+    command = [sys.executable, "-m", "voxmesh", "build", "--input", inputs, "--output", resumed,
+               "--workers", "2", *SHARDING]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    record = os.path.join(resumed, "_meta", "build.json")  # written once the inputs are planned
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not os.path.exists(record):
+        time.sleep(0.05)
+    time.sleep(1.5)  # the workers start
+    assert process.poll() is None, "the build ended before it could be interrupted"
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+    assert err.strip().splitlines()[-1].startswith("voxmesh build: interrupted; ") and "--resume" in err
+
+    assert main(["build", "--input", inputs, "--output", resumed, "--workers", "2", *SHARDING, "--resume"]) == 0
+    assert dataset_bytes(resumed) == dataset_bytes(output)
+
+
 def test_a_killed_build_resumed_ends_with_the_same_dataset(built, tmp_path):
     inputs, output = built
     resumed = str(tmp_path / "resumed")

@@ -29,6 +29,13 @@ COMMANDS = {
 }
 
 
+# what to do after Ctrl-C, for the verbs that can continue where they stopped
+AFTER_INTERRUPT = {
+    "build": "; what was committed stays in --output: run the same command with --resume to continue",
+    "train": "; run the same command with --resume to continue from the run folder's last checkpoint",
+}
+
+
 def logging_parser(add_help: bool = False) -> argparse.ArgumentParser:
     """The options that choose what is logged where; parsed first, before the verbs are imported."""
     parser = argparse.ArgumentParser(add_help=add_help)
@@ -73,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
             return args.run(args)
         except UserError as error:
             log.debug("voxmesh %s: %s", args.command, error)  # for --log-file; printed below
-            message = f"voxmesh {args.command}: {error}"
+            message, code = f"voxmesh {args.command}: {error}", 2
+        except KeyboardInterrupt:
+            log.debug("voxmesh %s: interrupted", args.command, exc_info=True)
+            message, code = f"voxmesh {args.command}: interrupted{AFTER_INTERRUPT.get(args.command, '')}", 130
     print(message, file=sys.stderr)
-    return 2
+    return code
 
 
 def entry_point() -> NoReturn:

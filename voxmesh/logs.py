@@ -13,10 +13,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Iterator
-from typing import TextIO
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any, TextIO
 
 from voxmesh.pipelines.logs import NATIVE_STDERR_ENV, native_stderr_to
 
@@ -32,7 +35,33 @@ class ConsoleFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         ours = record.name == "voxmesh" or record.name.startswith("voxmesh.")
+        if not ours and interrupted.is_set():
+            return False  # what Ctrl-C did to the libraries (see interrupted)
         return record.levelno >= (self.level if ours else max(self.level, logging.ERROR))
+
+
+# Set by Ctrl-C (SIGINT) while a command runs. A terminal sends it to the local Beam workers too,
+# and their harnesses, gRPC threads and the runner then report it: tens of tracebacks that say
+# nothing but "interrupted". From then on the terminal shows voxmesh's own lines only (the log
+# file keeps everything) and the command ends with one line (cli.main).
+interrupted = threading.Event()
+
+
+def _on_interrupt(signum: int, frame: FrameType | None) -> None:
+    interrupted.set()
+    raise KeyboardInterrupt
+
+
+def _thread_exception(default: Callable[[threading.ExceptHookArgs], Any]) -> Callable[[threading.ExceptHookArgs], Any]:
+    """``threading.excepthook`` that logs, instead of printing, a thread's exception once the
+    command was interrupted."""
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not interrupted.is_set():
+            default(args)
+        elif args.exc_value is not None:
+            logging.getLogger(__name__).debug("thread %s after the interrupt", getattr(args.thread, "name", "?"),
+                                              exc_info=args.exc_value)
+    return hook
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -74,6 +103,11 @@ def logging_setup(verbose: bool = False, quiet: bool = False, log_file: str | No
         root.handlers = handlers
         root.setLevel(logging.DEBUG if verbose or log_file else logging.INFO)
         logging.captureWarnings(True)
+        interrupted.clear()
+        if not verbose and threading.current_thread() is threading.main_thread():
+            stack.callback(signal.signal, signal.SIGINT, signal.signal(signal.SIGINT, _on_interrupt))
+            stack.callback(setattr, threading, "excepthook", threading.excepthook)
+            threading.excepthook = _thread_exception(threading.excepthook)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("default")
