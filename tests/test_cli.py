@@ -88,9 +88,30 @@ def test_beam_options_keep_the_local_runner_unless_they_name_one():
     assert build_pipeline_args([], workers=None) == local_pipeline_args()
 
 
-def test_bad_option_values_are_user_errors(tmp_path, capsys):
-    assert main(["build", "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--split-fractions", "a,b"]) == 2
-    assert "--split-fractions" in capsys.readouterr().err
+@pytest.mark.parametrize("option", [
+    ("--split-fractions", "a,b"), ("--split-fractions", "0.5,0.5"), ("--split-fractions", "0.5,0.5,0.5"),
+    ("--workers", "0"), ("--inputs-per-part", "0"), ("--frames-per-part", "-1"), ("--min-clip-seconds", "-1"),
+    ("--min-clip-seconds", "30"), ("--min-confidence", "2"), ("--max-av-offset", "-1"), ("--shard-max-mb", "0"),
+    ("--shard-max-samples", "0"), ("--detect-every", "0")])
+def test_bad_option_values_are_user_errors(option, tmp_path, capsys):
+    """A value that could only give a useless or failing build is refused with one line naming
+    the option, before anything is written."""
+    assert main(["build", "--input", str(tmp_path), "--output", str(tmp_path / "o"), *option]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and option[0] in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_output_that_is_a_file_and_a_listing_with_a_bad_duration_are_user_errors(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    write_video(str(tmp_path / "in" / "a.mp4"), np.zeros((5, 32, 32, 3), np.uint8))
+    (tmp_path / "file").write_text("x")
+    assert main(["build", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "file")]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
+    (tmp_path / "listing.csv").write_text("uri,duration\nin/a.mp4,abc\n")
+    assert main(["build", "--input", str(tmp_path / "listing.csv"), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "listing.csv: the duration of" in err and "'abc'" in err, err
 
 
 def test_options_for_beam_are_refused_by_other_verbs(tmp_path, capsys):

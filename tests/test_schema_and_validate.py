@@ -12,6 +12,7 @@ import webdataset as wds
 
 from voxmesh.schemas import (
     FailureRecord,
+    Reason,
     Sample,
     SampleMeta,
     SampleTarWriter,
@@ -214,3 +215,11 @@ def test_parquet_is_read_from_memory_that_pyarrow_owns(tmp_path, monkeypatch):
     assert sys.getrefcount(data) == held  # pa.BufferReader(data) would hold one more
     assert reader.read() == data
     assert read_parquet(path).column("a").to_pylist() == [1, 2, 3]
+
+
+def test_the_readme_names_every_failure_reason():
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    failures = text[text.index("### Failures"):text.index("### Splits, shards, resume")]
+    assert [r.value for r in Reason if f"`{r.value}`" not in failures] == []

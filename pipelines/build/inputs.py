@@ -76,7 +76,8 @@ class SplitFractions:
 
     def __post_init__(self):
         if min(self.train, self.val, self.test) < 0 or abs(self.train + self.val + self.test - 1) > 1e-6:
-            raise ConfigError(f"--split-fractions must be >= 0 and sum to 1, got {self}")
+            raise ConfigError(f"--split-fractions {self.train},{self.val},{self.test}: expected three fractions "
+                              f">= 0 that sum to 1, e.g. 0.9,0.05,0.05")
 
 
 def ids_from_path(uri: str, root: str) -> tuple[str, str, str]:
@@ -195,13 +196,17 @@ def _read_listing(path: str) -> list[RawInput]:
     raws = []
     for row in table.to_pylist():
         uri = str(row["uri"])
+        try:
+            duration = float(row.get("duration") or 0.0)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}: the duration of {uri} is {row['duration']!r}; give seconds as a number, "
+                              f"or leave it empty") from None
         if not storage.is_remote(uri):
             uri = f"{base}/{uri}" if storage.is_remote(base) else os.path.normpath(os.path.join(base, uri))
         from_path = ids_from_path(uri, "")
         speaker, video, utterance = (str(row[c]) if row.get(c) not in (None, "") else from_path[i]
                                      for i, c in enumerate(("speaker", "video", "utterance")))
-        raws.append(RawInput(uri, (speaker, video, utterance), str(row.get("split") or ""),
-                             float(row.get("duration") or 0.0)))
+        raws.append(RawInput(uri, (speaker, video, utterance), str(row.get("split") or ""), duration))
     return raws
 
 

@@ -36,7 +36,8 @@ class ShardLimits:
 
     def __post_init__(self):
         if self.max_samples < 1 or self.max_bytes < 1:
-            raise ConfigError(f"shard limits must be at least 1: {self}")
+            raise ConfigError(f"--shard-max-samples {self.max_samples} / --shard-max-mb {self.max_bytes / 2 ** 20:g}: "
+                              f"a shard must be allowed at least one sample and one byte")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -383,6 +383,8 @@ def _prepare_output(config: BuildConfig) -> None:
     writes left is dropped (their parts and shards are rebuilt). Nothing is deleted from a folder
     that no build with these options wrote."""
     outputs = config.dataset_outputs().values()
+    if not storage.is_remote(config.output) and os.path.isfile(config.output):
+        raise ConfigError(f"--output {config.output} is a file; give a folder (new, or empty)")
     if not storage.is_empty_folder(config.output):
         if not config.resume:
             raise DatasetStateError(f"{config.output} is not empty; pass --resume to continue a build there, "

@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 
 from voxmesh.schemas import Reason
+from voxmesh.schemas.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,6 +20,15 @@ class ClipRules:
     min_confidence: float = 0.5
     max_av_offset: int = 5  # frames; clips confidently beyond it are flagged (meta av_offset_ok = false)
     drop_av_offset: bool = False  # ... or dropped
+
+    def __post_init__(self):
+        if not 0 < self.min_seconds <= self.max_seconds:
+            raise ConfigError(f"--min-clip-seconds {self.min_seconds} / --max-clip-seconds {self.max_seconds}: "
+                              f"expected 0 < min <= max")
+        if not 0 <= self.min_confidence <= 1:
+            raise ConfigError(f"--min-confidence must be between 0 and 1 (got {self.min_confidence})")
+        if self.max_av_offset < 0:
+            raise ConfigError(f"--max-av-offset must be 0 or more frames (got {self.max_av_offset})")
 
 
 def frame_problems(n_faces: np.ndarray, valid: np.ndarray, confidence: np.ndarray,

@@ -69,12 +69,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> BuildConfig:
     """The build config that the command-line options describe; ConfigError for a bad value."""
     try:
-        fractions = SplitFractions(*(float(f) for f in args.split_fractions.split(",")))
-    except (TypeError, ValueError) as error:
-        if isinstance(error, ConfigError):
-            raise
+        train, val, test = (float(f) for f in args.split_fractions.split(","))
+    except ValueError:
         raise ConfigError(f"--split-fractions {args.split_fractions}: expected three numbers, "
                           "e.g. 0.9,0.05,0.05") from None
+    for option in ("workers", "inputs_per_part", "frames_per_part"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{option.replace('_', '-')} must be 1 or more (got {value})")
     return BuildConfig(
         input=args.input, output=args.output, backend=args.backend, inputs_per_part=args.inputs_per_part,
         frames_per_part=args.frames_per_part, min_parts=args.workers or os.cpu_count() or 1,
@@ -83,7 +85,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
                              min_confidence=args.min_confidence, max_av_offset=args.max_av_offset,
                              drop_av_offset=args.drop_av_offset),
         track_rules=TrackRules(detect_every=args.detect_every, short_range_face=args.short_range_face),
-        splits=fractions, resume=args.resume, license=args.license,
+        splits=SplitFractions(train, val, test), resume=args.resume, license=args.license,
         backend_options=parse_backend_options(args.backend_option), share_model=args.share_model)
 
 
