@@ -91,12 +91,51 @@ SECTIONS = {"data": DataConfig, "tokenizer": TokenizerConfig, "codetalker_vq": C
             "generator": GeneratorConfig, "train": TrainSettings}
 
 
+# Values below which a setting could only fail later (a division by zero, an empty stack) or train
+# nothing; the settings not named here take any value of their type.
+AT_LEAST = {
+    "data.window": 1, "data.batch_size": 1, "data.workers": 0, "data.shuffle_buffer": 1, "data.stats_shards": 1,
+    "tokenizer.hidden": 1, "tokenizer.latent": 1, "tokenizer.levels": 1, "tokenizer.codebook_size": 1,
+    "tokenizer.downsample": 0, "tokenizer.factors": 1,
+    "codetalker_vq.factors": 1, "codetalker_vq.code_dim": 1, "codetalker_vq.codebook_size": 1,
+    "codetalker_vq.layers": 1, "codetalker_vq.heads": 1, "codetalker_vq.intermediate": 1,
+    "generator.dim": 1, "generator.layers": 1, "generator.heads": 1, "generator.period": 1,
+    "generator.speech_layers": 0, "generator.depth_layers": 0,
+    "train.steps": 1, "train.warmup": 0, "train.log_every": 1, "train.checkpoint_every": 1,
+}
+ABOVE_ZERO = ("train.lr", "train.grad_clip")
+CHOICES = {"train.device": ("auto", "cpu", "cuda"), "codetalker_vq.positional": ("released", "sequence")}
+
+
 def _section(cls, values: dict, source: str):
     names = {field.name: field for field in dataclasses.fields(cls)}
     unknown = set(values) - set(names)
     if unknown:
         raise ConfigError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(names)}")
-    return cls(**values)
+    section = next(name for name, section_cls in SECTIONS.items() if section_cls is cls)
+    return cls(**{name: _checked(f"{section}.{name}", value, names[name].default, source)
+                  for name, value in values.items()})
+
+
+def _checked(name: str, value, default, source: str):
+    """``value`` of the setting ``name``, of its default's type (an int where a float is expected
+    becomes one) and within the limits above; ConfigError naming it otherwise."""
+    def refuse(expected: str):
+        raise ConfigError(f"{source}: {name} = {value!r}: expected {expected}")
+    if isinstance(default, bool) or isinstance(value, bool):
+        if type(value) is not type(default):
+            refuse("true or false" if isinstance(default, bool) else type(default).__name__)
+    elif isinstance(default, float) and isinstance(value, int):
+        value = float(value)
+    elif default is not dataclasses.MISSING and type(value) is not type(default):
+        refuse(f"{'a number' if isinstance(default, float) else 'an integer' if isinstance(default, int) else 'a string'}")
+    if name in AT_LEAST and value < AT_LEAST[name]:
+        refuse(f"{AT_LEAST[name]} or more")
+    if name in ABOVE_ZERO and not value > 0:
+        refuse("a number above 0")
+    if name in CHOICES and value not in CHOICES[name]:
+        refuse(f"one of {', '.join(CHOICES[name])}")
+    return value
 
 
 def apply_override(values: dict, override: str) -> None:

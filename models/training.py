@@ -31,7 +31,8 @@ from voxmesh.models.checkpoint import build_model, load_checkpoint, save_checkpo
 from voxmesh.models.config import TOKENIZER_KIND, RunConfig, to_toml
 from voxmesh.models.data import REFERENCE_SOURCES, make_loader, training_stream
 from voxmesh.models.normalization import Stats, compute_stats
-from voxmesh.schemas.errors import ConfigError
+from voxmesh.schemas.errors import ConfigError, DatasetStateError
+from voxmesh.schemas.settings import differences
 
 
 def prepare_batch(raw: dict, features: nn.Module, stats: Stats, device: torch.device) -> dict:
@@ -83,6 +84,19 @@ def _initial_state(config: RunConfig, features: nn.Module) -> tuple[RunConfig, S
     return config, stats, tokenizer["model"]
 
 
+def _check_same_run(config: RunConfig, recorded: dict, last: str) -> None:
+    """A resumed run continues the checkpoint's model on the checkpoint's data: only [train]
+    settings (more steps, another learning rate) may differ from it. ConfigError naming the
+    settings that do (the section a generator takes from its tokenizer's checkpoint aside)."""
+    def compared(values: dict) -> dict:
+        return {section: value for section, value in values.items()
+                if section not in ("train", "out", TOKENIZER_KIND.get(config.kind))}
+    changed = differences(compared(RunConfig.from_dict(recorded, source=last).to_dict()), compared(config.to_dict()))
+    if changed:
+        raise ConfigError(f"{last} was trained with other settings ({'; '.join(changed[:3])}); on --resume only "
+                          f"[train] settings may change: drop the others, or set another `out` for a new run")
+
+
 def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = print) -> list[float]:
     """Train to ``config.train.steps``; returns the loss of every step (of this run and the ones
     it resumed)."""
@@ -91,8 +105,12 @@ def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = 
     torch.manual_seed(settings.seed)  # the same initial weights in every process
     features = audio_features(config.data.audio_model).to(device)
     last = os.path.join(config.out, "last.pt")
+    if not resume and os.path.exists(last):
+        raise DatasetStateError(f"{config.out} already holds a run ({last}); pass --resume to continue it, "
+                                f"or set another `out`")
     checkpoint = load_checkpoint(last) if resume else None
     if checkpoint:
+        _check_same_run(config, checkpoint["config"], last)
         config = RunConfig.from_dict({**checkpoint["config"], "train": vars(settings)}, source=last)
         stats, tokenizer_weights = Stats.from_dict(checkpoint["stats"]), None
     else:

@@ -319,6 +319,34 @@ def test_generate_from_an_audio_file_with_a_reference(probabilistic, dataset, me
     assert np.abs(meshes.mean(0) - sample.mesh.mean(0)).max() < 0.5
 
 
+def test_a_run_folder_is_continued_only_by_resume_and_only_with_its_own_model_and_data(rvq, capsys):
+    """A second run into a run folder would overwrite last.pt and append to log.jsonl; a resume
+    with other model or data settings would silently keep the checkpoint's."""
+    args = ["train", "--config", os.path.join(CONFIGS, "rvq.toml"), "--set", "data.dataset=elsewhere",
+            "--set", f"out={rvq}", *SMALL, "--set", "train.steps=301"]
+    before = open(os.path.join(rvq, "log.jsonl")).read()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err
+    assert main([*args, "--set", "tokenizer.levels=2", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tokenizer.levels 4 there, 2 now" in err and "data.dataset" in err, err
+    assert open(os.path.join(rvq, "log.jsonl")).read() == before
+
+
+@pytest.mark.parametrize("setting", ["train.steps=abc", "train.steps=2.5", "train.steps=0", "train.lr=fast",
+                                     "train.lr=0", "train.device=gpu", "train.amp=1", "data.window=0",
+                                     "data.batch_size=0", "tokenizer.levels=0"])
+def test_settings_of_the_wrong_type_or_out_of_range_are_named(setting, tmp_path, capsys):
+    """Each of these trained nothing, or failed with a traceback deep in the model, before."""
+    args = ["train", "--config", os.path.join(CONFIGS, "rvq.toml"), "--set", "data.dataset=d",
+            "--set", f"out={tmp_path}", "--set", setting]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{setting.split('=')[0]} = " in err and "expected" in err, err
+    assert os.listdir(tmp_path) == []
+
+
 def test_resume_continues_the_same_loss_curve(tmp_path_factory, dataset, rvq):
     common = ["--set", f"tokenizer_checkpoint={rvq}/last.pt", "--set", "generator.dim=64",
               "--set", "train.checkpoint_every=15"]

@@ -69,6 +69,7 @@ from voxmesh.schemas import (
     write_manifest,
 )
 from voxmesh.schemas.errors import ConfigError, DatasetStateError
+from voxmesh.schemas.settings import differences
 from voxmesh.schemas.shards import META_DIR, SHARDS_DIR, write_atomic, write_tar_sample
 
 # Distributions whose versions can change the bytes of the output; recorded in dataset.json.
@@ -412,24 +413,12 @@ def _check_same_build(config: BuildConfig, output: str) -> None:
     if not storage.exists(path):
         raise DatasetStateError(f"{output} holds no voxmesh build to resume (no {META_DIR}/{BUILD_RECORD}); "
                                 f"choose a new output folder")
-    recorded = _flat(json.loads(storage.read_bytes(path)))
-    now = _flat(json.loads(json.dumps(_build_record(config))))  # as read back: lists, not tuples
-    changed = ["another --input" if name == "input" else f"{name} {recorded.get(name)!r} there, {now.get(name)!r} now"
-               for name in sorted(set(recorded) | set(now)) if recorded.get(name) != now.get(name)]
+    recorded = json.loads(storage.read_bytes(path))
+    now = json.loads(json.dumps(_build_record(config)))  # as read back: lists, not tuples
+    changed = ["another --input" if line.startswith("input ") else line for line in differences(recorded, now)]
     if changed:
         raise DatasetStateError(f"{output} was built with other options ({'; '.join(changed[:3])}); resume with "
                                 f"the same options, or build into a new folder")
-
-
-def _flat(record: dict, prefix: str = "") -> dict:
-    """``{"clip_rules": {"min_seconds": 2}}`` -> ``{"clip_rules.min_seconds": 2}``."""
-    flat = {}
-    for name, value in record.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{name}."))
-        else:
-            flat[f"{prefix}{name}"] = value
-    return flat
 
 
 def remove_uncommitted_files(output: str) -> None:
