@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from voxmesh.schemas import Topology, register_topology, storage
-from voxmesh.schemas.errors import ConfigError, MissingFileError
+from voxmesh.schemas.errors import ConfigError, MissingFileError, UserError
 
 from .base import Reconstruction, ReconstructionBackend
 from .flame_fit import FitSettings, fit_flame
@@ -166,6 +166,11 @@ class FlameBackend(ReconstructionBackend):
                     f"with `voxmesh convert-flame` (FLAME is not redistributable)")
         if not storage.exists(uri):
             return f"{where}={uri}: no such file"
+        if not storage.is_remote(uri):  # a local model is read here, so that a wrong file stops the launcher
+            try:
+                FlameModel.load(uri)
+            except UserError as error:
+                return f"{where}: {error}"
         return MediaPipeFaceMesh.unavailable_reason()
 
     def setup(self) -> None:

@@ -4,6 +4,8 @@ global, neck and eye rotations zero (head pose removed)."""
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import torch
 
@@ -55,6 +57,9 @@ class FlameModel(torch.nn.Module):
                 arrays = {name: data[name] for name in data.files}
         except FileNotFoundError:
             raise MissingFileError(f"no FLAME model at {path}; convert yours with `voxmesh convert-flame`") from None
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            raise ConfigError(f"{path}: not a FLAME model .npz ({error}); convert the official FLAME .pkl with "
+                              f"`voxmesh convert-flame`") from None
         missing = {"v_template", "shapedirs", "exprdirs", "posedirs", "J_regressor", "parents", "lbs_weights",
                    "faces", "lmk_faces_idx", "lmk_bary_coords"} - set(arrays)
         if missing:

@@ -150,6 +150,17 @@ def test_choosing_an_unavailable_backend_fails_before_any_work(tmp_path, monkeyp
     assert not (tmp_path / "out").exists()
 
 
+def test_a_flame_model_that_is_not_a_converted_npz_fails_before_any_work(tmp_path, media_dir, capsys):
+    """A wrong file (here a video) stops the launcher with one line, not every worker's setup
+    with a traceback from Beam."""
+    wrong = os.path.join(media_dir, "hdtf_aoc_512_25fps.mp4")
+    assert main(["build", "--input", str(tmp_path), "--output", str(tmp_path / "out"), "--backend", "flame",
+                 "--backend-option", f"flame.model={wrong}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{wrong}: not a FLAME model .npz" in err and "voxmesh convert-flame" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_build_with_the_flame_backend_writes_flame_meshes_and_coefficients(flame_model_file, media_dir, tmp_path):
     import shutil
 
