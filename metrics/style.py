@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from voxmesh.metrics.fitting import fit
+from voxmesh.recon.checkpoint import read_tensors
 from voxmesh.schemas import Topology, get_topology
-from voxmesh.schemas.errors import ConfigError, MissingFileError
+from voxmesh.schemas.errors import ConfigError
 
 STYLE_WINDOW = 25  # frames (1 s)
 HOP = 5  # frames between windows at evaluation
@@ -152,10 +153,7 @@ def save_style(model: StyleModel, path: str) -> None:
 
 def load_style(path: str) -> StyleModel:
     """Load weights written by :func:`save_style`; tensors and plain values only."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise MissingFileError(f"no style network weights at {path}; train them with `voxmesh style train`") from None
+    checkpoint = read_tensors(path, missing="train them with `voxmesh style train`")
     net = StyleNet(int(checkpoint["n_inputs"]), len(checkpoint["speakers"]))
     net.load_state_dict(checkpoint["state_dict"])
     return StyleModel(net.eval(), get_topology(checkpoint["topology"]), float(checkpoint["scale"]),

@@ -20,8 +20,9 @@ from torch import nn
 
 from voxmesh.metrics.fitting import fit
 from voxmesh.metrics.speech_features import N_MELS, LogMel
+from voxmesh.recon.checkpoint import read_tensors
 from voxmesh.schemas import SAMPLES_PER_FRAME, Topology, get_topology, pcm_to_float
-from voxmesh.schemas.errors import ConfigError, MissingFileError
+from voxmesh.schemas.errors import ConfigError
 
 WINDOW = 5  # frames (0.2 s)
 class SyncNet3D(nn.Module):
@@ -172,10 +173,7 @@ def save_syncnet(model: SyncNet3D, topology: str, path: str) -> None:
 
 def load_syncnet(path: str) -> tuple[SyncNet3D, Topology]:
     """Load weights written by :func:`save_syncnet`; tensors only (``weights_only=True``)."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise MissingFileError(f"no SyncNet-3D weights at {path}; train them with `voxmesh sync train`") from None
+    checkpoint = read_tensors(path, missing="train them with `voxmesh sync train`")
     model = SyncNet3D(int(checkpoint["n_lip_vertices"]))
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), get_topology(checkpoint["topology"])

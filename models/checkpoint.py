@@ -14,6 +14,7 @@ import os
 import torch
 from torch import nn
 
+from voxmesh.recon.checkpoint import read_tensors
 from voxmesh.schemas.errors import ConfigError, MissingFileError
 
 from .audio import PretrainedSpeechModel
@@ -36,8 +37,8 @@ def save_checkpoint(path: str, **contents) -> None:
 def load_checkpoint(path: str) -> dict:
     if not os.path.isfile(path):
         raise MissingFileError(f"{path}: no such checkpoint (a run folder's last.pt, written by `voxmesh train`)")
-    contents = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(contents, dict) or contents.get("format") != FORMAT:
+    contents = read_tensors(path)
+    if contents.get("format") != FORMAT:
         raise ConfigError(f"{path}: not a voxmesh checkpoint (format {FORMAT})")
     return contents
 

@@ -465,6 +465,25 @@ def test_bad_configs_and_checkpoints_are_named(tmp_path, capsys, dataset):
     assert "none.pt: no such checkpoint" in capsys.readouterr().err
 
 
+def test_a_file_that_is_no_checkpoint_is_one_line_without_advice_to_unpickle_it(tmp_path, capsys):
+    """A video or an arbitrary pickle given as weights: one line naming it, and not torch's advice
+    to load it with weights_only=False (which would run a pickle's code)."""
+    video = tmp_path / "video.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    pickled = tmp_path / "evil.pt"
+    torch.save({"format": "voxmesh-model-1", "payload": Sampling()}, pickled)
+    (tmp_path / "pred").mkdir()
+    np.save(tmp_path / "pred" / "a.npy", np.zeros((2, 3, 3), np.float32))
+    for wrong in (video, pickled):
+        for argv in (["generate", "--checkpoint", str(wrong), "--audio", "x.wav", "--out", str(tmp_path / "y.npy")],
+                     ["eval", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path), "--sync-weights", str(wrong)],
+                     ["eval", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path), "--style-weights", str(wrong)]):
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err.strip()
+            assert err.count("\n") == 0 and f"{wrong}: not a plain tensor checkpoint" in err, err
+            assert "weights_only" not in err
+
+
 @pytest.mark.parametrize("kind", ["tokenizer", "codetalker_vq", "probabilistic", "codetalker", "faceformer"])
 def test_every_model_takes_any_topology_size(kind):
     """FLAME's 5023 vertices: one training step and a generation, on random tensors."""
