@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ConfigError, MissingFileError
+
 SCHEMA_VERSION = 1
 FPS = 25
 SAMPLE_RATE = 16_000
@@ -195,5 +197,11 @@ def decode_npy(data: bytes) -> np.ndarray:
 
 
 def decode_npy_file(path: str) -> np.ndarray:
-    """Read a ``.npy`` file; object arrays are refused."""
-    return np.load(path, allow_pickle=False)
+    """Read a ``.npy`` file; object arrays are refused, and a file that is no ``.npy`` array is
+    one line naming it."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise MissingFileError(f"{path}: no such file") from None
+    except (OSError, ValueError, EOFError) as error:
+        raise ConfigError(f"{path}: not a .npy array ({str(error).splitlines()[0]})") from None

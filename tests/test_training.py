@@ -347,6 +347,31 @@ def test_settings_of_the_wrong_type_or_out_of_range_are_named(setting, tmp_path,
     assert os.listdir(tmp_path) == []
 
 
+def test_generate_arguments_that_could_only_fail_or_mislead_are_named(probabilistic, dataset, media_dir, tmp_path,
+                                                                     capsys):
+    checkpoint = os.path.join(probabilistic, "last.pt")
+    audio = ["--checkpoint", checkpoint, "--audio", os.path.join(media_dir, "harvard_16k.wav")]
+    np.save(tmp_path / "wrong_shape.npy", np.zeros((10, 5, 3), np.float32))
+    (tmp_path / "video.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    (tmp_path / "folder").mkdir()
+    cases = [
+        ([*audio, "--out", "g.npy", "--samples", "0"], "--samples"),
+        ([*audio, "--out", "g.npy", "--top-p", "0"], "--top-p"),
+        ([*audio, "--out", "g.npy", "--top-p", "2"], "--top-p"),
+        ([*audio, "--out", "g.npy", "--temperature", "-1"], "--temperature"),
+        ([*audio, "--out", str(tmp_path / "folder")], "give the .npy file"),
+        ([*audio, "--out", str(tmp_path / "no_extension")], "give the .npy file"),
+        (["--checkpoint", checkpoint, "--data", dataset, "--out", "d", "--average"], "are for --audio"),
+        ([*audio, "--out", "g.npy", "--reference", str(tmp_path / "wrong_shape.npy")], "holds (10, 5, 3)"),
+        ([*audio, "--out", "g.npy", "--reference", str(tmp_path / "video.mp4")], "not a .npy array"),
+    ]
+    for argv, why in cases:
+        assert main(["generate", *argv]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and why in err, (argv, err)
+    assert sorted(os.listdir(tmp_path)) == ["folder", "video.mp4", "wrong_shape.npy"]
+
+
 def test_resume_continues_the_same_loss_curve(tmp_path_factory, dataset, rvq):
     common = ["--set", f"tokenizer_checkpoint={rvq}/last.pt", "--set", "generator.dim=64",
               "--set", "train.checkpoint_every=15"]

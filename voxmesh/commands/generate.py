@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
 
@@ -10,7 +11,7 @@ from voxmesh.models.generation import MotionGenerator, generate_for_split
 from voxmesh.models.generators import Sampling
 from voxmesh.pipelines.ingest.audio import load_audio
 from voxmesh.pipelines.ingest.probe import MediaError
-from voxmesh.schemas import decode_npy_file
+from voxmesh.schemas import decode_npy_file, get_topology
 from voxmesh.schemas.errors import ConfigError
 
 HELP = "meshes from speech with a trained generator"
@@ -34,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     sampling = Sampling(temperature=args.temperature, top_p=args.top_p)
     generator = MotionGenerator(args.checkpoint)
     if args.data:
@@ -41,11 +43,31 @@ def run(args: argparse.Namespace) -> int:
         print(f"generated {summary['clips']} clips x {args.samples} samples into {args.out}")
         return 0
     reference = decode_npy_file(args.reference) if args.reference else None
+    n_vertices = len(get_topology(generator.stats.topology).template)
+    if reference is not None and (reference.ndim != 3 or reference.shape[1:] != (n_vertices, 3) or not len(reference)):
+        raise ConfigError(f"--reference {args.reference} holds {reference.shape}; expected the target speaker's "
+                          f"meshes (T, {n_vertices}, 3) in the checkpoint's topology {generator.stats.topology}")
     try:
         audio = load_audio(args.audio, video_start=0.0).samples  # an audio file's own clock
     except MediaError as error:
         raise ConfigError(f"{error}; give a speech file FFmpeg can read") from None
     meshes = generator(audio, reference, samples=args.samples, sampling=sampling, seed=args.seed)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     np.save(args.out, meshes.mean(0) if args.average else meshes)
     print(f"wrote {args.out}: {'mean of ' if args.average else ''}{len(meshes)} sample(s) of {meshes.shape[1]} frames")
     return 0
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """ConfigError, one line naming the option, for values that could only fail or mislead."""
+    if args.samples < 1:
+        raise ConfigError(f"--samples must be 1 or more (got {args.samples})")
+    if args.temperature < 0:
+        raise ConfigError(f"--temperature must be 0 or more (got {args.temperature})")
+    if not 0 < args.top_p <= 1:
+        raise ConfigError(f"--top-p must be above 0 and at most 1 (got {args.top_p})")
+    if args.data and (args.average or args.reference):
+        raise ConfigError("--average and --reference are for --audio; with --data each clip takes its reference "
+                          "from another clip of its speaker")
+    if args.audio and (not args.out.endswith(".npy") or os.path.isdir(args.out)):
+        raise ConfigError(f"--out {args.out}: with --audio, give the .npy file to write")
