@@ -93,9 +93,10 @@ def generate_for_split(generator: MotionGenerator, dataset: str, split: str | No
     references = {key: (sample.mesh[:generator.reference_frames], sample.mesh.mean(0))
                   for key, sample in load_samples(dataset, [k for keys in candidates.values() for k in keys]).items()}
     fallback = get_topology(topology).template
+    clips = iter_samples(dataset, split)  # fails here, before a folder is made, if the split has no shards
     os.makedirs(os.path.join(out_dir, "templates"), exist_ok=True)
     done: dict[str, str | None] = {}
-    for index, sample in enumerate(iter_samples(dataset, split)):
+    for index, sample in enumerate(clips):
         if not is_valid_key(sample.key):  # keys name files here
             raise DatasetStateError(f"{dataset}: sample key {sample.key!r} is not a valid voxmesh key; run `voxmesh validate`")
         if sample.meta.topology != topology:

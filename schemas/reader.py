@@ -12,8 +12,10 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
+
 from . import storage
-from .errors import MissingFileError, SampleNotFound
+from .errors import DatasetStateError, MissingFileError, SampleNotFound
 from .sample import Sample, SampleMeta, decode_npy
 from .shards import SHARDS_DIR, committed_stats, iter_tar_samples
 from .tables import read_parquet
@@ -39,8 +41,11 @@ def open_split(out_dir: str, split: str | None = None) -> wds.WebDataset:
     import webdataset as wds
     paths = shard_paths(out_dir, split)
     if not paths:
-        raise MissingFileError(f"no committed shards{' of split ' + split if split else ''} "
-                                f"under {out_dir}; run `voxmesh build` first")
+        splits = sorted({s.split for s in committed_stats(out_dir)})
+        if splits:
+            raise MissingFileError(f"{out_dir} has no shards of split {split} (its splits: {', '.join(splits)}); "
+                                   f"choose one of those, or build with --split-fractions that give it speakers")
+        raise MissingFileError(f"no committed shards under {out_dir}; run `voxmesh build` first")
     return wds.WebDataset(paths, shardshuffle=False, empty_check=False).map(decode_members)
 
 
@@ -62,11 +67,12 @@ def decode_members(item: dict) -> dict:
 
 
 def iter_samples(out_dir: str, split: str | None = None) -> Iterator[Sample]:
-    """Yield :class:`Sample` objects from the committed shards, in shard and key order."""
-    for item in open_split(out_dir, split):
-        yield Sample(meta=SampleMeta.from_dict(item["meta.json"]), mesh=item["mesh.npy"],
-                     pose=item["pose.npy"], audio=item["audio.npy"], lmk2d=item["lmk2d.npy"],
-                     coeffs=item.get("coeffs.npy"), neutral=item.get("neutral.npy"))
+    """:class:`Sample` objects from the committed shards, in shard and key order; MissingFileError
+    at the call (not at the first sample) when there are no shards of ``split``."""
+    return (Sample(meta=SampleMeta.from_dict(item["meta.json"]), mesh=item["mesh.npy"], pose=item["pose.npy"],
+                   audio=item["audio.npy"], lmk2d=item["lmk2d.npy"], coeffs=item.get("coeffs.npy"),
+                   neutral=item.get("neutral.npy"))
+            for item in open_split(out_dir, split))
 
 
 def read_manifest(out_dir: str, columns: list[str] | None = None) -> list[dict]:
@@ -80,7 +86,11 @@ def read_dataset_table(out_dir: str, name: str, columns: list[str] | None = None
     path = storage.join(out_dir, name)
     if not storage.exists(path):
         raise MissingFileError(f"{path}: no such file; is {out_dir} a dataset written by `voxmesh build`?")
-    return read_parquet(path, columns).to_pylist()
+    try:
+        return read_parquet(path, columns).to_pylist()
+    except (pa.ArrowException, OSError) as error:
+        raise DatasetStateError(f"{path}: not a readable Parquet table ({str(error).splitlines()[0]}); "
+                                f"run `voxmesh validate {out_dir}`") from None
 
 
 def load_samples(out_dir: str, keys: Iterable[str]) -> dict[str, Sample]:

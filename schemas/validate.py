@@ -37,11 +37,17 @@ def validate_dataset(out_dir: str) -> tuple[list[Problem], Counter]:
     counts: Counter = Counter()
     shard_dir = storage.join(out_dir, SHARDS_DIR)
     listing = storage.list_names(shard_dir)
-    if not listing:
+    if not listing and not storage.exists(storage.join(out_dir, "dataset.json")):
+        if storage.exists(storage.join(out_dir, META_DIR, "build.json")):
+            return [Problem("", "", f"the build writing {out_dir} has not finished (no dataset.json); run the same "
+                                    f"`voxmesh build` with --resume")], counts
         return [Problem("", "", f"no {SHARDS_DIR}/ folder in {out_dir}; is this a voxmesh output?")], counts
 
     keys_seen: dict[str, str] = {}
     names = sorted(n[:-4] for n in listing if n.endswith(".tar"))
+    for name in sorted(n for n in listing if not n.endswith(".tar")):
+        problems.append(Problem(name, "", "a temporary file of an interrupted write; rerun the build with --resume"
+                                if ".tmp-" in name else f"not a shard ({SHARDS_DIR}/ holds the dataset's tars only)"))
     stats_names = sorted(n[:-11] for n in storage.list_names(storage.join(out_dir, META_DIR, SHARDS_DIR))
                          if n.endswith(".stats.json"))
     for name in sorted(set(stats_names) - set(names)):

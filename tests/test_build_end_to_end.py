@@ -131,6 +131,27 @@ def test_preview_renders_mesh_beside_source_with_the_audio(built, tmp_path):
     assert main(["preview", output, "nope_x_y_000_000", "-o", out]) == 2
 
 
+def test_a_preview_says_when_its_source_is_gone_and_wants_an_mp4(built, tmp_path, capfd):
+    moved = str(tmp_path / "moved")
+    shutil.copytree(built[1], moved)
+    with open(os.path.join(moved, "dataset.json")) as f:
+        record = json.load(f)
+    record["input_root"] = str(tmp_path / "gone")
+    with open(os.path.join(moved, "dataset.json"), "w") as f:
+        json.dump(record, f)
+    key = pq.read_table(os.path.join(moved, "manifest.parquet")).to_pylist()[0]["key"]
+    out = str(tmp_path / "new" / "preview.mp4")  # its folder is made
+    assert main(["preview", moved, key, "-o", out]) == 0
+    err = capfd.readouterr().err
+    assert f"the preview of {key} shows its meshes only: its source video {tmp_path / 'gone'}" in err, err
+    import av
+    with av.open(out) as container:
+        assert (container.streams.video[0].width, container.streams.video[0].height) == (384, 384)
+    for wrong in (str(tmp_path / "preview.gif"), str(tmp_path)):
+        assert main(["preview", moved, key, "-o", wrong]) == 2
+        assert f"-o {wrong}: give the .mp4 file to write" in capfd.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def sync_weights(built, tmp_path_factory):
     weights = str(tmp_path_factory.mktemp("syncnet") / "sync.pt")

@@ -65,6 +65,21 @@ def test_missing_files_of_the_other_verbs_are_one_line_naming_them(tmp_path, cap
         assert err.count("\n") == 0 and err.startswith(f"voxmesh {argv[0]}: ") and missing in err, err
 
 
+def test_a_damaged_table_is_one_line_and_a_log_files_folder_is_made(tmp_path, capsys):
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "manifest.parquet").write_bytes(b"not parquet")
+    (tmp_path / "ds" / "failures.parquet").write_bytes(b"not parquet")
+    for verb in (["stats"], ["preview", "--out", str(tmp_path / "p.mp4")]):
+        argv = [verb[0], str(tmp_path / "ds"), *(["key"] if verb[0] == "preview" else []), *verb[1:]]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "manifest.parquet: not a readable Parquet table" in err, err
+        assert f"run `voxmesh validate {tmp_path / 'ds'}`" in err
+    log_file = tmp_path / "new" / "folder" / "run.log"
+    assert main(["--log-file", str(log_file), "backends"]) == 0
+    assert log_file.exists()
+
+
 def test_options_neither_voxmesh_nor_beam_knows_are_refused(tmp_path, capsys):
     """Beam drops an option it does not know with a warning, and arguments for Beam without a
     runner would run on its default runner: a typo must stop the build instead."""

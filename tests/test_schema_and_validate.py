@@ -168,6 +168,31 @@ def test_validator_flags_interrupted_writes_duplicates_and_speakers_in_two_split
     assert any("speaker spkA is in several splits" in m for m in found), found
 
 
+def test_validator_names_stray_files_an_unfinished_build_and_accepts_a_build_whose_inputs_all_failed(
+        dataset, tmp_path, capsys):
+    from voxmesh.cli import main
+    with open(os.path.join(dataset, "shards", "notes.txt"), "w") as f:
+        f.write("x")
+    with open(os.path.join(dataset, "shards", "train-000001.tar.tmp-abc"), "w") as f:
+        f.write("x")
+    found = messages(dataset)
+    assert any(m.startswith("notes.txt: -: not a shard") for m in found), found
+    assert any(m.startswith("train-000001.tar.tmp-abc: -: a temporary file of an interrupted write") for m in found)
+
+    unfinished = tmp_path / "unfinished"
+    (unfinished / "_meta").mkdir(parents=True)
+    (unfinished / "_meta" / "build.json").write_text("{}")
+    assert [str(p) for p in validate_dataset(str(unfinished))[0]] == [
+        f"-: -: the build writing {unfinished} has not finished (no dataset.json); run the same `voxmesh build` "
+        f"with --resume"]
+
+    (tmp_path / "video.mp4").write_bytes(b"")
+    (tmp_path / "listing.csv").write_text("uri,split\nvideo.mp4,dev\n")  # a bad_id failure, no clip anywhere
+    assert main(["build", "--input", str(tmp_path / "listing.csv"), "--output", str(tmp_path / "failed")]) == 0
+    assert "bad_id=1" in capsys.readouterr().out
+    assert main(["validate", str(tmp_path / "failed")]) == 0
+
+
 def test_validate_command_exits_nonzero_and_prints_one_line_per_problem(dataset, capsys):
     from voxmesh.cli import main
     assert main(["validate", dataset]) == 0

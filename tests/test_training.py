@@ -372,6 +372,22 @@ def test_generate_arguments_that_could_only_fail_or_mislead_are_named(probabilis
     assert sorted(os.listdir(tmp_path)) == ["folder", "video.mp4", "wrong_shape.npy"]
 
 
+def test_a_split_without_shards_or_predictions_matching_nothing_are_named(probabilistic, dataset, tmp_path, capsys):
+    """The dataset holds one split (train): asking for test says which splits there are and makes
+    no folder; predictions whose keys match no reference sample are an error, not a table of 0 clips."""
+    out = tmp_path / "generated"
+    assert main(["generate", "--checkpoint", os.path.join(probabilistic, "last.pt"), "--data", dataset,
+                 "--split", "test", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "has no shards of split test (its splits: train)" in err, err
+    assert not out.exists()
+    (tmp_path / "pred").mkdir()
+    np.save(tmp_path / "pred" / "nobody_vid_00001_000_000.npy", np.zeros((4, 478, 3), np.float32))
+    assert main(["eval", "--pred", str(tmp_path / "pred"), "--ref", dataset]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "none of its 1 predictions is a sample of" in err, err
+
+
 def test_resume_continues_the_same_loss_curve(tmp_path_factory, dataset, rvq):
     common = ["--set", f"tokenizer_checkpoint={rvq}/last.pt", "--set", "generator.dim=64",
               "--set", "train.checkpoint_every=15"]

@@ -76,6 +76,8 @@ class ConsoleFormatter(logging.Formatter):
 def logging_setup(verbose: bool = False, quiet: bool = False, log_file: str | None = None) -> Iterator[None]:
     """Install the handlers for one command and remove them (and undo the redirection) on exit."""
     redirect = log_file or (None if verbose else os.devnull)
+    if log_file:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
     with contextlib.ExitStack() as stack:
         if redirect is not None:
             python_stderr_is_fd2 = _is_descriptor_2(sys.stderr)

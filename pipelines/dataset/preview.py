@@ -5,6 +5,7 @@ hear whether lips and speech agree. Rendering is plain NumPy + Pillow (no displa
 from __future__ import annotations
 
 import json
+import logging
 
 import av
 import numpy as np
@@ -16,6 +17,8 @@ from voxmesh.pipelines.ingest.item import join_uri
 from voxmesh.pipelines.ingest.probe import MediaError, local_path
 from voxmesh.schemas import FPS, SAMPLE_RATE, Sample, get_topology, load_samples, pcm_to_float, storage
 from voxmesh.schemas.errors import UserError
+
+log = logging.getLogger(__name__)
 
 LIGHT = np.array([0.3, 0.4, 1.0]) / np.linalg.norm([0.3, 0.4, 1.0])
 
@@ -77,7 +80,11 @@ def write_preview(output: str, key: str, out_path: str, size: int = 384) -> str:
     faces = get_topology(sample.meta.topology).faces
     low, high = sample.mesh.reshape(-1, 3).min(axis=0), sample.mesh.reshape(-1, 3).max(axis=0)
     centre, extent = (low + high) / 2, float((high - low)[:2].max() / 2)
-    crops = source_crops(sample, size, recorded_input_root(output))
+    root = recorded_input_root(output)
+    crops = source_crops(sample, size, root)
+    if crops is None:
+        log.warning("the preview of %s shows its meshes only: its source video %s is not readable here",
+                    key, join_uri(root, sample.meta.source_uri))
     with av.open(out_path, "w") as container:
         video = container.add_stream("libx264", rate=FPS, options={"crf": "23"})
         video.width, video.height, video.pix_fmt = size * (2 if crops else 1), size, "yuv420p"

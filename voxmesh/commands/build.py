@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 
 from voxmesh.pipelines.build.inputs import SplitFractions
@@ -14,6 +15,8 @@ from voxmesh.pipelines.dataset.card import DEFAULT_LICENSE
 from voxmesh.pipelines.ingest.clips import ClipRules
 from voxmesh.pipelines.ingest.faces import TrackRules
 from voxmesh.schemas.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 HELP = "videos -> validated WebDataset shards (Apache Beam)"
 DESCRIPTION = """Decode every input video, track faces, reconstruct 3D meshes per frame, cut clips with
@@ -117,3 +120,5 @@ def print_summary(summary: dict, output: str) -> None:
     reasons = ", ".join(f"{k}={v}" for k, v in summary["failures_by_reason"].items()) or "none"
     print(f"failures by reason: {reasons}")
     print(f"output: {output if '://' in output else os.path.abspath(output)}")
+    if summary["inputs"] and not summary["clips"]:
+        log.warning("no input gave a clip: the failures by reason above say why (details in failures.parquet)")
