@@ -80,6 +80,17 @@ def test_a_damaged_table_is_one_line_and_a_log_files_folder_is_made(tmp_path, ca
     assert log_file.exists()
 
 
+def test_a_training_run_whose_loss_diverged_says_what_to_change(tmp_path, monkeypatch, capfd):
+    import voxmesh.commands.train as train_command
+    monkeypatch.setattr(train_command, "train", lambda config, resume: [0.78, float("nan")])
+    config = tmp_path / "run.toml"
+    config.write_text(f'kind = "tokenizer"\nout = "{tmp_path / "run"}"\n[data]\ndataset = "d"\n')
+    assert main(["train", "--config", str(config)]) == 0
+    captured = capfd.readouterr()
+    assert "loss 0.7800 -> nan" in captured.out
+    assert "warning: the loss diverged (nan at step 2): lower train.lr" in captured.err
+
+
 def test_options_neither_voxmesh_nor_beam_knows_are_refused(tmp_path, capsys):
     """Beam drops an option it does not know with a warning, and arguments for Beam without a
     runner would run on its default runner: a typo must stop the build instead."""
@@ -177,7 +188,7 @@ def test_what_the_command_prints_for_a_person_reaches_the_terminal(tmp_path):
     native logs), but Python's own writes to stderr still reach the terminal: argparse's usage
     errors and a verb's summary line."""
     usage = subprocess.run([sys.executable, "-m", "voxmesh", "stats"], capture_output=True, text=True)
-    assert usage.returncode == 2 and "the following arguments are required: output" in usage.stderr
+    assert usage.returncode == 2 and "the following arguments are required: DATASET" in usage.stderr
     checked = subprocess.run([sys.executable, "-m", "voxmesh", "validate", str(tmp_path)], capture_output=True, text=True)
     assert checked.returncode == 1 and "no shards/ folder" in checked.stdout
     assert checked.stderr.strip() == "checked 0 shards, 0 samples: 1 problem"

@@ -14,7 +14,7 @@ with the sample's speech as the sound track."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("output", help="the folder written by `voxmesh build`")
+    parser.add_argument("output", metavar="DATASET", help="the folder written by `voxmesh build`")
     parser.add_argument("key", help="the sample key (see manifest.parquet)")
     parser.add_argument("-o", "--out", required=True, help="the mp4 to write")
 

@@ -14,7 +14,7 @@ and failures."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("output", help="the folder written by `voxmesh build`")
+    parser.add_argument("output", metavar="DATASET", help="the folder written by `voxmesh build`")
     parser.add_argument("--report", default=None, help="report folder (default OUT/report)")
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import os
 
 from voxmesh.models.config import load_config
 from voxmesh.models.training import train
+
+log = logging.getLogger(__name__)
 
 HELP = "train a motion tokenizer or a speech-to-motion generator on shards"
 DESCRIPTION = """Train the model a TOML run config describes (examples: models/configs/) on the shards of a
@@ -27,4 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if losses:
         print(f"trained {config.kind} to step {len(losses)}: loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
               f"run folder: {os.path.abspath(config.out)}")
+        if not math.isfinite(losses[-1]):
+            log.warning("the loss diverged (%s at step %d): lower train.lr or raise train.warmup, and train into "
+                        "a new out", losses[-1], len(losses))
     return 0

@@ -19,7 +19,8 @@ clip for clip (keys, splits, clip boundaries, audio, failures)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("output", help="the folder written by `voxmesh build` (for several backends: the parent)")
+    parser.add_argument("output", metavar="DATASET",
+                        help="the folder written by `voxmesh build` (for several backends: the parent)")
 
 
 def run(args: argparse.Namespace) -> int:
