@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from voxmesh.metrics.fitting import fit
-from voxmesh.recon.checkpoint import read_tensors
 from voxmesh.schemas import Topology, get_topology
 from voxmesh.schemas.errors import ConfigError
+from voxmesh.schemas.weights import read_tensors
 
 STYLE_WINDOW = 25  # frames (1 s)
 HOP = 5  # frames between windows at evaluation

@@ -20,9 +20,9 @@ from torch import nn
 
 from voxmesh.metrics.fitting import fit
 from voxmesh.metrics.speech_features import N_MELS, LogMel
-from voxmesh.recon.checkpoint import read_tensors
 from voxmesh.schemas import SAMPLES_PER_FRAME, Topology, get_topology, pcm_to_float
 from voxmesh.schemas.errors import ConfigError
+from voxmesh.schemas.weights import read_tensors
 
 WINDOW = 5  # frames (0.2 s)
 class SyncNet3D(nn.Module):

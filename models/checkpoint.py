@@ -14,8 +14,8 @@ import os
 import torch
 from torch import nn
 
-from voxmesh.recon.checkpoint import read_tensors
 from voxmesh.schemas.errors import ConfigError, MissingFileError
+from voxmesh.schemas.weights import read_tensors
 
 from .audio import PretrainedSpeechModel
 from .baselines import CodeTalkerGenerator, FaceFormerGenerator

@@ -93,10 +93,8 @@ def generate_for_split(generator: MotionGenerator, dataset: str, split: str | No
     references = {key: (sample.mesh[:generator.reference_frames], sample.mesh.mean(0))
                   for key, sample in load_samples(dataset, [k for keys in candidates.values() for k in keys]).items()}
     fallback = get_topology(topology).template
-    clips = iter_samples(dataset, split)  # fails here, before a folder is made, if the split has no shards
-    os.makedirs(os.path.join(out_dir, "templates"), exist_ok=True)
     done: dict[str, str | None] = {}
-    for index, sample in enumerate(clips):
+    for index, sample in enumerate(iter_samples(dataset, split)):
         if not is_valid_key(sample.key):  # keys name files here
             raise DatasetStateError(f"{dataset}: sample key {sample.key!r} is not a valid voxmesh key; run `voxmesh validate`")
         if sample.meta.topology != topology:
@@ -108,11 +106,13 @@ def generate_for_split(generator: MotionGenerator, dataset: str, split: str | No
             reference, template = None, fallback if sample.neutral is None else sample.neutral
         meshes = generator(pcm_to_float(sample.audio), reference,
                            template=template, samples=samples, sampling=sampling, seed=seed + index)
+        os.makedirs(os.path.join(out_dir, "templates"), exist_ok=True)  # not before: a split may have no shards
         np.save(os.path.join(out_dir, f"{sample.key}.npy"), meshes[:, :len(sample.mesh)])
         np.save(os.path.join(out_dir, "templates", f"{sample.key}.npy"), np.asarray(template, np.float32))
         done[sample.key] = reference_of
     summary = {"clips": len(done), "samples": samples, "temperature": sampling.temperature, "top_p": sampling.top_p,
                "seed": seed, "references": done}
+    os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "generation.json"), "w") as f:
         json.dump(summary, f, indent=1, sort_keys=True)
     return summary

@@ -39,9 +39,10 @@ from scipy.ndimage import gaussian_filter1d
 
 from voxmesh.schemas import register_topology, storage
 from voxmesh.schemas.errors import ConfigError, MissingFileError
+from voxmesh.schemas.weights import read_tensors
 
 from .base import Reconstruction, ReconstructionBackend
-from .checkpoint import check_state_dict, read_tensors
+from .checkpoint import check_state_dict
 from .deca_net import DecaCoarseEncoder, split_code
 from .fan3d import CROP_FACE_FRACTION
 from .flame import MODEL_ENV, flame_topology, landmark_topology_name

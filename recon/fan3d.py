@@ -92,7 +92,7 @@ def find_weights() -> dict[str, str] | None:
 def load_state_dict(path: str) -> dict:
     """A checkpoint's tensors, read without unpickling arbitrary objects. face-alignment's depth
     checkpoint wraps them as ``{"state_dict": {"module.<name>": tensor}}``."""
-    from .checkpoint import read_tensors
+    from voxmesh.schemas.weights import read_tensors
     raw = read_tensors(path)
     state = raw.get("state_dict", raw)
     if not isinstance(state, dict):

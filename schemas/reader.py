@@ -67,12 +67,11 @@ def decode_members(item: dict) -> dict:
 
 
 def iter_samples(out_dir: str, split: str | None = None) -> Iterator[Sample]:
-    """:class:`Sample` objects from the committed shards, in shard and key order; MissingFileError
-    at the call (not at the first sample) when there are no shards of ``split``."""
-    return (Sample(meta=SampleMeta.from_dict(item["meta.json"]), mesh=item["mesh.npy"], pose=item["pose.npy"],
-                   audio=item["audio.npy"], lmk2d=item["lmk2d.npy"], coeffs=item.get("coeffs.npy"),
-                   neutral=item.get("neutral.npy"))
-            for item in open_split(out_dir, split))
+    """Yield :class:`Sample` objects from the committed shards, in shard and key order."""
+    for item in open_split(out_dir, split):
+        yield Sample(meta=SampleMeta.from_dict(item["meta.json"]), mesh=item["mesh.npy"],
+                     pose=item["pose.npy"], audio=item["audio.npy"], lmk2d=item["lmk2d.npy"],
+                     coeffs=item.get("coeffs.npy"), neutral=item.get("neutral.npy"))
 
 
 def read_manifest(out_dir: str, columns: list[str] | None = None) -> list[dict]:

@@ -13,12 +13,12 @@ import torch
 from deca_synthetic import published_keys
 from test_recon_backends import talking_frames
 
-from voxmesh.recon.checkpoint import read_tensors
 from voxmesh.recon.deca import DecaBackend, crop_grid, load_encoder, smooth_runs
 from voxmesh.recon.deca_net import DecaCoarseEncoder
 from voxmesh.recon.flame import FlameModel
 from voxmesh.recon.testing import check_backend
 from voxmesh.schemas.errors import ConfigError
+from voxmesh.schemas.weights import read_tensors
 
 
 def test_fixture_keys_are_what_the_loader_expects():

@@ -46,7 +46,7 @@ def content(files: dict[str, bytes], input_root: str) -> dict[str, object]:
             rows = pq.read_table(pa.BufferReader(data)).to_pylist()
             held[name] = [{k: v.replace(input_root, "INPUT") if isinstance(v, str) else v for k, v in row.items()}
                           for row in rows]
-        elif name != "dataset.json":  # it records the output location too
+        elif name not in ("dataset.json", "_meta/build.json"):  # they record the output's or the input's location
             held[name] = text(data)
     return held
 
