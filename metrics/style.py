@@ -153,7 +153,9 @@ def save_style(model: StyleModel, path: str) -> None:
 
 def load_style(path: str) -> StyleModel:
     """Load weights written by :func:`save_style`; tensors and plain values only."""
-    checkpoint = read_tensors(path, missing="train them with `voxmesh style train`")
+    checkpoint = read_tensors(path, missing="train them with `voxmesh style train`",
+                              keys=("n_inputs", "speakers", "state_dict", "topology", "scale"),
+                              kind="style network weights (written by `voxmesh style train`)")
     net = StyleNet(int(checkpoint["n_inputs"]), len(checkpoint["speakers"]))
     net.load_state_dict(checkpoint["state_dict"])
     return StyleModel(net.eval(), get_topology(checkpoint["topology"]), float(checkpoint["scale"]),

@@ -173,7 +173,9 @@ def save_syncnet(model: SyncNet3D, topology: str, path: str) -> None:
 
 def load_syncnet(path: str) -> tuple[SyncNet3D, Topology]:
     """Load weights written by :func:`save_syncnet`; tensors only (``weights_only=True``)."""
-    checkpoint = read_tensors(path, missing="train them with `voxmesh sync train`")
+    checkpoint = read_tensors(path, missing="train them with `voxmesh sync train`",
+                              keys=("n_lip_vertices", "state_dict", "topology"),
+                              kind="SyncNet-3D weights (written by `voxmesh sync train`)")
     model = SyncNet3D(int(checkpoint["n_lip_vertices"]))
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), get_topology(checkpoint["topology"])

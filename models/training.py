@@ -101,13 +101,13 @@ def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = 
     """Train to ``config.train.steps``; returns the loss of every step (of this run and the ones
     it resumed)."""
     settings = config.train
-    rank, world, device = _distributed(settings.device)
-    torch.manual_seed(settings.seed)  # the same initial weights in every process
-    features = audio_features(config.data.audio_model).to(device)
     last = os.path.join(config.out, "last.pt")
     if not resume and os.path.exists(last):
         raise DatasetStateError(f"{config.out} already holds a run ({last}); pass --resume to continue it, "
                                 f"or set another `out`")
+    rank, world, device = _distributed(settings.device)
+    torch.manual_seed(settings.seed)  # the same initial weights in every process
+    features = audio_features(config.data.audio_model).to(device)
     checkpoint = load_checkpoint(last) if resume else None
     if checkpoint:
         _check_same_run(config, checkpoint["config"], last)
@@ -143,6 +143,8 @@ def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = 
         os.makedirs(config.out, exist_ok=True)
         with open(os.path.join(config.out, "config.toml"), "w") as f:
             f.write(to_toml(config))
+        if not checkpoint:  # a new run: the log of one stopped before its first checkpoint is not continued
+            open(os.path.join(config.out, "log.jsonl"), "w").close()
 
     def save():
         save_checkpoint(last, config=config.to_dict(), step=step, model=model.state_dict(),

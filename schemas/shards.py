@@ -31,6 +31,7 @@ __all__ = ["SHARDS_DIR", "SampleTarWriter", "TarStats", "committed_stats", "iter
 
 SHARDS_DIR = "shards"
 META_DIR = "_meta"
+BUILD_RECORD = "build.json"  # under META_DIR: the options of the build that writes the dataset (for --resume)
 
 
 def stats_path(out_dir: str, folder: str, name: str) -> str:

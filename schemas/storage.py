@@ -30,7 +30,7 @@ import threading
 from collections.abc import Iterator
 from typing import IO
 
-from .errors import MissingFileError, UserError
+from .errors import ConfigError, MissingFileError, UserError
 
 _configured = False
 _clients = threading.local()  # one S3 client per thread and options (see _s3)
@@ -180,10 +180,32 @@ def remove_tree(folder: str) -> None:
         delete(match(folder.rstrip("/") + "/**"))
 
 
-# The process's umask, read once at import (reading it means setting it): published files get the
-# permissions that a plain open() would give them.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+def _read_umask() -> int:
+    """The process's umask, from /proc where the kernel shows it; elsewhere by setting it and
+    setting it back (a file created by another thread in between would get 0o022)."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return umask
+
+
+# published files get the permissions that a plain open() would give them
+_UMASK = _read_umask()
+
+
+def local_file_to_write(path: str) -> str:
+    """``path``, a local file about to be written, once the folder it goes in exists."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return path
+
+
+def check_file_name(path: str, suffix: str, option: str) -> None:
+    """ConfigError naming ``option`` unless ``path`` names a ``suffix`` file (any case), not a folder."""
+    if not path.lower().endswith(suffix) or os.path.isdir(path):
+        raise ConfigError(f"{option} {path}: give the {suffix} file to write")
 
 
 def make_folder(folder: str) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from . import storage
 from .keys import is_valid_key
 from .sample import MEMBER_DTYPES, REQUIRED_MEMBERS, SAMPLES_PER_FRAME, SCHEMA_VERSION, decode_npy
-from .shards import META_DIR, SHARDS_DIR, TarStats, iter_tar_samples, stats_path
+from .shards import BUILD_RECORD, META_DIR, SHARDS_DIR, TarStats, iter_tar_samples, stats_path
 from .tables import FAILURES_SCHEMA, MANIFEST_SCHEMA, VERSION_METADATA_KEY, read_parquet
 from .topology import get_topology
 
@@ -38,7 +38,7 @@ def validate_dataset(out_dir: str) -> tuple[list[Problem], Counter]:
     shard_dir = storage.join(out_dir, SHARDS_DIR)
     listing = storage.list_names(shard_dir)
     if not listing and not storage.exists(storage.join(out_dir, "dataset.json")):
-        if storage.exists(storage.join(out_dir, META_DIR, "build.json")):
+        if storage.exists(storage.join(out_dir, META_DIR, BUILD_RECORD)):
             return [Problem("", "", f"the build writing {out_dir} has not finished (no dataset.json); run the same "
                                     f"`voxmesh build` with --resume")], counts
         return [Problem("", "", f"no {SHARDS_DIR}/ folder in {out_dir}; is this a voxmesh output?")], counts

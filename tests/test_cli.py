@@ -189,6 +189,10 @@ def test_what_the_command_prints_for_a_person_reaches_the_terminal(tmp_path):
     errors and a verb's summary line."""
     usage = subprocess.run([sys.executable, "-m", "voxmesh", "stats"], capture_output=True, text=True)
     assert usage.returncode == 2 and "the following arguments are required: DATASET" in usage.stderr
+    log_file = tmp_path / "run.log"  # and the log file keeps them too
+    logged = subprocess.run([sys.executable, "-m", "voxmesh", "--log-file", str(log_file), "stats"],
+                            capture_output=True, text=True)
+    assert logged.returncode == 2 and "required: DATASET" in logged.stderr and "required: DATASET" in log_file.read_text()
     checked = subprocess.run([sys.executable, "-m", "voxmesh", "validate", str(tmp_path)], capture_output=True, text=True)
     assert checked.returncode == 1 and "no shards/ folder" in checked.stdout
     assert checked.stderr.strip() == "checked 0 shards, 0 samples: 1 problem"
@@ -205,3 +209,16 @@ def test_a_reader_that_goes_away_stops_the_command_quietly():
     finally:
         os.close(write_end)
     assert done.returncode == 1 and done.stderr == ""
+
+
+def test_ctrl_c_is_left_alone_where_it_is_ignored():
+    """A build started in the background of a script runs with SIGINT ignored; the command must
+    not take Ctrl-C back (it would stop with the foreground job)."""
+    code = ("import signal; from voxmesh.logs import logging_setup\n"
+            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "with logging_setup():\n    print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "with logging_setup():\n    print(signal.getsignal(signal.SIGINT) is not signal.default_int_handler)\n"
+            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "True", "True"], done.stdout

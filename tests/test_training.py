@@ -354,16 +354,17 @@ def test_generate_arguments_that_could_only_fail_or_mislead_are_named(probabilis
     np.save(tmp_path / "wrong_shape.npy", np.zeros((10, 5, 3), np.float32))
     (tmp_path / "video.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
     (tmp_path / "folder").mkdir()
+    written = str(tmp_path / "g.npy")  # never, as every case is refused
     cases = [
-        ([*audio, "--out", "g.npy", "--samples", "0"], "--samples"),
-        ([*audio, "--out", "g.npy", "--top-p", "0"], "--top-p"),
-        ([*audio, "--out", "g.npy", "--top-p", "2"], "--top-p"),
-        ([*audio, "--out", "g.npy", "--temperature", "-1"], "--temperature"),
+        ([*audio, "--out", written, "--samples", "0"], "--samples"),
+        ([*audio, "--out", written, "--top-p", "0"], "--top-p"),
+        ([*audio, "--out", written, "--top-p", "2"], "--top-p"),
+        ([*audio, "--out", written, "--temperature", "-1"], "--temperature"),
         ([*audio, "--out", str(tmp_path / "folder")], "give the .npy file"),
         ([*audio, "--out", str(tmp_path / "no_extension")], "give the .npy file"),
         (["--checkpoint", checkpoint, "--data", dataset, "--out", "d", "--average"], "are for --audio"),
-        ([*audio, "--out", "g.npy", "--reference", str(tmp_path / "wrong_shape.npy")], "holds (10, 5, 3)"),
-        ([*audio, "--out", "g.npy", "--reference", str(tmp_path / "video.mp4")], "not a .npy array"),
+        ([*audio, "--out", written, "--reference", str(tmp_path / "wrong_shape.npy")], "holds (10, 5, 3)"),
+        ([*audio, "--out", written, "--reference", str(tmp_path / "video.mp4")], "not a .npy array"),
     ]
     for argv, why in cases:
         assert main(["generate", *argv]) == 2, argv
@@ -523,6 +524,10 @@ def test_a_file_that_is_no_checkpoint_is_one_line_without_advice_to_unpickle_it(
             err = capsys.readouterr().err.strip()
             assert err.count("\n") == 0 and f"{wrong}: not a plain tensor checkpoint" in err, err
             assert "weights_only" not in err
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(2)}, plain)  # tensors, but not SyncNet-3D's
+    assert main(["eval", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path), "--sync-weights", str(plain)]) == 2
+    assert f"{plain}: not SyncNet-3D weights (written by `voxmesh sync train`) (it lacks" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["tokenizer", "codetalker_vq", "probabilistic", "codetalker", "faceformer"])

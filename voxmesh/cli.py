@@ -13,6 +13,7 @@ import gc
 import importlib
 import logging
 import os
+import select
 import sys
 from typing import NoReturn
 
@@ -32,7 +33,8 @@ COMMANDS = {
 # what to do after Ctrl-C, for the verbs that can continue where they stopped
 AFTER_INTERRUPT = {
     "build": "; what was committed stays in --output: run the same command with --resume to continue",
-    "train": "; run the same command with --resume to continue from the run folder's last checkpoint",
+    "train": "; run the same command with --resume to continue from the run folder's last.pt (without it if "
+             "none was written yet: one every train.checkpoint_every steps)",
 }
 
 
@@ -104,10 +106,23 @@ def entry_point() -> NoReturn:
         code = main()
         sys.stdout.flush()
     except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # another pipe or socket broke: a failure to report, not a reader that went away
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         code = 1
     gc.freeze()
     sys.exit(code)
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe whose reading end is closed (the kernel reports an
+    error condition on the writing end then)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ DEBUG and the native output of the command and its local workers) whatever the t
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from voxmesh.pipelines.logs import NATIVE_STDERR_ENV, native_stderr_to
+from voxmesh.schemas.storage import local_file_to_write
 
 FILE_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 
@@ -77,15 +79,15 @@ def logging_setup(verbose: bool = False, quiet: bool = False, log_file: str | No
     """Install the handlers for one command and remove them (and undo the redirection) on exit."""
     redirect = log_file or (None if verbose else os.devnull)
     if log_file:
-        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        local_file_to_write(log_file)
     with contextlib.ExitStack() as stack:
         if redirect is not None:
             python_stderr_is_fd2 = _is_descriptor_2(sys.stderr)
             console_stream = stack.enter_context(native_stderr_to(os.path.abspath(redirect)))
             if python_stderr_is_fd2:
                 # Python's own writes to stderr (argparse's usage errors, a verb's summary line)
-                # are meant for a person: they go where descriptor 2 went, not with native logs
-                stack.enter_context(contextlib.redirect_stderr(console_stream))
+                # are meant for a person: they go where descriptor 2 went, and to the log file
+                stack.enter_context(contextlib.redirect_stderr(_Both(console_stream, sys.stderr)))
             stack.enter_context(_environment(NATIVE_STDERR_ENV, "keep"))
         else:
             console_stream = None  # sys.stderr
@@ -106,7 +108,10 @@ def logging_setup(verbose: bool = False, quiet: bool = False, log_file: str | No
         root.setLevel(logging.DEBUG if verbose or log_file else logging.INFO)
         logging.captureWarnings(True)
         interrupted.clear()
-        if not verbose and threading.current_thread() is threading.main_thread():
+        # only where Ctrl-C would raise KeyboardInterrupt anyway: not where SIGINT is ignored (a
+        # background job of a script) or handled by the program that runs this one
+        if not verbose and threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             stack.callback(signal.signal, signal.SIGINT, signal.signal(signal.SIGINT, _on_interrupt))
             stack.callback(setattr, threading, "excepthook", threading.excepthook)
             threading.excepthook = _thread_exception(threading.excepthook)
@@ -121,6 +126,24 @@ def logging_setup(verbose: bool = False, quiet: bool = False, log_file: str | No
                 if handler is not console:
                     handler.close()
             root.handlers, root.level = old_handlers, old_level
+
+
+class _Both(io.TextIOBase):
+    """A text stream that writes to each of ``streams`` (the terminal, and descriptor 2, which
+    goes to the log file or the null device)."""
+
+    def __init__(self, *streams: TextIO):
+        super().__init__()
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
 
 
 def _is_descriptor_2(stream: TextIO) -> bool:

@@ -70,7 +70,7 @@ from voxmesh.schemas import (
 )
 from voxmesh.schemas.errors import ConfigError, DatasetStateError
 from voxmesh.schemas.settings import differences
-from voxmesh.schemas.shards import META_DIR, SHARDS_DIR, write_atomic, write_tar_sample
+from voxmesh.schemas.shards import BUILD_RECORD, META_DIR, SHARDS_DIR, write_atomic, write_tar_sample
 
 # Distributions whose versions can change the bytes of the output; recorded in dataset.json.
 OUTPUT_SHAPING_PACKAGES = ("voxmesh", "mediapipe", "opencv-contrib-python", "numpy", "scipy", "av", "soxr",
@@ -287,8 +287,9 @@ def build_pipeline_args(beam_args: list[str], workers: int | None = None) -> lis
     Beam would drop it with a warning, so a typo (``--wokers``) or a shell-expanded glob would
     otherwise build something else than asked, and without the local runner's arguments on Beam's
     default runner, which downloads a binary."""
-    for argument in unknown_to_beam(beam_args):
-        raise ConfigError(_unknown_argument(argument))
+    unknown = unknown_to_beam(beam_args)
+    if unknown:
+        raise ConfigError(_unknown_argument(unknown[0]))
     if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
         return list(beam_args)
     return local_pipeline_args(workers) + list(beam_args)
@@ -298,7 +299,10 @@ def unknown_to_beam(args: list[str]) -> list[str]:
     """The arguments that none of Beam's pipeline options parses."""
     from apache_beam.options.pipeline_options import _BeamArgumentParser  # the parser Beam's options use
     parser = _BeamArgumentParser(allow_abbrev=False)
-    for options_class in PipelineOptions.__subclasses__():
+    classes: dict[str, type] = {}
+    for options_class in PipelineOptions.__subclasses__():  # a class defined twice counts once, as in Beam
+        classes.setdefault(str(options_class), options_class)
+    for options_class in classes.values():
         options_class._add_argparse_args(parser)
     return parser.parse_known_args(args)[1]
 
@@ -375,12 +379,9 @@ def inputs_in_shards(output: str) -> set[str]:
     return {uri for stats in committed_stats(output) for uri in stats.inputs}
 
 
-BUILD_RECORD = "build.json"  # under each dataset's _meta/: the options of the build writing it
-
-
 def _prepare_output(config: BuildConfig) -> None:
     """Refuse to mix runs in one folder: without ``resume`` it must be empty; with it, it must be
-    empty or hold a build with the same options (:data:`BUILD_RECORD`), and then what interrupted
+    empty or hold a build with the same options (:data:`~voxmesh.schemas.shards.BUILD_RECORD`), and then what interrupted
     writes left is dropped (their parts and shards are rebuilt). Nothing is deleted from a folder
     that no build with these options wrote."""
     outputs = config.dataset_outputs().values()
@@ -404,7 +405,9 @@ def _build_record(config: BuildConfig) -> dict:
     (as ``dataset.json`` records them) and the whole input (as a hash: no bucket path is kept)."""
     record = _jsonable(config)
     record.pop("share_model")  # where the model lives, not what it computes
-    record["input"] = hashlib.sha256(config.input.encode("utf-8")).hexdigest()
+    record.pop("license")  # the card's, not the data's
+    source = config.input if storage.is_remote(config.input) else os.path.abspath(config.input)
+    record["input"] = hashlib.sha256(source.rstrip("/").encode("utf-8")).hexdigest()  # videos/ = ./videos
     return record
 
 
@@ -413,7 +416,11 @@ def _check_same_build(config: BuildConfig, output: str) -> None:
     if not storage.exists(path):
         raise DatasetStateError(f"{output} holds no voxmesh build to resume (no {META_DIR}/{BUILD_RECORD}); "
                                 f"choose a new output folder")
-    recorded = json.loads(storage.read_bytes(path))
+    try:
+        recorded = json.loads(storage.read_bytes(path))
+    except ValueError:
+        raise DatasetStateError(f"{path} is damaged, so the build there cannot be resumed; build into a new "
+                                f"folder") from None
     now = json.loads(json.dumps(_build_record(config)))  # as read back: lists, not tuples
     changed = ["another --input" if line.startswith("input ") else line for line in differences(recorded, now)]
     if changed:

@@ -85,7 +85,7 @@ def write_preview(output: str, key: str, out_path: str, size: int = 384) -> str:
     if crops is None:
         log.warning("the preview of %s shows its meshes only: its source video %s is not readable here",
                     key, join_uri(root, sample.meta.source_uri))
-    with av.open(out_path, "w") as container:
+    with av.open(storage.local_file_to_write(out_path), "w") as container:
         video = container.add_stream("libx264", rate=FPS, options={"crf": "23"})
         video.width, video.height, video.pix_fmt = size * (2 if crops else 1), size, "yuv420p"
         audio = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 import numpy as np
 
@@ -11,8 +10,9 @@ from voxmesh.models.generation import MotionGenerator, generate_for_split
 from voxmesh.models.generators import Sampling
 from voxmesh.pipelines.ingest.audio import load_audio
 from voxmesh.pipelines.ingest.probe import MediaError
-from voxmesh.schemas import decode_npy_file, get_topology
+from voxmesh.schemas import decode_npy_file, storage
 from voxmesh.schemas.errors import ConfigError
+from voxmesh.schemas.storage import check_file_name
 
 HELP = "meshes from speech with a trained generator"
 DESCRIPTION = """Generate mesh sequences from speech: for one audio file (--audio, with the target speaker's
@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"generated {summary['clips']} clips x {args.samples} samples into {args.out}")
         return 0
     reference = decode_npy_file(args.reference) if args.reference else None
-    n_vertices = len(get_topology(generator.stats.topology).template)
+    # the checkpoint's own vertex count (a FLAME topology is not registered in this process)
+    n_vertices = generator.stats.motion_mean.numel() // 3
     if reference is not None and (reference.ndim != 3 or reference.shape[1:] != (n_vertices, 3) or not len(reference)):
         raise ConfigError(f"--reference {args.reference} holds {reference.shape}; expected the target speaker's "
                           f"meshes (T, {n_vertices}, 3) in the checkpoint's topology {generator.stats.topology}")
@@ -52,8 +53,7 @@ def run(args: argparse.Namespace) -> int:
     except MediaError as error:
         raise ConfigError(f"{error}; give a speech file FFmpeg can read") from None
     meshes = generator(audio, reference, samples=args.samples, sampling=sampling, seed=args.seed)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    np.save(args.out, meshes.mean(0) if args.average else meshes)
+    np.save(storage.local_file_to_write(args.out), meshes.mean(0) if args.average else meshes)
     print(f"wrote {args.out}: {'mean of ' if args.average else ''}{len(meshes)} sample(s) of {meshes.shape[1]} frames")
     return 0
 
@@ -69,5 +69,5 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.data and (args.average or args.reference):
         raise ConfigError("--average and --reference are for --audio; with --data each clip takes its reference "
                           "from another clip of its speaker")
-    if args.audio and (not args.out.endswith(".npy") or os.path.isdir(args.out)):
-        raise ConfigError(f"--out {args.out}: with --audio, give the .npy file to write")
+    if args.audio:
+        check_file_name(args.out, ".npy", "--out")

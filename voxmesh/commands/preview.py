@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from voxmesh.pipelines.dataset.preview import write_preview
-from voxmesh.schemas.errors import ConfigError
+from voxmesh.schemas.storage import check_file_name
 
 HELP = "render a sample's meshes beside its source, with its audio"
 DESCRIPTION = """Write an mp4 of one sample: its shaded meshes beside the face crop of its source video,
@@ -20,8 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.out.endswith(".mp4") or os.path.isdir(args.out):
-        raise ConfigError(f"-o {args.out}: give the .mp4 file to write")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    check_file_name(args.out, ".mp4", "-o")
     print(f"preview: {write_preview(args.output, args.key, args.out)}")
     return 0
