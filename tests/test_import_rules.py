@@ -1,4 +1,4 @@
-"""The import rules of ARCHITECTURE.md, checked over the real import graph of the package.
+"""The layering of the design (which folder may import which), checked over the real import graph.
 
 Every module under ``voxmesh/`` (through the subpackage links) is parsed, and every ``import``
 and ``from ... import`` of a ``voxmesh`` module, at any depth of the file (function-level imports
