@@ -111,6 +111,10 @@ def test_beam_options_keep_the_local_runner_unless_they_name_one():
     assert build_pipeline_args(s3, workers=2) == local_pipeline_args(2) + s3
     dataflow = ["--runner=DataflowRunner", "--project=p", "--region=r", "--temp_location=gs://b/tmp"]
     assert build_pipeline_args(dataflow, workers=2) == dataflow
+    for cluster in (["--runner=FlinkRunner", "--flink_master=localhost:8081", "--parallelism=4"],
+                    ["--runner=SparkRunner", "--spark_master_url=spark://localhost:7077"],
+                    ["--runner=PortableRunner", "--job_endpoint=localhost:8099", "--environment_type=DOCKER"]):
+        assert build_pipeline_args(cluster, workers=2) == cluster
     assert build_pipeline_args([], workers=None) == local_pipeline_args()
 
 
