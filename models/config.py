@@ -69,7 +69,7 @@ class RunConfig:
     def from_dict(cls, values: dict, source: str = "config") -> RunConfig:
         values = dict(values)
         for name in SECTIONS:
-            values[name] = _section(SECTIONS[name], values.get(name, {}), f"{source} [{name}]")
+            values[name] = _section(name, values.get(name, {}), f"{source} [{name}]")
         unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}")
@@ -104,15 +104,16 @@ AT_LEAST = {
     "train.steps": 1, "train.warmup": 0, "train.log_every": 1, "train.checkpoint_every": 1,
 }
 ABOVE_ZERO = ("train.lr", "train.grad_clip")
+TYPE_NAMES = {float: "a number", int: "an integer", str: "a string"}  # of the settings' scalar types
 CHOICES = {"train.device": ("auto", "cpu", "cuda"), "codetalker_vq.positional": ("released", "sequence")}
 
 
-def _section(cls, values: dict, source: str):
+def _section(section: str, values: dict, source: str):
+    cls = SECTIONS[section]
     names = {field.name: field for field in dataclasses.fields(cls)}
     unknown = set(values) - set(names)
     if unknown:
         raise ConfigError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(names)}")
-    section = next(name for name, section_cls in SECTIONS.items() if section_cls is cls)
     return cls(**{name: _checked(f"{section}.{name}", value, names[name].default, source)
                   for name, value in values.items()})
 
@@ -128,7 +129,7 @@ def _checked(name: str, value, default, source: str):
     elif isinstance(default, float) and isinstance(value, int):
         value = float(value)
     elif default is not dataclasses.MISSING and type(value) is not type(default):
-        refuse(f"{'a number' if isinstance(default, float) else 'an integer' if isinstance(default, int) else 'a string'}")
+        refuse(TYPE_NAMES[type(default)])
     if name in AT_LEAST and value < AT_LEAST[name]:
         refuse(f"{AT_LEAST[name]} or more")
     if name in ABOVE_ZERO and not value > 0:

@@ -166,9 +166,9 @@ class FlameBackend(ReconstructionBackend):
                     f"with `voxmesh convert-flame` (FLAME is not redistributable)")
         if not storage.exists(uri):
             return f"{where}={uri}: no such file"
-        if not storage.is_remote(uri):  # a local model is read here, so that a wrong file stops the launcher
+        if not storage.is_remote(uri):  # a local model is checked here, so that a wrong file stops the launcher
             try:
-                FlameModel.load(uri)
+                FlameModel.check(uri)
             except UserError as error:
                 return f"{where}: {error}"
         return MediaPipeFaceMesh.unavailable_reason()

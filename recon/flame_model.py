@@ -48,27 +48,39 @@ class FlameModel(torch.nn.Module):
             self.register_buffer(name, torch.as_tensor(np.asarray(arrays[name], dtype=np.float32)))
         self.register_buffer("faces", torch.as_tensor(np.asarray(arrays["faces"], dtype=np.int64)))
         self.register_buffer("lmk_faces_idx", torch.as_tensor(np.asarray(arrays["lmk_faces_idx"], dtype=np.int64)))
-        self.parents = [int(p) for p in arrays["parents"]]  # FLAME_PARENTS (checked by load)
+        self.parents = [int(p) for p in arrays["parents"]]  # FLAME_PARENTS (checked by _read)
 
     @classmethod
     def load(cls, path: str) -> FlameModel:
+        return cls(cls._read(path, names=None))
+
+    @classmethod
+    def check(cls, path: str) -> None:
+        """What :meth:`load` checks of ``path`` (a ``voxmesh convert-flame`` file with FLAME's
+        joints), reading only the archive's index and the joint parents, not the model."""
+        cls._read(path, names=("parents",))
+
+    @staticmethod
+    def _read(path: str, names: tuple[str, ...] | None) -> dict[str, np.ndarray]:
+        """The arrays ``names`` of the model file (all with None), once it is checked."""
         try:
             with np.load(path, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in data.files}
+                stored = set(data.files)
+                arrays = {name: data[name] for name in (names or data.files) if name in stored}
         except FileNotFoundError:
             raise MissingFileError(f"no FLAME model at {path}; convert yours with `voxmesh convert-flame`") from None
         except (OSError, ValueError, zipfile.BadZipFile) as error:
             raise ConfigError(f"{path}: not a FLAME model .npz ({error}); convert the official FLAME .pkl with "
                               f"`voxmesh convert-flame`") from None
         missing = {"v_template", "shapedirs", "exprdirs", "posedirs", "J_regressor", "parents", "lbs_weights",
-                   "faces", "lmk_faces_idx", "lmk_bary_coords"} - set(arrays)
+                   "faces", "lmk_faces_idx", "lmk_bary_coords"} - stored
         if missing:
             raise ConfigError(f"{path} lacks {', '.join(sorted(missing))}; was it made by `voxmesh convert-flame "
                              f"--landmarks ...`?")
         if [int(p) for p in arrays["parents"]] != FLAME_PARENTS:
             raise ConfigError(f"{path}: joint parents {list(arrays['parents'])} are not FLAME's {FLAME_PARENTS}; "
                               f"convert a FLAME model with `voxmesh convert-flame`")
-        return cls(arrays)
+        return arrays
 
     @property
     def n_shape(self) -> int:

@@ -83,10 +83,10 @@ def read_dataset_table(out_dir: str, name: str, columns: list[str] | None = None
     """The rows of the dataset's table ``name`` (``manifest.parquet``, ``failures.parquet``);
     MissingFileError, one line naming it, when the folder holds no such table."""
     path = storage.join(out_dir, name)
-    if not storage.exists(path):
-        raise MissingFileError(f"{path}: no such file; is {out_dir} a dataset written by `voxmesh build`?")
     try:
         return read_parquet(path, columns).to_pylist()
+    except MissingFileError:
+        raise MissingFileError(f"{path}: no such file; is {out_dir} a dataset written by `voxmesh build`?") from None
     except (pa.ArrowException, OSError) as error:
         raise DatasetStateError(f"{path}: not a readable Parquet table ({str(error).splitlines()[0]}); "
                                 f"run `voxmesh validate {out_dir}`") from None

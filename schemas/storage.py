@@ -22,6 +22,7 @@ webdataset's own command-line pipes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import posixpath
 import shutil
@@ -30,7 +31,7 @@ import threading
 from collections.abc import Iterator
 from typing import IO
 
-from .errors import ConfigError, MissingFileError, UserError
+from .errors import MissingFileError, UserError
 
 _configured = False
 _clients = threading.local()  # one S3 client per thread and options (see _s3)
@@ -106,7 +107,10 @@ def _short(error: BaseException) -> str:
 def open_read(uri: str) -> IO[bytes]:
     """A binary file object reading ``uri``; MissingFileError when it is not there."""
     if not is_remote(uri):
-        return open(uri, "rb")
+        try:
+            return open(uri, "rb")
+        except FileNotFoundError:
+            raise MissingFileError(f"{uri}: no such file") from None
     from apache_beam.io.filesystem import CompressionTypes
     try:
         if scheme(uri) == "s3":
@@ -180,9 +184,11 @@ def remove_tree(folder: str) -> None:
         delete(match(folder.rstrip("/") + "/**"))
 
 
-def _read_umask() -> int:
-    """The process's umask, from /proc where the kernel shows it; elsewhere by setting it and
-    setting it back (a file created by another thread in between would get 0o022)."""
+@functools.cache
+def _umask() -> int:
+    """The process's umask (published files get the permissions that a plain open() would give
+    them), from /proc where the kernel shows it; elsewhere by setting it and setting it back (a
+    file created by another thread in between would get 0o022)."""
     try:
         with open("/proc/self/status") as status:
             return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
@@ -192,20 +198,11 @@ def _read_umask() -> int:
         return umask
 
 
-# published files get the permissions that a plain open() would give them
-_UMASK = _read_umask()
-
 
 def local_file_to_write(path: str) -> str:
     """``path``, a local file about to be written, once the folder it goes in exists."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return path
-
-
-def check_file_name(path: str, suffix: str, option: str) -> None:
-    """ConfigError naming ``option`` unless ``path`` names a ``suffix`` file (any case), not a folder."""
-    if not path.lower().endswith(suffix) or os.path.isdir(path):
-        raise ConfigError(f"{option} {path}: give the {suffix} file to write")
 
 
 def make_folder(folder: str) -> None:
@@ -219,7 +216,7 @@ def publish(local_path: str, uri: str) -> None:
     all: a rename on a local disk, one upload elsewhere (the local file is removed)."""
     if not is_remote(uri):
         os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
-        os.chmod(local_path, 0o666 & ~_UMASK)  # a spool is private (mkstemp: 0600); the file is not
+        os.chmod(local_path, 0o666 & ~_umask())  # a spool is private (mkstemp: 0600); the file is not
         os.replace(local_path, uri)
         return
     from apache_beam.io.filesystem import CompressionTypes

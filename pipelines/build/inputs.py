@@ -148,7 +148,7 @@ def discover(source: str) -> list[RawInput]:
 
 def nothing_found(source: str) -> str:
     """Why ``source`` named no input, for a build that refuses to run without one."""
-    if not storage.is_remote(source) and not any(c in source for c in "*?[") and not os.path.exists(source):
+    if not storage.is_remote(source) and _glob_start(source) is None and not os.path.exists(source):
         return f"--input {source}: no such file or folder"
     if is_listing(source):
         return f"--input {source}: the listing has no rows"
@@ -161,9 +161,14 @@ def is_listing(source: str) -> bool:
     return source.endswith((".csv", ".parquet")) and (storage.is_remote(source) or os.path.isfile(source))
 
 
+def _glob_start(pattern: str) -> int | None:
+    """Where the glob part of ``pattern`` starts (its first ``*``, ``?`` or ``[``); None for a plain path."""
+    return min((pattern.index(c) for c in "*?[" if c in pattern), default=None)
+
+
 def _list_root(pattern: str) -> str:
     """The folder named by a folder or glob ``pattern``."""
-    magic = min((pattern.index(c) for c in "*?[" if c in pattern), default=None)
+    magic = _glob_start(pattern)
     if storage.is_remote(pattern):
         return pattern[:magic].rsplit("/", 1)[0] if magic is not None else pattern.rstrip("/")
     if magic is None and os.path.isdir(pattern):
@@ -174,7 +179,7 @@ def _list_root(pattern: str) -> str:
 def _list_files(pattern: str) -> tuple[str, list[str]]:
     root = _list_root(pattern)
     if storage.is_remote(pattern):
-        magic = min((pattern.index(c) for c in "*?[" if c in pattern), default=None)
+        magic = _glob_start(pattern)
         glob_pattern = pattern if magic is not None else f"{root}/**"
         uris = [uri for uri in storage.match(glob_pattern) if magic is not None or uri.lower().endswith(VIDEO_EXTENSIONS)]
         return root, sorted(uris)

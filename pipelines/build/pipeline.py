@@ -68,7 +68,7 @@ from voxmesh.schemas import (
     write_failures,
     write_manifest,
 )
-from voxmesh.schemas.errors import ConfigError, DatasetStateError
+from voxmesh.schemas.errors import ConfigError, DatasetStateError, MissingFileError
 from voxmesh.schemas.settings import differences
 from voxmesh.schemas.shards import BUILD_RECORD, META_DIR, SHARDS_DIR, write_atomic, write_tar_sample
 
@@ -413,11 +413,11 @@ def _build_record(config: BuildConfig) -> dict:
 
 def _check_same_build(config: BuildConfig, output: str) -> None:
     path = storage.join(output, META_DIR, BUILD_RECORD)
-    if not storage.exists(path):
-        raise DatasetStateError(f"{output} holds no voxmesh build to resume (no {META_DIR}/{BUILD_RECORD}); "
-                                f"choose a new output folder")
     try:
         recorded = json.loads(storage.read_bytes(path))
+    except MissingFileError:
+        raise DatasetStateError(f"{output} holds no voxmesh build to resume (no {META_DIR}/{BUILD_RECORD}); "
+                                f"choose a new output folder") from None
     except ValueError:
         raise DatasetStateError(f"{path} is damaged, so the build there cannot be resumed; build into a new "
                                 f"folder") from None

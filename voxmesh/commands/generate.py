@@ -6,13 +6,13 @@ import argparse
 
 import numpy as np
 
+from voxmesh.commands.arguments import check_file_name
 from voxmesh.models.generation import MotionGenerator, generate_for_split
 from voxmesh.models.generators import Sampling
 from voxmesh.pipelines.ingest.audio import load_audio
 from voxmesh.pipelines.ingest.probe import MediaError
 from voxmesh.schemas import decode_npy_file, storage
 from voxmesh.schemas.errors import ConfigError
-from voxmesh.schemas.storage import check_file_name
 
 HELP = "meshes from speech with a trained generator"
 DESCRIPTION = """Generate mesh sequences from speech: for one audio file (--audio, with the target speaker's

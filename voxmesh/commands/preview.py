@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from voxmesh.commands.arguments import check_file_name
 from voxmesh.pipelines.dataset.preview import write_preview
-from voxmesh.schemas.storage import check_file_name
 
 HELP = "render a sample's meshes beside its source, with its audio"
 DESCRIPTION = """Write an mp4 of one sample: its shaded meshes beside the face crop of its source video,
