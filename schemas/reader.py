@@ -8,6 +8,7 @@ reader needs it, never by the build."""
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -98,7 +99,7 @@ def load_samples(out_dir: str, keys: Iterable[str]) -> dict[str, Sample]:
     shard_of = {row["key"]: row["shard"] for row in read_manifest(out_dir, ["key", "shard"])}
     wanted = set(keys)
     for key in sorted(wanted - set(shard_of)):
-        raise SampleNotFound(f"no sample {key!r} in {out_dir}/manifest.parquet")
+        raise SampleNotFound(f"no sample {key!r} in {out_dir}/manifest.parquet; {_keys_like(key, shard_of)}")
     found: dict[str, Sample] = {}
     for shard in sorted({shard_of[key] for key in wanted}):
         for key, members in iter_tar_samples(storage.join(out_dir, SHARDS_DIR, f"{shard}.tar")):
@@ -107,6 +108,20 @@ def load_samples(out_dir: str, keys: Iterable[str]) -> dict[str, Sample]:
     for key in sorted(wanted - set(found)):
         raise SampleNotFound(f"sample {key!r} is in the manifest but not in shard {shard_of[key]}; run `voxmesh validate`")
     return found
+
+
+def _keys_like(key: str, keys: Iterable[str]) -> str:
+    """What to try instead of a missing ``key`` (``speaker_video_utterance_track_clip``): the
+    closest keys of its speaker, or one of the dataset's keys to show what they look like. Only the
+    speaker's keys are compared, so that a dataset of a million clips answers at once."""
+    keys = list(keys)
+    if not keys:
+        return "it has no samples"
+    speaker = key.split("_", 1)[0]
+    close = difflib.get_close_matches(key, [k for k in keys if k.split("_", 1)[0] == speaker], n=3, cutoff=0.6)
+    if close:
+        return "closest: " + ", ".join(repr(k) for k in close)
+    return f"its {len(keys)} keys look like {min(keys)!r}"
 
 
 def reference_candidates(out_dir: str, split: str | None) -> dict[str, list[str]]:

@@ -114,7 +114,7 @@ def test_stats_report_renders_non_empty_plots(built, capsys, tmp_path):
         assert pixels.shape[0] > 100 and pixels.std() > 5, name  # drawn on, not blank
 
 
-def test_preview_renders_mesh_beside_source_with_the_audio(built, tmp_path):
+def test_preview_renders_mesh_beside_source_with_the_audio(built, tmp_path, capfd):
     import av
     output = built[1]
     row = pq.read_table(os.path.join(output, "manifest.parquet")).to_pylist()[0]
@@ -130,7 +130,16 @@ def test_preview_renders_mesh_beside_source_with_the_audio(built, tmp_path):
     assert abs(len(sound) - row["n_frames"] * 640) <= 2048 and np.abs(sound).max() > 0.01  # the clip's speech
     mesh_half = np.stack(frames)[:, :, 384:].astype(float)
     assert mesh_half.std() > 10 and np.abs(np.diff(mesh_half, axis=0)).mean() > 0.05  # a face that moves
-    assert main(["preview", output, "nope_x_y_000_000", "-o", out]) == 2
+    keys = pq.read_table(os.path.join(output, "manifest.parquet"), columns=["key"]).column("key").to_pylist()
+    capfd.readouterr()
+    assert main(["preview", output, "nope_x_y_000_000", "-o", out]) == 2  # no such speaker: what keys look like
+    err = capfd.readouterr().err
+    assert f"no sample 'nope_x_y_000_000' in {output}/manifest.parquet; its {len(keys)} keys look like {min(keys)!r}" in err
+    typo = row["key"][:-1] + ("1" if row["key"][-1] != "1" else "2")  # a clip number off: its speaker's closest keys
+    assert typo not in keys and main(["preview", output, typo, "-o", out]) == 2
+    err = capfd.readouterr().err
+    assert f"no sample {typo!r} in {output}/manifest.parquet; closest: " in err
+    assert repr(row["key"]) in err.split("closest: ")[1].splitlines()[0]
 
 
 def test_a_preview_says_when_its_source_is_gone_and_wants_an_mp4(built, tmp_path, capfd):
