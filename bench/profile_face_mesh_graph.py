@@ -1,13 +1,15 @@
-"""Where a Face Mesh call's time goes inside MediaPipe's graph (not a test; the figures go in the
-README): the backend's graph (one face, tracking mode, refined landmarks) on the frames of a real
-clip resized to the crops' 256x256, with MediaPipe's own profiler on; then, per calculator, its
-calls and its time per frame, largest first.
+"""Where a call's time goes inside one of the build's MediaPipe graphs (not a test; the figures go
+in the README), with MediaPipe's own profiler on; then, per calculator, its calls and its time per
+frame, largest first. ``--graph face_mesh`` (default): the backend's graph (one face, tracking
+mode, refined landmarks) on the frames of a real clip resized to the crops' 256x256.
+``--graph short_range`` / ``full_range``: the looks' BlazeFace models on the clip's whole frames
+(``--media`` of the bench's 224x224 clips gives VoxCeleb2's frame size).
 
 The profiled graph runs on MediaPipe's default executor (its thread pool): with the calling-thread
 executor the build uses (``recon.mediapipe_graph.on_calling_thread``), a graph with the profiler
 on never goes idle. Each calculator's time is its own ``Process`` time either way.
 
-Usage: python bench/profile_face_mesh_graph.py [--media DIR] [--frames N] [--rows N]
+Usage: python bench/profile_face_mesh_graph.py [--graph NAME] [--media DIR] [--frames N] [--rows N]
 """
 
 from __future__ import annotations
@@ -23,15 +25,28 @@ import cv2
 
 from voxmesh.pipelines.ingest.frames import iter_images
 from voxmesh.recon.mediapipe_graph import graph_config, output_packet, rebuilt
-from voxmesh.recon.mediapipe_mesh import tracking_face_mesh
 
 CLIP = "hdtf_aoc_512_25fps.mp4"
 CROP = 256
+# --graph: (what it is fed, its output stream)
+GRAPHS = {"face_mesh": ("crops", "multi_face_landmarks"),
+          "short_range": ("whole frames", "detections"),
+          "full_range": ("whole frames", "detections")}
 
 
-def profiled_face_mesh(trace_folder: str):
-    """A Face Mesh solution as the backend makes it, its graph rebuilt with the profiler on."""
-    solution = tracking_face_mesh()
+def solution_of(graph: str):
+    """The legacy solution the build runs for ``graph``, made as the build makes it."""
+    if graph == "face_mesh":
+        from voxmesh.recon.mediapipe_mesh import tracking_face_mesh
+        return tracking_face_mesh()
+    import mediapipe as mp
+    return mp.solutions.face_detection.FaceDetection(model_selection=0 if graph == "short_range" else 1,
+                                                     min_detection_confidence=0.5)
+
+
+def profiled(graph: str, trace_folder: str):
+    """The solution of ``graph``, its graph rebuilt with the profiler on."""
+    solution = solution_of(graph)
     config = graph_config(solution)
     config.profiler_config.enable_profiler = True
     config.profiler_config.trace_enabled = True
@@ -63,6 +78,7 @@ def calculator_times(trace_folder: str) -> dict[str, tuple[int, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--graph", choices=sorted(GRAPHS), default="face_mesh")
     parser.add_argument("--media", default=os.environ.get("VOXMESH_TEST_MEDIA", "../shared/media"))
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--rows", type=int, default=6, help="calculators listed one by one; the rest in one row")
@@ -70,19 +86,22 @@ def main() -> None:
     source = os.path.join(args.media, CLIP)
     if not os.path.isfile(source):
         sys.exit(f"missing {source}; pass --media or set VOXMESH_TEST_MEDIA")
-    clip = [cv2.resize(image, (CROP, CROP), interpolation=cv2.INTER_AREA) for image in iter_images(source)]
+    fed, stream = GRAPHS[args.graph]
+    clip = [cv2.resize(image, (CROP, CROP), interpolation=cv2.INTER_AREA) if args.graph == "face_mesh" else image
+            for image in iter_images(source)]
     with tempfile.TemporaryDirectory() as traces:
-        solution = profiled_face_mesh(traces)
+        solution = profiled(args.graph, traces)
         for t in range(args.frames):
-            output_packet(solution, clip[t % len(clip)], "multi_face_landmarks")
+            output_packet(solution, clip[t % len(clip)], stream)
         solution.close()
         times = calculator_times(traces)
     ranked = sorted(((seconds, label(name), calls) for name, (calls, seconds) in times.items() if calls),
                     reverse=True)
-    # The landmark model runs once per tracked frame; the profiler's last snapshot can miss the
-    # last few frames fed, so the frames profiled are its calls.
+    # The model runs once per frame; the profiler's last snapshot can miss the last few frames
+    # fed, so the frames profiled are its calls.
     frames = ranked[0][2]
-    print(f"| calculator ({frames} frames profiled) | calls | ms per frame |")
+    height, width = clip[0].shape[:2]
+    print(f"| {args.graph} calculator ({frames} frames profiled, {fed}: {width}x{height}) | calls | ms per frame |")
     print("| --- | --- | --- |")
     for seconds, name, calls in ranked[:args.rows]:
         print(f"| {name} | {calls} | {seconds / frames * 1e3:.3f} |")

@@ -1,19 +1,27 @@
-"""The two profiles the README's "where each millisecond goes" figures come from run on the real
-clips and account for their time (no timing is asserted)."""
+"""The profiles the README's "where each millisecond goes" figures come from run on the real clips
+and account for their time (no timing is asserted)."""
 
 import os
 import sys
+
+import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 import profile_face_mesh_graph  # noqa: E402
 import profile_ingest  # noqa: E402
 
 
-def test_the_face_mesh_graph_profile_puts_the_landmark_model_first(media_dir, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["profile_face_mesh_graph.py", "--media", media_dir, "--frames", "40"])
+@pytest.mark.parametrize("graph, model", [("face_mesh", "facelandmarkcpu / InferenceCalculator"),
+                                          ("short_range", "facedetectionshortrange / InferenceCalculator"),
+                                          ("full_range", "facedetectionfullrange / InferenceCalculator")])
+def test_a_graph_profile_puts_its_model_first(graph, model, media_dir, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["profile_face_mesh_graph.py", "--graph", graph, "--media", media_dir,
+                                      "--frames", "40"])
     profile_face_mesh_graph.main()
-    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in capsys.readouterr().out.splitlines()[2:]]
-    assert rows[0][0] == "facelandmarkcpu / InferenceCalculator" and 0 < int(rows[0][1]) <= 40
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"| {graph} calculator (")
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out[2:]]
+    assert rows[0][0] == model and 0 < int(rows[0][1]) <= 40
     assert rows[-1][0] == "**all**"
     listed = sum(float(row[2]) for row in rows[:-1])
     assert abs(listed - float(rows[-1][2])) < 0.01 and float(rows[0][2]) > 0
