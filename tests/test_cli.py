@@ -33,6 +33,14 @@ def test_a_user_error_is_one_line_naming_the_file_and_exit_2(tmp_path, capsys):
     assert err.startswith("voxmesh stats: ") and str(missing) in err and "voxmesh build" in err
 
 
+def test_each_process_that_torchrun_started_names_its_rank_in_its_error(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["train", "--config", str(tmp_path / "missing.toml")]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("voxmesh train (rank 1 of 2): ") and err.count("\n") == 1 and "missing.toml" in err, err
+
+
 def test_a_non_empty_output_asks_for_resume(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     write_video(str(tmp_path / "in" / "noise.mp4"), np.zeros((5, 32, 32, 3), np.uint8))

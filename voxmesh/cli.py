@@ -78,16 +78,26 @@ def main(argv: list[str] | None = None) -> int:
         if beam_args and args.command != "build":
             parser.error(f"{args.command}: unrecognised arguments: {' '.join(beam_args)}")
         args.beam_args = beam_args
+        who = _who(args.command)
         try:
             return args.run(args)
         except UserError as error:
-            log.debug("voxmesh %s: %s", args.command, error)  # for --log-file; printed below
-            message, code = f"voxmesh {args.command}: {error}", 2
+            log.debug("%s: %s", who, error)  # for --log-file; printed below
+            message, code = f"{who}: {error}", 2
         except KeyboardInterrupt:
-            log.debug("voxmesh %s: interrupted", args.command, exc_info=True)
-            message, code = f"voxmesh {args.command}: interrupted{AFTER_INTERRUPT.get(args.command, '')}", 130
-    print(message, file=sys.stderr)
+            log.debug("%s: interrupted", who, exc_info=True)
+            message, code = f"{who}: interrupted{AFTER_INTERRUPT.get(args.command, '')}", 130
+    sys.stderr.write(message + "\n")  # one write: the lines of several processes never interleave
     return code
+
+
+def _who(command: str) -> str:
+    """``voxmesh VERB``, with the process's rank when ``torchrun`` started several, each of which
+    reports its own error."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.isdigit() and int(world) > 1:
+        return f"voxmesh {command} (rank {os.environ.get('RANK', '?')} of {world})"
+    return f"voxmesh {command}"
 
 
 def entry_point() -> NoReturn:
