@@ -29,7 +29,7 @@ import numpy as np
 
 from voxmesh.schemas import Sample, Topology, decode_npy_file, get_topology, iter_samples, load_samples
 from voxmesh.schemas.errors import ConfigError, MissingFileError
-from voxmesh.schemas.reader import reference_candidates, reference_key
+from voxmesh.schemas.reader import read_manifest, reference_candidates, reference_key
 
 from .scores import Evaluators, ModelScores
 
@@ -42,6 +42,7 @@ def evaluate(pred_dirs: dict[str, str], ref_dir: str, split: str | None = None, 
     metrics over the clips it has a prediction for (see :class:`ModelScores` for the figures).
     The reference shards are read once for all models."""
     predictions = {name: _prediction_files(folder) for name, folder in pred_dirs.items()}
+    _check_some_match(pred_dirs, predictions, ref_dir, split)
     networks = Evaluators(sync_weights, style_weights)
     templates = _TemplateRule(ref_dir, split)
     scores = {name: ModelScores(networks) for name in predictions}
@@ -73,6 +74,17 @@ def evaluate(pred_dirs: dict[str, str], ref_dir: str, split: str | None = None, 
     for name, files in predictions.items():
         results.setdefault(name, {"clips": 0})["predictions_without_reference"] = sorted(set(files) - scores[name].keys)
     return results
+
+
+def _check_some_match(pred_dirs: dict[str, str], predictions: dict[str, dict[str, str]], ref_dir: str,
+                      split: str | None) -> None:
+    """ConfigError, before any scoring, for a predictions folder none of whose keys is a reference
+    sample (a wrong --ref or --split would otherwise give a table of 0 clips)."""
+    reference = {row["key"] for row in read_manifest(ref_dir, ["key", "split"]) if split in (None, row["split"])}
+    for name, files in predictions.items():
+        if not reference & files.keys():
+            raise ConfigError(f"--pred {pred_dirs[name]}: none of its {len(files)} predictions is a sample of "
+                              f"{ref_dir}{' split ' + split if split else ''}; check --ref and --split")
 
 
 class _TemplateRule:

@@ -373,9 +373,11 @@ def test_generate_arguments_that_could_only_fail_or_mislead_are_named(probabilis
     assert sorted(os.listdir(tmp_path)) == ["folder", "video.mp4", "wrong_shape.npy"]
 
 
-def test_a_split_without_shards_or_predictions_matching_nothing_are_named(probabilistic, dataset, tmp_path, capsys):
+def test_a_split_without_shards_or_predictions_matching_nothing_are_named(probabilistic, dataset, tmp_path, capsys,
+                                                                          monkeypatch):
     """The dataset holds one split (train): asking for test says which splits there are and makes
-    no folder; predictions whose keys match no reference sample are an error, not a table of 0 clips."""
+    no folder; predictions whose keys match no reference sample are an error, not a table of 0 clips,
+    found before anything is scored."""
     out = tmp_path / "generated"
     assert main(["generate", "--checkpoint", os.path.join(probabilistic, "last.pt"), "--data", dataset,
                  "--split", "test", "--out", str(out)]) == 2
@@ -384,6 +386,10 @@ def test_a_split_without_shards_or_predictions_matching_nothing_are_named(probab
     assert not out.exists()
     (tmp_path / "pred").mkdir()
     np.save(tmp_path / "pred" / "nobody_vid_00001_000_000.npy", np.zeros((4, 478, 3), np.float32))
+
+    def scored(*_):
+        raise AssertionError("scored before the predictions were matched")
+    monkeypatch.setattr("voxmesh.metrics.evaluate.ModelScores.add", scored)
     assert main(["eval", "--pred", str(tmp_path / "pred"), "--ref", dataset]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "none of its 1 predictions is a sample of" in err, err

@@ -39,10 +39,6 @@ def run(args: argparse.Namespace) -> int:
     table = evaluate(dict(zip(names, args.pred)), args.ref, args.split, args.sync_weights, args.style_weights,
                      context=not args.no_context)
     for name, pred in zip(names, args.pred):
-        if not table[name]["clips"]:
-            unmatched = len(table[name]["predictions_without_reference"])
-            raise ConfigError(f"--pred {pred}: none of its {unmatched} predictions is a sample of {args.ref}"
-                              f"{' split ' + args.split if args.split else ''}; check --ref and --split")
         for key in table[name]["predictions_without_reference"]:
             print(f"voxmesh eval: {pred}/{key}.npy has no reference sample in {args.ref}", file=sys.stderr)
     for name, results in table.items():
