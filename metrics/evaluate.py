@@ -42,8 +42,8 @@ def evaluate(pred_dirs: dict[str, str], ref_dir: str, split: str | None = None, 
     metrics over the clips it has a prediction for (see :class:`ModelScores` for the figures).
     The reference shards are read once for all models."""
     predictions = {name: _prediction_files(folder) for name, folder in pred_dirs.items()}
-    _check_some_match(pred_dirs, predictions, ref_dir, split)
     networks = Evaluators(sync_weights, style_weights)
+    _check_some_match(pred_dirs, predictions, ref_dir, split)
     templates = _TemplateRule(ref_dir, split)
     scores = {name: ModelScores(networks) for name in predictions}
     rows = dict(scores)
