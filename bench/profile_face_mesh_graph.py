@@ -39,9 +39,8 @@ def solution_of(graph: str):
     if graph == "face_mesh":
         from voxmesh.recon.mediapipe_mesh import tracking_face_mesh
         return tracking_face_mesh()
-    import mediapipe as mp
-    return mp.solutions.face_detection.FaceDetection(model_selection=0 if graph == "short_range" else 1,
-                                                     min_detection_confidence=0.5)
+    from voxmesh.pipelines.ingest.faces import blazeface
+    return blazeface(short_range=graph == "short_range")
 
 
 def profiled(graph: str, trace_folder: str):

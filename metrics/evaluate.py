@@ -29,7 +29,7 @@ import numpy as np
 
 from voxmesh.schemas import Sample, Topology, decode_npy_file, get_topology, iter_samples, load_samples
 from voxmesh.schemas.errors import ConfigError, MissingFileError
-from voxmesh.schemas.reader import read_manifest, reference_candidates, reference_key
+from voxmesh.schemas.reader import REFERENCE_COLUMNS, read_manifest, reference_candidates, reference_key
 
 from .scores import Evaluators, ModelScores
 
@@ -43,8 +43,9 @@ def evaluate(pred_dirs: dict[str, str], ref_dir: str, split: str | None = None, 
     The reference shards are read once for all models."""
     predictions = {name: _prediction_files(folder) for name, folder in pred_dirs.items()}
     networks = Evaluators(sync_weights, style_weights)
-    _check_some_match(pred_dirs, predictions, ref_dir, split)
-    templates = _TemplateRule(ref_dir, split)
+    manifest = read_manifest(ref_dir, REFERENCE_COLUMNS)
+    _check_some_match(pred_dirs, predictions, manifest, ref_dir, split)
+    templates = _TemplateRule(ref_dir, reference_candidates(manifest, split))
     scores = {name: ModelScores(networks) for name in predictions}
     rows = dict(scores)
     if context:
@@ -76,11 +77,12 @@ def evaluate(pred_dirs: dict[str, str], ref_dir: str, split: str | None = None, 
     return results
 
 
-def _check_some_match(pred_dirs: dict[str, str], predictions: dict[str, dict[str, str]], ref_dir: str,
-                      split: str | None) -> None:
+def _check_some_match(pred_dirs: dict[str, str], predictions: dict[str, dict[str, str]], manifest: list[dict],
+                      ref_dir: str, split: str | None) -> None:
     """ConfigError, before any scoring, for a predictions folder none of whose keys is a reference
-    sample (a wrong --ref or --split would otherwise give a table of 0 clips)."""
-    reference = {row["key"] for row in read_manifest(ref_dir, ["key", "split"]) if split in (None, row["split"])}
+    sample of ``manifest`` (the rows of ``ref_dir``'s; a wrong --ref or --split would otherwise
+    give a table of 0 clips)."""
+    reference = {row["key"] for row in manifest if split in (None, row["split"])}
     for name, files in predictions.items():
         if not reference & files.keys():
             raise ConfigError(f"--pred {pred_dirs[name]}: none of its {len(files)} predictions is a sample of "
@@ -92,8 +94,8 @@ class _TemplateRule:
     same speaker in the split (the first two clips of each speaker in manifest order, as ``voxmesh
     generate`` picks style references), else the clip's ``neutral.npy``, else the topology's template."""
 
-    def __init__(self, ref_dir: str, split: str | None):
-        self.candidates = reference_candidates(ref_dir, split)
+    def __init__(self, ref_dir: str, candidates: dict[str, list[str]]):
+        self.candidates = candidates
         keys = [key for keys in self.candidates.values() for key in keys]
         self.faces = {key: sample.mesh.astype(np.float64).mean(axis=0)
                       for key, sample in load_samples(ref_dir, keys).items()} if keys else {}

@@ -38,7 +38,7 @@ from voxmesh.schemas import (
     pcm_to_float,
 )
 from voxmesh.schemas.errors import ConfigError, DatasetStateError
-from voxmesh.schemas.reader import reference_candidates, reference_key
+from voxmesh.schemas.reader import REFERENCE_COLUMNS, read_manifest, reference_candidates, reference_key
 
 
 class Generates(Protocol):
@@ -89,7 +89,7 @@ def generate_for_split(generator: MotionGenerator, dataset: str, split: str | No
                        samples: int, sampling: Sampling, seed: int) -> dict:
     """``{key}.npy`` (samples, T, V, 3) for every clip of ``split``; returns what was done."""
     topology = generator.stats.topology
-    candidates = reference_candidates(dataset, split)
+    candidates = reference_candidates(read_manifest(dataset, REFERENCE_COLUMNS), split)
     references = {key: (sample.mesh[:generator.reference_frames], sample.mesh.mean(0))
                   for key, sample in load_samples(dataset, [k for keys in candidates.values() for k in keys]).items()}
     fallback = get_topology(topology).template
@@ -106,7 +106,8 @@ def generate_for_split(generator: MotionGenerator, dataset: str, split: str | No
             reference, template = None, fallback if sample.neutral is None else sample.neutral
         meshes = generator(pcm_to_float(sample.audio), reference,
                            template=template, samples=samples, sampling=sampling, seed=seed + index)
-        os.makedirs(os.path.join(out_dir, "templates"), exist_ok=True)  # not before: a split may have no shards
+        if not done:  # not before the first clip: a split may have no shards
+            os.makedirs(os.path.join(out_dir, "templates"), exist_ok=True)
         np.save(os.path.join(out_dir, f"{sample.key}.npy"), meshes[:, :len(sample.mesh)])
         np.save(os.path.join(out_dir, "templates", f"{sample.key}.npy"), np.asarray(template, np.float32))
         done[sample.key] = reference_of

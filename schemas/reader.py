@@ -124,12 +124,17 @@ def _keys_like(key: str, keys: Iterable[str]) -> str:
     return f"its {len(keys)} keys look like {min(keys)!r}"
 
 
-def reference_candidates(out_dir: str, split: str | None) -> dict[str, list[str]]:
-    """Per speaker, the keys of its first two clips of ``split`` (all splits when None) in manifest
-    order: where ``voxmesh generate`` takes a clip's style reference and template from, and
-    where ``voxmesh eval`` finds the same template (two suffice: one of them is another clip)."""
+# The manifest's columns that reference_candidates reads.
+REFERENCE_COLUMNS = ["key", "split", "speaker"]
+
+
+def reference_candidates(manifest: list[dict], split: str | None) -> dict[str, list[str]]:
+    """Per speaker, the keys of its first two clips of ``split`` (all splits when None) in the order
+    of ``manifest`` (its rows, with :data:`REFERENCE_COLUMNS`): where ``voxmesh generate`` takes a
+    clip's style reference and template from, and where ``voxmesh eval`` finds the same template
+    (two suffice: one of them is another clip)."""
     candidates: dict[str, list[str]] = {}
-    for row in read_manifest(out_dir, ["key", "split", "speaker"]):
+    for row in manifest:
         kept = candidates.setdefault(row["speaker"], [])
         if (split is None or row["split"] == split) and len(kept) < 2:
             kept.append(row["key"])

@@ -198,7 +198,6 @@ def _umask() -> int:
         return umask
 
 
-
 def local_file_to_write(path: str) -> str:
     """``path``, a local file about to be written, once the folder it goes in exists."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

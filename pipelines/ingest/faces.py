@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -63,6 +64,14 @@ def _thumbnail(grey: np.ndarray) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(grey), (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
+def blazeface(short_range: bool, min_confidence: float = 0.5) -> Any:
+    """MediaPipe's BlazeFace solution with its short-range or full-range model, as the looks make it
+    (before :class:`FaceDetector` moves its graph onto the calling thread)."""
+    import mediapipe as mp
+    return mp.solutions.face_detection.FaceDetection(model_selection=0 if short_range else 1,
+                                                     min_detection_confidence=min_confidence)
+
+
 class FaceDetector:
     """MediaPipe BlazeFace (both models from the wheel). The full-range model finds faces from
     close-ups to small faces in wide shots; the short-range one costs about a third as much per
@@ -71,12 +80,9 @@ class FaceDetector:
     its boxes from one model: :class:`FaceLooks`). Boxes are (x0, y0, x1, y1) in pixels."""
 
     def __init__(self, min_confidence: float = 0.5):
-        import mediapipe as mp
-
         from voxmesh.recon.mediapipe_graph import on_calling_thread
-        self._models = {short_range: on_calling_thread(mp.solutions.face_detection.FaceDetection(
-            model_selection=0 if short_range else 1, min_detection_confidence=min_confidence))
-            for short_range in (False, True)}
+        self._models = {short_range: on_calling_thread(blazeface(short_range, min_confidence))
+                        for short_range in (False, True)}
 
     def detect(self, frame: np.ndarray, short_range: bool = False) -> np.ndarray:
         from mediapipe.framework.formats.detection_pb2 import Detection
