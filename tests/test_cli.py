@@ -3,6 +3,7 @@ bugs with their traceback."""
 
 import importlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 from conftest import write_video
 
 from voxmesh.cli import COMMANDS, build_parser, main
+from voxmesh.logs import interrupted, logging_setup
 from voxmesh.pipelines.build.pipeline import build_pipeline_args, local_pipeline_args
 
 
@@ -221,6 +223,23 @@ def test_a_reader_that_goes_away_stops_the_command_quietly():
     finally:
         os.close(write_end)
     assert done.returncode == 1 and done.stderr == ""
+
+
+def test_a_workers_report_of_ctrl_c_is_not_shown_even_before_the_launcher_hears_it(capfd):
+    """Ctrl-C reaches the local workers and the launcher at once; a worker's harness can report its
+    KeyboardInterrupt through the runner's log service before the launcher's own handler runs.
+    That report, and the libraries' errors after it, stay off the terminal; voxmesh's lines do not."""
+    runner = logging.getLogger("apache_beam.runners.portability.local_job_service")
+    with logging_setup():
+        runner.error("Worker: %s", "severity: ERROR message: \"an input failed\" trace: \"ValueError\"")
+        runner.critical("Worker: %s", 'severity: CRITICAL message: "Python sdk harness failed: '
+                        'Traceback (most recent call last): ... KeyboardInterrupt" trace: "...KeyboardInterrupt"')
+        runner.error("Worker: %s", "severity: ERROR message: \"Socket closed\"")
+        logging.getLogger("voxmesh.cli").error("voxmesh build: interrupted")
+        assert interrupted.is_set()
+    shown = capfd.readouterr().err.splitlines()
+    assert shown == ['error: Worker: severity: ERROR message: "an input failed" trace: "ValueError"',
+                     "error: voxmesh build: interrupted"], shown
 
 
 def test_ctrl_c_is_left_alone_where_it_is_ignored():

@@ -37,9 +37,21 @@ class ConsoleFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         ours = record.name == "voxmesh" or record.name.startswith("voxmesh.")
+        if not ours and _reports_an_interrupt(record):
+            # a local worker's harness reports the Ctrl-C it got, which can reach this process's
+            # log service before this process's own signal handler runs
+            interrupted.set()
         if not ours and interrupted.is_set():
             return False  # what Ctrl-C did to the libraries (see interrupted)
         return record.levelno >= (self.level if ours else max(self.level, logging.ERROR))
+
+
+def _reports_an_interrupt(record: logging.LogRecord) -> bool:
+    """Whether ``record`` reports a KeyboardInterrupt: as its exception, or in the text of a
+    worker's log entry that Beam's runner passes on (a traceback that ends in the exception's name)."""
+    if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+        return True
+    return "KeyboardInterrupt" in record.getMessage()
 
 
 # Set by Ctrl-C (SIGINT) while a command runs. A terminal sends it to the local Beam workers too,
