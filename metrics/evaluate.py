@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from voxmesh.schemas import Sample, Topology, decode_npy_file, get_topology, iter_samples, load_samples
+from voxmesh.schemas import Sample, Topology, decode_npy_file, get_topology, is_valid_key, iter_samples, load_samples
 from voxmesh.schemas.errors import ConfigError, MissingFileError
 from voxmesh.schemas.reader import REFERENCE_COLUMNS, read_manifest, reference_candidates, reference_key
 
@@ -108,6 +108,8 @@ class _TemplateRule:
 
 
 def _template_of(pred_dir: str, sample: Sample, rule: _TemplateRule, topology: Topology) -> np.ndarray:
+    if not is_valid_key(sample.key):  # keys name files here; a shard's may not be one voxmesh wrote
+        return rule.of(sample, topology)
     path = os.path.join(pred_dir, "templates", f"{sample.key}.npy")
     return decode_npy_file(path).astype(np.float64) if os.path.isfile(path) else rule.of(sample, topology)
 

@@ -11,7 +11,7 @@ import re
 
 MAX_ID_LENGTH = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
-_KEY = re.compile(r"^[A-Za-z0-9-]{1,64}_[A-Za-z0-9-]{1,64}_[A-Za-z0-9-]{1,64}_[0-9]{3}_[0-9]{3}$")
+_KEY = re.compile(r"[A-Za-z0-9-]{1,64}_[A-Za-z0-9-]{1,64}_[A-Za-z0-9-]{1,64}_[0-9]{3}_[0-9]{3}")
 
 
 def sanitize_id(raw: str) -> str:
@@ -36,4 +36,4 @@ def make_key(speaker: str, video: str, utterance: str, track: int, clip: int) ->
 
 
 def is_valid_key(key: str) -> bool:
-    return bool(_KEY.match(key))
+    return bool(_KEY.fullmatch(key))

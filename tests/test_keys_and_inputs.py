@@ -31,6 +31,7 @@ def test_keys_have_no_dots_and_a_fixed_shape():
     key = make_key("id00017", "01dfn2spqyE", "00001", 0, 3)
     assert key == "id00017_01dfn2spqyE_00001_000_003" and is_valid_key(key)
     assert not is_valid_key("id00017_vid.mp4_00001_000_003")
+    assert not is_valid_key(key + "\n") and not is_valid_key("../" + key)
     with pytest.raises(ValueError):
         make_key("a.b", "v", "u", 0, 0)
 
@@ -95,6 +96,36 @@ def test_listing_gives_ids_and_source_splits_and_refuses_what_it_cannot_read(tmp
     splits, split_failures = assign_splits(items, SplitFractions())
     assert splits == {"etc": "test"}
     assert sorted(f.source_uri for f in split_failures) == ["/abs/two.mp4", str(tmp_path / "b" / "four.mp4")]
+
+
+def test_a_file_name_that_is_not_utf8_is_a_bad_id_named_readably_not_a_crash_at_the_tables(tmp_path):
+    """os.walk gives such a name with surrogate escapes, which no Parquet table or shard can hold:
+    the input becomes a failure whose text shows the name's bytes, and the tables write."""
+    from voxmesh.schemas.tables import write_failures
+    (tmp_path / "spk" / "vid").mkdir(parents=True)
+    (tmp_path / "spk" / "vid" / "00001.mp4").write_bytes(b"x")
+    (tmp_path / "spk" / "vid" / os.fsdecode(b"caf\xe9.mp4")).write_bytes(b"x")
+    items, failures = identify(discover(str(tmp_path)))
+    assert [i.input_id for i in items] == ["spk/vid/00001"]
+    assert [(f.reason, f.source_uri.endswith("caf\\xe9.mp4")) for f in failures] == [("bad_id", True)]
+    assert "is not UTF-8; rename the file" in failures[0].detail
+    write_failures(failures, str(tmp_path / "failures.parquet"))
+
+
+def test_a_listing_row_without_a_file_name_is_a_bad_id(tmp_path):
+    listing = tmp_path / "inputs.csv"
+    listing.write_text("uri\n/\ns3://\nok/a.mp4\n")
+    items, failures = identify(discover(str(listing)))
+    assert [i.uri for i in items] == [str(tmp_path / "ok" / "a.mp4")]
+    assert [f.reason for f in failures] == ["bad_id", "bad_id"]
+
+
+@pytest.mark.parametrize("duration", ["inf", "-3"])  # (CSV readers take "nan" for an empty cell)
+def test_a_listed_duration_that_is_no_length_is_refused_with_the_file_named(tmp_path, duration):
+    listing = tmp_path / "inputs.csv"
+    listing.write_text(f"uri,duration\na.mp4,2.5\nb.mp4,{duration}\n")
+    with pytest.raises(ValueError, match=r"inputs.csv: the duration of .*b.mp4 is .*give seconds as a number >= 0"):
+        discover(str(listing))
 
 
 def test_listing_without_a_uri_column_is_refused_with_the_file_named(tmp_path):

@@ -8,7 +8,7 @@ from conftest import write_video
 
 from voxmesh.pipelines.ingest.audio import load_audio
 from voxmesh.pipelines.ingest.frames import iter_frames
-from voxmesh.pipelines.ingest.probe import MediaError, probe
+from voxmesh.pipelines.ingest.probe import MAX_STREAM_GAP_SECONDS, MediaError, probe
 from voxmesh.schemas import Reason
 
 BITS = 8
@@ -59,6 +59,47 @@ def test_variable_frame_rate_source_is_sampled_by_timestamp(tmp_path):
         distance = np.abs(times - i / 25)
         assert number == int(np.flatnonzero(distance == distance.min())[0]), i
     assert abs(len(numbers) - (times[-1] * 25 + 1)) <= 2
+
+
+@pytest.mark.parametrize("gap_s", [4.0, 60.0])
+def test_a_jump_in_the_timestamps_repeats_a_frame_only_up_to_the_longest_gap_a_video_may_have(tmp_path, gap_s):
+    """A pause of a few seconds is a still picture (its last frame repeats at each tick); a jump
+    beyond MAX_STREAM_GAP_SECONDS is damage, and the input fails with a reason before any frame
+    is repeated across it."""
+    times_ms = [40 * k for k in range(25)] + [int(960 + gap_s * 1000) + 40 * k for k in range(25)]
+    path = str(tmp_path / "jump.mkv")
+    write_video(path, numbered_frames(50), fps=25, pts=times_ms, time_base=Fraction(1, 1000))
+    if gap_s <= MAX_STREAM_GAP_SECONDS:
+        numbers = read_numbers(decode_all(path))
+        assert len(numbers) == 50 + round(gap_s * 25) - 1
+        assert numbers[:25] == list(range(25)) and numbers[-25:] == list(range(25, 50))
+        return
+    with pytest.raises(MediaError) as raised:
+        decode_all(path)
+    assert raised.value.reason == Reason.DECODE_ERROR
+    assert raised.value.detail.startswith(path) and "jump by 60.0 s after 0.96 s" in raised.value.detail
+
+
+def test_audio_that_starts_long_after_the_picture_is_an_offset_failure_not_minutes_of_silence(tmp_path):
+    import av
+    path = str(tmp_path / "late_audio.mkv")
+    with av.open(path, "w") as container:
+        video = container.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
+        sound = container.add_stream("aac", rate=16000, layout="mono")
+        for image in numbered_frames(50):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(video.encode())
+        sound.codec_context.time_base = Fraction(1, 16000)
+        late = 16000 * 600  # ten minutes after the first frame
+        for packet_start in range(0, 16000, 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt", layout="mono")
+            frame.sample_rate, frame.pts = 16000, late + packet_start
+            container.mux(sound.encode(frame))
+        container.mux(sound.encode())
+    with pytest.raises(MediaError) as raised:
+        load_audio(path)
+    assert raised.value.reason == Reason.AV_OFFSET and "the audio starts 600." in raised.value.detail
 
 
 def test_audio_is_mono_16k_and_a_click_lands_on_its_sample(tmp_path):

@@ -23,6 +23,7 @@ import glob
 import hashlib
 import itertools
 import logging
+import math
 import os
 import posixpath
 from collections import Counter
@@ -84,7 +85,7 @@ def ids_from_path(uri: str, root: str) -> tuple[str, str, str]:
     path = uri.split("://", 1)[-1]
     relative = posixpath.relpath(path, root.split("://", 1)[-1]) if root else path
     parts = [p for p in relative.replace(os.sep, "/").split("/") if p]
-    stem = os.path.splitext(parts[-1])[0]
+    stem = os.path.splitext(parts[-1])[0] if parts else ""  # no name at all: a bad_id failure
     if len(parts) >= 3:
         return parts[-3], parts[-2], stem
     if len(parts) == 2:
@@ -203,8 +204,10 @@ def _read_listing(path: str) -> list[RawInput]:
         uri = str(row["uri"])
         try:
             duration = float(row.get("duration") or 0.0)
+            if not 0.0 <= duration < math.inf:
+                raise ValueError(duration)
         except (TypeError, ValueError):
-            raise ConfigError(f"{path}: the duration of {uri} is {row['duration']!r}; give seconds as a number, "
+            raise ConfigError(f"{path}: the duration of {uri} is {row['duration']!r}; give seconds as a number >= 0, "
                               f"or leave it empty") from None
         if not storage.is_remote(uri):
             uri = f"{base}/{uri}" if storage.is_remote(base) else os.path.normpath(os.path.join(base, uri))
@@ -228,6 +231,11 @@ def identify(raws: list[RawInput], root: str = "") -> tuple[list[InputItem], lis
 
         def fail(reason: Reason, detail: str, input_id: str = uri, uri: str = uri) -> None:
             failures.append(FailureRecord(uri, input_id, Stage.DISCOVER.value, reason.value, detail))
+        if not _is_utf8(uri):
+            # a local file name in another encoding: tables and shards hold UTF-8 text only
+            shown = uri.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            fail(Reason.BAD_ID, f"{shown}: the file name is not UTF-8; rename the file", shown, shown)
+            continue
         if storage.is_remote(raw.uri) and not _readable_scheme(raw.uri):
             fail(Reason.UNSUPPORTED_URI, f"{uri}: no installed file system reads this scheme "
                                          f"(install the matching apache-beam extra, e.g. apache-beam[gcp])")
@@ -248,6 +256,14 @@ def identify(raws: list[RawInput], root: str = "") -> tuple[list[InputItem], lis
         seen[item.key_prefix] = uri
         items.append(item)
     return items, failures
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _readable_scheme(uri: str) -> bool:

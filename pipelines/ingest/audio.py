@@ -9,7 +9,7 @@ import av
 import numpy as np
 import soxr
 
-from voxmesh.pipelines.ingest.probe import MediaError, decoded_until_broken, probe, seconds
+from voxmesh.pipelines.ingest.probe import MAX_STREAM_GAP_SECONDS, MediaError, decoded_until_broken, probe, seconds
 from voxmesh.schemas import SAMPLE_RATE, Reason, Stage, float_to_pcm, pcm_to_float
 
 
@@ -66,7 +66,8 @@ def load_audio(path: str, video_start: float | None = None) -> Audio:
     """Decode the first audio stream, mix to mono, resample to 16 kHz (soxr, very high quality,
     streaming) and align it to the first video frame, whose time ``video_start`` is probed when
     not given: an audio stream that starts later is padded with silence, one that starts earlier
-    is cut. Memory is the int16 result plus one decoded frame. Raises :class:`MediaError`."""
+    is cut (one that starts more than ``MAX_STREAM_GAP_SECONDS`` later raises ``av_offset``).
+    Memory is the int16 result plus one decoded frame. Raises :class:`MediaError`."""
     if video_start is None:
         video_start = probe(path).video_start
     try:
@@ -83,6 +84,10 @@ def load_audio(path: str, video_start: float | None = None) -> Audio:
             for frame in decoded_until_broken(container, stream):
                 if audio_start is None and frame.pts is not None and stream.time_base is not None:
                     audio_start = seconds(frame.pts, stream.time_base)
+                    if audio_start - video_start > MAX_STREAM_GAP_SECONDS:
+                        raise MediaError(Reason.AV_OFFSET, Stage.DECODE,
+                                         f"{path}: the audio starts {audio_start - video_start:.1f} s after the first "
+                                         f"video frame; re-encode the file or cut it there")
                     buffer.append(np.zeros(max(0, _samples(audio_start - video_start)), dtype=np.float32))
                 data = _as_float(frame.to_ndarray())
                 mono = data.mean(axis=0) if frame.format.is_planar else \

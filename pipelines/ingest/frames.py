@@ -8,7 +8,7 @@ import av
 import cv2
 import numpy as np
 
-from voxmesh.pipelines.ingest.probe import MediaError, decoded_until_broken, seconds
+from voxmesh.pipelines.ingest.probe import MAX_STREAM_GAP_SECONDS, MediaError, decoded_until_broken, seconds
 from voxmesh.schemas import FPS, Reason, Stage
 
 
@@ -21,7 +21,8 @@ def iter_frames(path: str, chunk_size: int = 64) -> Iterator[np.ndarray]:
     The last output frame is the last ``i`` with ``i / 25`` before the end of the last source frame.
     Only the frames that are emitted are converted to RGB. Memory is one chunk: the yielded array
     is a view of a buffer that the next chunk overwrites (copy it to keep it). A stream that breaks
-    off (a truncated or corrupt file) ends at its last good frame.
+    off (a truncated or corrupt file) ends at its last good frame; one whose timestamps jump by
+    more than ``MAX_STREAM_GAP_SECONDS`` raises :class:`MediaError` (``decode_error``).
     """
     buffer = ChunkBuffer(chunk_size)
     for image in iter_images(path):
@@ -130,6 +131,9 @@ def _frames_at_25fps(container, stream) -> Iterator[av.VideoFrame]:
         if first is None:
             first = frame.pts
         now = seconds(frame.pts - first, stream.time_base)
+        if previous is not None and now - previous[0] > MAX_STREAM_GAP_SECONDS:
+            raise ValueError(f"the timestamps jump by {now - previous[0]:.1f} s after {previous[0]:.2f} s; "
+                             f"re-encode the file or cut it there")
         while index / FPS <= now:
             target = index / FPS
             if previous is not None and target - previous[0] <= now - target:
@@ -139,7 +143,8 @@ def _frames_at_25fps(container, stream) -> Iterator[av.VideoFrame]:
             index += 1
         previous = (now, frame)
     if previous is not None:
-        frame_duration = 1.0 / float(stream.average_rate or FPS)
+        # at least 1 fps: a damaged rate must not repeat the last frame for minutes
+        frame_duration = 1.0 / max(float(stream.average_rate or FPS), 1.0)
         while index / FPS < previous[0] + frame_duration - 1e-9:
             yield previous[1]
             index += 1

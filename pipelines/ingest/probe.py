@@ -146,6 +146,13 @@ def _first_frame(container, stream) -> tuple[float, int]:
     return 0.0, 0
 
 
+# The longest stretch of a stream without a frame, or between the first video frame and the first
+# audio sample, that a file may have. A longer one is damaged timestamps, not a still picture or a
+# late start: filling it (one frame repeated at every 25 fps tick, or silence) would cost time and
+# memory without bound, so the input fails with a reason instead.
+MAX_STREAM_GAP_SECONDS = 10.0
+
+
 def seconds(pts: int, time_base: Fraction) -> float:
     return float(pts * time_base)
 
