@@ -72,6 +72,9 @@ def evaluate(pred_dirs: dict[str, str], ref_dir: str, split: str | None = None, 
         rows[SHUFFLED].add(first, _moved(previous.mesh, template, len(first.mesh)), template,
                            get_topology(first.meta.topology))
     results = {name: row.summary(truth) for name, row in rows.items() if row.clips}
+    if context and not rows[SHUFFLED].clips:
+        results[SHUFFLED] = {"clips": 0, "notes": ["needs two clips or more (each clip's motion is scored against "
+                                                   "another clip's audio); evaluate a larger split"]}
     for name, files in predictions.items():
         results.setdefault(name, {"clips": 0})["predictions_without_reference"] = sorted(set(files) - scores[name].keys)
     return results

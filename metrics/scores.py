@@ -157,7 +157,7 @@ class ModelScores:
                 matched = [style_matching(styles, truth.styles[0], truth.speaker_of) for styles in self.styles]
                 per_sample["style_matching"] = np.array([accuracy for accuracy, _ in matched])
             except ValueError as error:
-                notes.append(f"style matching: {error}")
+                notes.append(str(error))  # its text names style matching
         results: dict = {}
         for name, values in per_sample.items():
             results[name] = float(values.mean())

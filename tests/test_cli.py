@@ -33,6 +33,15 @@ def test_a_user_error_is_one_line_naming_the_file_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert err.startswith("voxmesh stats: ") and str(missing) in err and "voxmesh build" in err
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    assert main(["validate", str(a_file)]) == 2
+    assert f"{a_file}: is a file, not a folder; pass the folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # argparse's own mistakes are one line too
+        main(["build", "--input", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("voxmesh build: the following arguments are required: --output; see `voxmesh build --help`")
 
 
 def test_each_process_that_torchrun_started_names_its_rank_in_its_error(tmp_path, monkeypatch, capfd):
@@ -203,6 +212,8 @@ def test_what_the_command_prints_for_a_person_reaches_the_terminal(tmp_path):
     errors and a verb's summary line."""
     usage = subprocess.run([sys.executable, "-m", "voxmesh", "stats"], capture_output=True, text=True)
     assert usage.returncode == 2 and "the following arguments are required: DATASET" in usage.stderr
+    assert usage.stderr.count("\n") == 1 and usage.stderr.startswith("voxmesh stats: ")  # no usage block
+    assert usage.stderr.strip().endswith("see `voxmesh stats --help`")
     log_file = tmp_path / "run.log"  # and the log file keeps them too
     logged = subprocess.run([sys.executable, "-m", "voxmesh", "--log-file", str(log_file), "stats"],
                             capture_output=True, text=True)

@@ -13,7 +13,7 @@ import pytest
 from test_schema_and_validate import make_sample, write_dataset
 
 from voxmesh.cli import main
-from voxmesh.metrics.evaluate import TEMPLATE_ONLY, evaluate
+from voxmesh.metrics.evaluate import SHUFFLED, TEMPLATE_ONLY, evaluate
 from voxmesh.schemas import (
     Sample,
     get_topology,
@@ -115,3 +115,19 @@ def test_eval_measures_from_the_same_template_when_predictions_carry_none(datase
               lip_error_of_still(TOPOLOGY.template, bare)]
     # clips of equal length: the frames pooled weigh each clip equally
     assert template_only["lip_vertex_error"] == pytest.approx((on_neutral + sum(others)) / 4, rel=1e-5)
+
+
+def test_a_split_of_one_clip_keeps_the_shuffled_row_with_a_note_saying_why_it_is_empty(tmp_path, capsys):
+    """The shuffled-audio row pairs each clip's motion with another clip's audio: with one clip it
+    cannot be computed, and the table says so instead of leaving the row out."""
+    only = clip("solo", 0, "test", None, 1)
+    out = str(tmp_path / "dataset")
+    write_dataset(out, {("test", 0): [only]})
+    predictions = tmp_path / "predictions"
+    predictions.mkdir()
+    np.save(predictions / f"{only.key}.npy", only.mesh[None])
+    assert main(["eval", "--pred", str(predictions), "--ref", out, "--split", "test", "--out", str(tmp_path / "r")]) == 0
+    printed = capsys.readouterr()
+    assert "| context: ground truth, shuffled audio | " in printed.out
+    assert "shuffled audio: needs two clips or more" in printed.err and "evaluate a larger split" in printed.err
+    assert evaluate({"model": str(predictions)}, out, "test")[SHUFFLED]["clips"] == 0

@@ -49,6 +49,22 @@ def test_ids_follow_the_voxceleb2_layout_and_duplicates_fail(tmp_path):
     assert all(os.path.isabs(f.source_uri) for f in failures)
 
 
+def test_linked_folders_are_searched_once_each_and_a_link_loop_ends(tmp_path):
+    """Speaker folders linked in from elsewhere are inputs as a glob would find them; a folder
+    linked twice gives its video once, and a link back to the root ends."""
+    elsewhere = tmp_path / "elsewhere" / "spk2" / "vid"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "00001.mp4").write_bytes(b"x")
+    root = tmp_path / "in"
+    (root / "spk1" / "vid").mkdir(parents=True)
+    (root / "spk1" / "vid" / "00001.mp4").write_bytes(b"x")
+    (root / "spk2").symlink_to(tmp_path / "elsewhere" / "spk2")
+    (root / "spk2-again").symlink_to(tmp_path / "elsewhere" / "spk2")
+    (root / "spk1" / "loop").symlink_to(root)
+    items, failures = identify(discover(str(root)))
+    assert [i.input_id for i in items] == ["spk1/vid/00001", "spk2/vid/00001"] and failures == []
+
+
 def test_glob_discovery_takes_ids_below_the_glob_root(tmp_path):
     (tmp_path / "spk" / "vid").mkdir(parents=True)
     (tmp_path / "spk" / "vid" / "00001.mp4").write_bytes(b"x")

@@ -38,9 +38,17 @@ AFTER_INTERRUPT = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line like every other mistake (argparse prints its whole
+    usage block first): ``voxmesh VERB: what is wrong; see `voxmesh VERB --help```, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}; see `{self.prog} --help`\n")
+
+
 def logging_parser(add_help: bool = False) -> argparse.ArgumentParser:
     """The options that choose what is logged where; parsed first, before the verbs are imported."""
-    parser = argparse.ArgumentParser(add_help=add_help)
+    parser = OneLineParser(prog="voxmesh", add_help=add_help)
     loudness = parser.add_mutually_exclusive_group()
     loudness.add_argument("-v", "--verbose", action="store_true",
                           help="show every library's log lines, MediaPipe's and Beam's workers' included")
@@ -54,7 +62,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     imported and offered. A verb's module imports what the verb runs, and some of that is slow to
     import: ``train`` imports torch (1.4 s), ``demo`` scipy.signal (1.1 s), ``build`` Beam. With
     no verb or an unknown one (``voxmesh --help``, a typo) every verb is imported and listed."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="voxmesh", parents=[logging_parser()],
         description="Build speech-driven 3D facial animation datasets from talking-face videos, "
                     "validate and inspect them, train and evaluate speech-to-motion models.")
@@ -76,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser(verb)
         args, beam_args = parser.parse_known_args(argv)
         if beam_args and args.command != "build":
-            parser.error(f"{args.command}: unrecognised arguments: {' '.join(beam_args)}")
+            parser.exit(2, f"voxmesh {args.command}: unrecognised arguments: {' '.join(beam_args)}; "
+                           f"see `voxmesh {args.command} --help`\n")
         args.beam_args = beam_args
         who = _who(args.command)
         try:

@@ -27,6 +27,7 @@ import math
 import os
 import posixpath
 from collections import Counter
+from collections.abc import Iterator
 
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -185,11 +186,27 @@ def _list_files(pattern: str) -> tuple[str, list[str]]:
         uris = [uri for uri in storage.match(glob_pattern) if magic is not None or uri.lower().endswith(VIDEO_EXTENSIONS)]
         return root, sorted(uris)
     if os.path.isdir(pattern):
-        files = [os.path.join(d, f) for d, _, names in os.walk(root) for f in names
+        files = [os.path.join(d, f) for d, names in _walk_folders(root) for f in names
                  if f.lower().endswith(VIDEO_EXTENSIONS)]
     else:
         files = [os.path.abspath(f) for f in glob.glob(pattern, recursive=True) if os.path.isfile(f)]
     return root, sorted(files)
+
+
+def _walk_folders(root: str) -> Iterator[tuple[str, list[str]]]:
+    """Each folder under ``root`` with its file names, following links to folders (a dataset put
+    together from linked speaker folders) but entering each real folder once, in sorted order, so
+    that a link loop ends and a folder linked twice gives its videos once, under the same path
+    every run."""
+    entered = set()
+    for folder, folders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in entered:
+            folders.clear()
+            continue
+        entered.add(real)
+        folders.sort()
+        yield folder, names
 
 
 def _read_listing(path: str) -> list[RawInput]:

@@ -27,7 +27,8 @@ dataset.json and a dataset card. Other options go to Beam (e.g. --runner=Dataflo
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True,
-                        help="a folder of videos (searched recursively), a glob, or a .csv/.parquet listing")
+                        help="a folder of videos (searched recursively, through links to folders), a glob, "
+                             "or a .csv/.parquet listing")
     parser.add_argument("--output", required=True, help="output folder (must be empty unless --resume)")
     parser.add_argument("--backend", default="mediapipe",
                         help="reconstruction backend, or a comma-separated list for paired datasets "

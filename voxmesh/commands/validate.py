@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not storage.is_remote(args.output) and not os.path.isdir(args.output):
-        raise MissingFileError(f"{args.output}: no such folder; pass the folder that `voxmesh build` wrote (its --output)")
+        what = "is a file, not a folder" if os.path.exists(args.output) else "no such folder"
+        raise MissingFileError(f"{args.output}: {what}; pass the folder that `voxmesh build` wrote (its --output)")
     register_user_topologies()
     single = is_dataset(args.output) or not paired_folders(args.output)
     problems, counts = validate_dataset(args.output) if single else validate_paired(args.output)
