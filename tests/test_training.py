@@ -354,6 +354,7 @@ def test_generate_arguments_that_could_only_fail_or_mislead_are_named(probabilis
     np.save(tmp_path / "wrong_shape.npy", np.zeros((10, 5, 3), np.float32))
     (tmp_path / "video.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
     (tmp_path / "folder").mkdir()
+    np.save(tmp_path / "folder" / "a_b_c_000_000.npy", np.zeros((1, 4, 478, 3), np.float32))  # an earlier run's
     written = str(tmp_path / "g.npy")  # never, as every case is refused
     cases = [
         ([*audio, "--out", written, "--samples", "0"], "--samples"),
@@ -363,6 +364,8 @@ def test_generate_arguments_that_could_only_fail_or_mislead_are_named(probabilis
         ([*audio, "--out", str(tmp_path / "folder")], "give the .npy file"),
         ([*audio, "--out", str(tmp_path / "no_extension")], "give the .npy file"),
         (["--checkpoint", checkpoint, "--data", dataset, "--out", "d", "--average"], "are for --audio"),
+        (["--checkpoint", checkpoint, "--data", dataset, "--out", str(tmp_path / "folder")],
+         "already holds 1 prediction file(s) (e.g. a_b_c_000_000.npy)"),
         ([*audio, "--out", written, "--reference", str(tmp_path / "wrong_shape.npy")], "holds (10, 5, 3)"),
         ([*audio, "--out", written, "--reference", str(tmp_path / "video.mp4")], "not a .npy array"),
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
 
@@ -69,5 +70,11 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.data and (args.average or args.reference):
         raise ConfigError("--average and --reference are for --audio; with --data each clip takes its reference "
                           "from another clip of its speaker")
+    if args.data and os.path.isdir(args.out):
+        earlier = [name for name in os.listdir(args.out) if name.endswith(".npy") or name == "generation.json"]
+        if earlier:
+            # new predictions would sit among the earlier ones, and eval would score them together
+            raise ConfigError(f"--out {args.out} already holds {len(earlier)} prediction file(s) (e.g. "
+                              f"{sorted(earlier)[0]}); give a new folder or empty this one")
     if args.audio:
         check_file_name(args.out, ".npy", "--out")
