@@ -41,6 +41,14 @@ class Evaluators:
             self.style = load_style(style_weights)
 
 
+def _peak_lag(mesh: np.ndarray, audio: np.ndarray, topology: Topology) -> float:
+    """|peak lag| of the model-free offset estimate's correlation curve, whether or not the
+    estimate is confident; NaN where no curve was computed (a still mouth, no speech, a clip too
+    short), which a mean would otherwise count as a perfect 0."""
+    estimate = estimate_offset(mesh, audio, topology)
+    return float(abs(estimate.best_lag)) if len(estimate.correlations) else float("nan")
+
+
 class ModelScores:
     """Running sums of one row; :meth:`summary` turns them into figures."""
 
@@ -81,7 +89,7 @@ class ModelScores:
         self._sum("lip_vertex_error_text", np.sqrt(squared).sum(axis=1))  # the max of squares' root
         self._sum("mean_vertex_error", np.linalg.norm(draws - truth, axis=-1).mean(axis=-1).sum(axis=1))
         self._clip("fdd", [upper_face_dynamics_deviation(d, truth, topology.upper_face_idx, template) for d in draws])
-        self._clip("mean_abs_av_offset", [abs(estimate_offset(d, audio, topology).best_lag) for d in draws])
+        self._clip("mean_abs_av_offset", [_peak_lag(d, audio, topology) for d in draws])
         if len(draws) > 1:
             self._sum("coverage_lip_error", squared[int(np.argmin(squared.mean(axis=1)))].sum())
             self._sum("mean_sample_lip_error", frame_lip_errors(draws.mean(axis=0), truth, topology.lip_idx).sum())
@@ -141,9 +149,16 @@ class ModelScores:
         notes: list[str] = []
         for name in ("lip_vertex_error", "lip_vertex_error_text", "mean_vertex_error"):
             per_sample[name] = np.asarray(self.sums[name]) / self.frames
-        for name in ("fdd", "mean_abs_av_offset", "lse_d", "lse_c"):
+        for name in ("fdd", "lse_d", "lse_c"):
             if name in self.per_clip:
                 per_sample[name] = np.asarray(self.per_clip[name], dtype=np.float64).mean(axis=0)
+        lags = np.asarray(self.per_clip["mean_abs_av_offset"], dtype=np.float64)  # (clips, N); NaN: no peak
+        peaked = ~np.isnan(lags)
+        if peaked.any(axis=0).all():
+            per_sample["mean_abs_av_offset"] = np.nanmean(lags, axis=0)
+        if not peaked.all():
+            notes.append(f"|offset|: {int((~peaked).any(axis=1).sum())} of {len(lags)} clips have no correlation peak "
+                         f"(a still mouth, no speech, or shorter than the estimate needs) and are left out")
         for name, windows in self.windows.items():
             if windows and truth.windows[name]:
                 try:

@@ -249,6 +249,9 @@ def test_eval_reports_zero_error_for_the_truth_and_more_for_noise(built, sync_we
     template_only, shuffled = table["context: template only"], table["context: ground truth, shuffled audio"]
     assert template_only["clips"] == shuffled["clips"] == 3
     assert template_only["lip_vertex_error"] > 0 and shuffled["lip_vertex_error"] > 0
+    # a still face has no correlation peak: no |offset| of 0 that would read as perfect sync
+    assert "mean_abs_av_offset" not in template_only and "mean_abs_av_offset" in exact
+    assert any(note.startswith("|offset|: 3 of 3 clips have no correlation peak") for note in template_only["notes"])
     assert shuffled["lse_c"] < exact["lse_c"]  # real motion that does not follow this audio
     assert main(["eval", "--pred", str(noisy), "--ref", output, "--out", str(tmp_path / "noisy_results")]) == 0
     noise = json.load(open(tmp_path / "noisy_results.json"))["noisy"]
