@@ -166,7 +166,8 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> RunConfig:
         raise MissingFileError(f"{path}: no such file; give a run's TOML file (examples in models/configs/)") from error
     for override in overrides:
         apply_override(values, override)
-    return RunConfig.from_dict(values, source=path)
+    source = f"{path} with --set {' '.join(overrides)}" if overrides else path  # a typo may be in either
+    return RunConfig.from_dict(values, source=source)
 
 
 def to_toml(config: RunConfig) -> str:

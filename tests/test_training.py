@@ -505,6 +505,8 @@ def test_bad_configs_and_checkpoints_are_named(tmp_path, capsys, dataset):
         load_config(str(path))
     assert main(["train", "--config", str(path)]) == 2
     assert "windwo" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"rvq.toml with --set train.step=3 \[train\]: unknown setting\(s\) step;"):
+        load_config(os.path.join(CONFIGS, "rvq.toml"), ["train.step=3"])  # the typo is named where it was made
     path.write_text('kind = "probabilistic"\nout = "x"\n[data]\ndataset = "d"\n')
     with pytest.raises(ValueError, match="tokenizer_checkpoint"):
         load_config(str(path))
