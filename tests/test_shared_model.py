@@ -3,7 +3,9 @@ Beam's local worker processes through MultiProcessShared: created once, and givi
 of a model per process."""
 
 import functools
+import glob
 import os
+import tempfile
 import uuid
 
 import apache_beam as beam
@@ -58,15 +60,24 @@ def deca_options(deca_files) -> dict[str, str]:
     return {"checkpoint": checkpoint, "model": model}
 
 
+@pytest.fixture
+def tag():
+    """A sharing tag of this test alone; Beam's sharing leaves the tag's lock and address files in
+    the temp folder, removed afterwards."""
+    unique = f"voxmesh-test-{uuid.uuid4().hex}"
+    yield unique
+    for leftover in glob.glob(os.path.join(tempfile.gettempdir(), f"{unique}.*")):
+        os.remove(leftover)
+
+
 @pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # a worker that failed
 @pytest.mark.parametrize("name", ["fan3d", "deca"])
-def test_worker_processes_share_one_model_and_get_the_per_process_results(name, request, tmp_path, monkeypatch):
+def test_worker_processes_share_one_model_and_get_the_per_process_results(name, request, tmp_path, monkeypatch, tag):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))  # for the workers
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     options = dict(request.getfixturevalue("fan3d_weights" if name == "fan3d" else "deca_options"))
     marker_dir = str(tmp_path / "markers")
     os.mkdir(marker_dir)
-    tag = f"voxmesh-test-{uuid.uuid4().hex}"
     options_args = ["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=3"]
     with beam.Pipeline(options=PipelineOptions(options_args)) as pipeline:
         (pipeline | beam.Create(range(N_ITEMS)) | beam.Reshuffle()
@@ -116,12 +127,11 @@ def host_the_model(options: dict[str, str], tag: str, served, leave) -> None:
     leave.wait(60)
 
 
-def test_a_worker_whose_model_server_has_exited_still_tears_down(fan3d_weights):
+def test_a_worker_whose_model_server_has_exited_still_tears_down(fan3d_weights, tag):
     """Beam's local runner stops its workers one after the other, the serving one possibly first:
     the others' teardown (releasing the model) must then not fail."""
     import multiprocessing
     options = dict(fan3d_weights)
-    tag = f"voxmesh-test-{uuid.uuid4().hex}"
     context = multiprocessing.get_context("spawn")
     served, leave = context.Event(), context.Event()
     host = context.Process(target=host_the_model, args=(options, tag, served, leave))
