@@ -43,7 +43,13 @@ class OneLineParser(argparse.ArgumentParser):
     usage block first): ``voxmesh VERB: what is wrong; see `voxmesh VERB --help```, exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message}; see `{self.prog} --help`\n")
+        usage_error(self.prog, message)
+
+
+def usage_error(prog: str, message: str) -> NoReturn:
+    """Exit 2 with ``PROG: MESSAGE; see `PROG --help```, one line on standard error."""
+    sys.stderr.write(f"{prog}: {message}; see `{prog} --help`\n")
+    sys.exit(2)
 
 
 def logging_parser(add_help: bool = False) -> argparse.ArgumentParser:
@@ -84,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser(verb)
         args, beam_args = parser.parse_known_args(argv)
         if beam_args and args.command != "build":
-            parser.exit(2, f"voxmesh {args.command}: unrecognised arguments: {' '.join(beam_args)}; "
-                           f"see `voxmesh {args.command} --help`\n")
+            usage_error(f"voxmesh {args.command}", f"unrecognised arguments: {' '.join(beam_args)}")
         args.beam_args = beam_args
         who = _who(args.command)
         try:
