@@ -35,6 +35,7 @@ from .errors import MissingFileError, UserError
 
 _configured = False
 _clients = threading.local()  # one S3 client per thread and options (see _s3)
+_answered: dict[str, object] = {}  # "scheme://bucket" -> the file-system options it answered with
 
 
 class StorageError(UserError, OSError):
@@ -92,8 +93,8 @@ def hint(uri: str) -> str:
     """What to set when ``uri`` cannot be reached."""
     if scheme(uri) == "s3":
         return ("check the bucket, and AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
-                "AWS_DEFAULT_REGION (or --s3_endpoint_url, --s3_access_key_id, --s3_secret_access_key, "
-                "--s3_region_name)")
+                "AWS_DEFAULT_REGION (voxmesh build also takes --s3_endpoint_url, --s3_access_key_id, "
+                "--s3_secret_access_key, --s3_region_name)")
     if scheme(uri) == "gs":
         return "check the bucket and GOOGLE_APPLICATION_CREDENTIALS (or gcloud auth application-default login)"
     return "check the path and its permissions"
@@ -112,6 +113,7 @@ def open_read(uri: str) -> IO[bytes]:
         except FileNotFoundError:
             raise MissingFileError(f"{uri}: no such file") from None
     from apache_beam.io.filesystem import CompressionTypes
+    _check_bucket(uri)
     try:
         if scheme(uri) == "s3":
             return _s3().open(uri, "rb")
@@ -130,6 +132,7 @@ def read_bytes(uri: str) -> bytes:
 def exists(uri: str) -> bool:
     if not is_remote(uri):
         return os.path.exists(uri)
+    _check_bucket(uri)
     try:
         return bool(_s3().exists(uri) if scheme(uri) == "s3" else _filesystems().exists(uri))
     except Exception as error:  # noqa: BLE001
@@ -148,6 +151,7 @@ def list_names(folder: str) -> list[str]:
 
 def match(pattern: str) -> list[str]:
     """The URIs matching a file-system glob (``**`` crosses folders), sorted."""
+    _check_bucket(pattern)
     try:
         result = _filesystems().match([pattern])[0]
     except Exception as error:  # noqa: BLE001
@@ -219,6 +223,7 @@ def publish(local_path: str, uri: str) -> None:
         os.replace(local_path, uri)
         return
     from apache_beam.io.filesystem import CompressionTypes
+    _check_bucket(uri)
     try:
         with open(local_path, "rb") as source, (
                 _s3().open(uri, "wb") if scheme(uri) == "s3" else _filesystems().create(
@@ -286,22 +291,36 @@ def register_webdataset_schemes(schemes: tuple[str, ...] = ("s3", "gs")) -> None
         gopen_schemes[name] = _gopen
 
 
-def check_reachable(uri: str, what: str) -> None:
+def check_reachable(uri: str, what: str = "") -> None:
     """Fail before any work when the file system of ``uri`` cannot be listed (bucket missing,
-    no credentials, endpoint down): one line naming the URI and what to set."""
+    no credentials, endpoint down): one line naming the URI (after ``what``, e.g. ``--input``) and
+    what to set."""
     if not is_remote(uri):
         return
+    named = f"{what} {uri}" if what else uri
     try:
         _filesystems().get_filesystem(uri)
     except ValueError as error:
-        raise StorageError(f"{what} {uri}: no installed file system reads {scheme(uri)}:// "
+        raise StorageError(f"{named}: no installed file system reads {scheme(uri)}:// "
                            f"(install the matching apache-beam extra, e.g. apache-beam[aws])") from error
     bucket = uri.split("://", 1)[1].split("/", 1)[0]
+    options = _filesystems()._pipeline_options
     try:
         if scheme(uri) == "s3":  # Beam's S3 listing reports a missing bucket as an empty one
             from apache_beam.io.aws.clients.s3.boto3_client import Client
-            Client(_filesystems()._pipeline_options).client.head_bucket(Bucket=bucket)
+            Client(options).client.head_bucket(Bucket=bucket)
         else:
             _filesystems().match([f"{scheme(uri)}://{bucket}/*"], limits=[1])
     except Exception as error:  # noqa: BLE001
-        raise StorageError(f"{what} {uri}: cannot reach the bucket ({_short(error)}); {hint(uri)}") from error
+        raise StorageError(f"{named}: cannot reach the bucket ({_short(error)}); {hint(uri)}") from error
+    _answered[f"{scheme(uri)}://{bucket}"] = options
+
+
+def _check_bucket(uri: str) -> None:
+    """:func:`check_reachable` once per bucket and file-system options in this process, before the
+    first call that goes through Beam's file systems: those retry an endpoint that does not answer
+    with exponential backoff for minutes (``validate s3://...`` with a wrong endpoint sat for over
+    eight), where the check fails in about a second."""
+    bucket = uri.split("://", 1)[1].split("/", 1)[0]
+    if _answered.get(f"{scheme(uri)}://{bucket}") is not _filesystems()._pipeline_options:
+        check_reachable(uri)

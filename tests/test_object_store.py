@@ -3,9 +3,11 @@
 same inputs; commit markers when a writer dies while uploading; one-line errors before any work."""
 
 import io
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -90,6 +92,8 @@ def test_a_build_from_s3_to_s3_holds_what_the_local_build_holds_and_reads_back(i
     assert storage.exists(f"{output}/report/index.html") and storage.exists(f"{output}/report/head_pose.png")
     samples = list(iter_samples(output))  # webdataset over s3:// shard URLs
     assert sorted(s.meta.source_uri for s in samples) == ["clip.mp4", "clip2.mp4"]
+    root = json.loads(storage.read_bytes(f"{output}/dataset.json"))["input_root"]  # where preview finds them
+    assert root == f"{bucket}/inputs" and all(storage.exists(f"{root}/{s.meta.source_uri}") for s in samples)
     assert shard_paths(output) == [f"{output}/shards/{s.shard}.tar" for s in committed_stats(output) if s.samples]
     assert main(["preview", output, samples[0].key, "-o", str(tmp_path / "preview.mp4")]) == 0
     from voxmesh.models.data import DataConfig, evaluation_stream  # what train and generate read
@@ -181,6 +185,23 @@ def test_unreachable_bucket_or_missing_credentials_fail_before_any_work(bucket, 
     assert main(["build", "--input", f"{bucket}/inputs/", "--output", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "credentials" in error and "AWS_ACCESS_KEY_ID" in error
+
+
+@pytest.mark.parametrize("verb", ["validate", "stats"])
+def test_a_dataset_behind_an_endpoint_that_does_not_answer_is_one_line_not_minutes_of_retries(verb, capsys,
+                                                                                              monkeypatch):
+    """Beam's S3 calls retry a refused connection with exponential backoff for minutes; every
+    command that reads a bucket first checks it answers (once per bucket and process)."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    for name, value in (("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}"), ("AWS_ACCESS_KEY_ID", "k"),
+                        ("AWS_SECRET_ACCESS_KEY", "s"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    assert main([verb, f"s3://voxmesh-unanswered-{verb}/dataset"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and f"s3://voxmesh-unanswered-{verb}/dataset" in error
+    assert f"cannot reach the bucket (Could not connect to the endpoint URL: \"http://127.0.0.1:{closed}/" in error
 
 
 def test_an_object_gone_before_it_is_read_is_a_missing_file_failure(bucket, tmp_path):

@@ -113,6 +113,10 @@ def test_convert_flame_reads_chumpy_pickles_without_chumpy(tmp_path, capsys):
     with open(embedding_pkl, "wb") as f:
         pickle.dump({"full_lmk_faces_idx": arrays["lmk_faces_idx"][None],
                      "full_lmk_bary_coords": arrays["lmk_bary_coords"][None]}, f)
+    missing = tmp_path / "landmark_embedding.npy"  # a mistyped file is named as itself, not as the model
+    assert main(["convert-flame", str(model_pkl), str(out), "--landmarks", str(missing)]) == 2
+    assert f"{missing}: no such file; give FLAME's landmark embedding" in capsys.readouterr().err
+    out = tmp_path / "new" / "folder" / "flame.npz"  # made, as every command makes its output's folder
     assert main(["convert-flame", str(model_pkl), str(out), "--landmarks", str(embedding_pkl), "--n-shape", "6"]) == 0
     model = FlameModel.load(str(out))
     np.testing.assert_allclose(model.exprdirs.numpy(), arrays["exprdirs"])

@@ -126,14 +126,6 @@ def relative_to(uri: str, root: str) -> str:
     return uri
 
 
-def redact_root(root: str) -> str:
-    """The input root as ``dataset.json`` records it: an object store's as scheme and bucket only."""
-    if storage.is_remote(root):
-        scheme, path = root.split("://", 1)
-        return f"{scheme}://{path.split('/', 1)[0]}"
-    return root
-
-
 def discover(source: str) -> list[RawInput]:
     """Every input named by ``source`` (a folder, a glob, or a ``.csv``/``.parquet`` listing),
     in URI order, each URI once."""

@@ -41,7 +41,6 @@ from voxmesh.pipelines.build.inputs import (
     nothing_found,
     parts_to_build,
     plan_parts,
-    redact_root,
 )
 from voxmesh.pipelines.build.packing import PARTS_DIR, PackShard, ShardLimits, remaining_packs, remove_parts
 from voxmesh.pipelines.build.progress import ProgressReporter
@@ -471,7 +470,7 @@ def finalize(config: BuildConfig, planned: set[str], early_failures: list[Failur
         raise RuntimeError(f"inputs not accounted for: {summary}")
     dataset = {
         "schema_version": SCHEMA_VERSION,
-        "input_root": redact_root(root),
+        "input_root": root,  # what every source_uri is relative to (preview finds the videos by it)
         "config": _jsonable(config),
         "versions": {name: version(name) for name in OUTPUT_SHAPING_PACKAGES},
         "counts": summary,
@@ -490,6 +489,5 @@ def _jsonable(config: BuildConfig) -> dict:
     raw = dataclasses.asdict(config)
     raw.pop("resume")
     raw.pop("output")
-    raw["input"] = redact_root(raw["input"])
     raw.pop("min_parts")  # shapes the parts, not the dataset
     return raw
