@@ -129,3 +129,24 @@ def test_deca_neutral_is_flame_of_the_tracks_mean_shape_code(deca_files):
     assert result.neutral.dtype == np.float32 and result.neutral.shape == (300, 3)
     np.testing.assert_allclose(result.neutral, expected, rtol=1e-5, atol=1e-6)
     assert np.abs(result.neutral - result.mesh.mean(0)).max() > 1e-3  # not the track's mean face
+
+
+def test_a_damaged_checkpoint_found_by_a_worker_ends_the_build_with_its_one_line(deca_files, media_dir, tmp_path,
+                                                                                 monkeypatch, capsys):
+    """The launcher checks that the weights files exist; the worker that sets DECA up finds the
+    checkpoint damaged. Beam passes that on as the text of its own error: the build still ends with
+    the worker's one line (exit 2), not Beam's traceback."""
+    from voxmesh.cli import main
+    from voxmesh.recon.deca import CHECKPOINT_ENV, MODEL_ENV
+    (tmp_path / "in").mkdir()
+    os.symlink(os.path.join(media_dir, "hdtf_aoc_512_25fps.mp4"), tmp_path / "in" / "clip.mp4")
+    damaged = tmp_path / "deca_model.tar"
+    damaged.write_bytes(b"\x80\x02not a checkpoint" * 100)
+    monkeypatch.setenv(CHECKPOINT_ENV, str(damaged))
+    monkeypatch.setenv(MODEL_ENV, deca_files[1])
+    argv = ["build", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--backend", "deca",
+            "--workers", "1"]
+    assert main(argv) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"voxmesh build: {damaged}: not a plain tensor checkpoint"), last
+    assert last.endswith("(raised in a worker; fix it, then run the same command with --resume)")

@@ -18,6 +18,8 @@ import gc
 import hashlib
 import json
 import os
+import re
+import sys
 import tarfile
 import tempfile
 import traceback
@@ -67,7 +69,7 @@ from voxmesh.schemas import (
     write_failures,
     write_manifest,
 )
-from voxmesh.schemas.errors import ConfigError, DatasetStateError, MissingFileError
+from voxmesh.schemas.errors import ConfigError, DatasetStateError, MissingFileError, UserError
 from voxmesh.schemas.settings import differences
 from voxmesh.schemas.shards import BUILD_RECORD, META_DIR, SHARDS_DIR, write_atomic, write_tar_sample
 
@@ -349,7 +351,8 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
         workers = local_workers(options)
         slot_of = deal_parts(todo, frames, workers) if workers else None
         first_output = next(iter(outputs.values()))
-        with ProgressReporter(first_output, todo, enabled=progress), beam.Pipeline(options=options) as pipeline:
+        with user_errors_from_workers(), ProgressReporter(first_output, todo, enabled=progress), \
+                beam.Pipeline(options=options) as pipeline:
             committed = (pipeline
                          # SpreadParts redistributes the parts on every runner: Create's own
                          # reshuffle would only add a stage (0.2 s of a local run)
@@ -482,6 +485,31 @@ def finalize(config: BuildConfig, planned: set[str], early_failures: list[Failur
                  json.dumps(dataset, indent=1, sort_keys=True).encode("utf-8"))
     write_dataset_card(config.output, dataset, rows, failures, stats)
     return summary
+
+
+# The last line of a worker's traceback when it raised one of voxmesh's errors for the user.
+_RAISED = re.compile(r"(voxmesh(?:\.\w+)+)\.(\w+): (.+?)(?: \[while running '[^']*'\])?")
+
+
+@contextlib.contextmanager
+def user_errors_from_workers() -> Iterator[None]:
+    """A worker's error for the user (a backend whose weights file is damaged, found when the
+    worker sets the backend up) as the one line it is: Beam's runners pass a worker's exception on
+    as the text of their own, which would end the command with a traceback."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as error:
+        for line in reversed(str(error).splitlines()):
+            match = _RAISED.fullmatch(line.strip())
+            if match is None:
+                continue
+            raised = getattr(sys.modules.get(match.group(1)), match.group(2), None)
+            if isinstance(raised, type) and issubclass(raised, UserError):
+                raise ConfigError(f"{match.group(3)} (raised in a worker; fix it, then run the same command "
+                                  f"with --resume)") from error
+        raise
 
 
 def _jsonable(config: BuildConfig) -> dict:
