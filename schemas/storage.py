@@ -100,6 +100,12 @@ def hint(uri: str) -> str:
     return "check the path and its permissions"
 
 
+def install_hint(uri: str) -> str:
+    """What to install so that Beam reads ``uri``'s scheme."""
+    extra = {"s3": "aws", "gs": "gcp"}.get(scheme(uri))
+    return f"pip install 'voxmesh[{extra}]'" if extra else "install the Beam file system that reads it"
+
+
 def _short(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return text if len(text) <= 300 else text[:300] + "..."
@@ -301,8 +307,7 @@ def check_reachable(uri: str, what: str = "") -> None:
     try:
         _filesystems().get_filesystem(uri)
     except ValueError as error:
-        raise StorageError(f"{named}: no installed file system reads {scheme(uri)}:// "
-                           f"(install the matching apache-beam extra, e.g. apache-beam[aws])") from error
+        raise StorageError(f"{named}: no installed file system reads {scheme(uri)}:// ({install_hint(uri)})") from error
     bucket = uri.split("://", 1)[1].split("/", 1)[0]
     options = _filesystems()._pipeline_options
     try:

@@ -247,7 +247,7 @@ def identify(raws: list[RawInput], root: str = "") -> tuple[list[InputItem], lis
             continue
         if storage.is_remote(raw.uri) and not _readable_scheme(raw.uri):
             fail(Reason.UNSUPPORTED_URI, f"{uri}: no installed file system reads this scheme "
-                                         f"(install the matching apache-beam extra, e.g. apache-beam[gcp])")
+                                         f"({storage.install_hint(uri)})")
             continue
         if raw.split and raw.split not in SPLITS:
             fail(Reason.BAD_ID, f"{uri}: split {raw.split!r} is not one of {', '.join(SPLITS)}")
