@@ -31,8 +31,9 @@ def backend_class(name: str, options: dict[str, str] | None = None) -> type[Reco
     matches = [ep for ep in entry_points(group=GROUP) if ep.name == name]
     if not matches:
         known = ", ".join(sorted(ep.name for ep in entry_points(group=GROUP))) or "none"
-        raise BackendUnavailable(f"unknown reconstruction backend {name!r} (registered: {known}); "
-                                 f"is voxmesh installed with `pip install -e .`?")
+        raise BackendUnavailable(f"unknown reconstruction backend {name!r} (registered: {known}); check the "
+                                 f"name, or install the package that registers it under the entry-point "
+                                 f"group {GROUP} (voxmesh's own with `pip install -e .`)")
     cls = matches[0].load()
     unknown = sorted(set(options or {}) - set(cls.option_names))
     if unknown:

@@ -326,6 +326,8 @@ def _check_bucket(uri: str) -> None:
     first call that goes through Beam's file systems: those retry an endpoint that does not answer
     with exponential backoff for minutes (``validate s3://...`` with a wrong endpoint sat for over
     eight), where the check fails in about a second."""
+    if not is_remote(uri):
+        return
     bucket = uri.split("://", 1)[1].split("/", 1)[0]
     if _answered.get(f"{scheme(uri)}://{bucket}") is not _filesystems()._pipeline_options:
         check_reachable(uri)
