@@ -3,13 +3,15 @@ pose removal and the metrics use.
 
 Topologies that may be redistributed ship as ``schemas/topologies/{name}.npz``; others (FLAME,
 whose licence forbids redistribution) are registered at run time by the backend that loads the
-user's model file.
+user's model file. A backend from another package provides its topology under the entry-point
+group ``voxmesh.topologies``, so that every command (validate, stats, train, eval) knows it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+from importlib.metadata import entry_points
 
 import numpy as np
 
@@ -83,18 +85,38 @@ def register_topology(topology: Topology) -> None:
     _REGISTERED[topology.name] = topology
 
 
+# Entry-point group of topologies that other packages provide (a backend's own): each entry names
+# a function without arguments that returns the Topology of the entry's name.
+PLUGIN_GROUP = "voxmesh.topologies"
+
+
 def get_topology(name: str) -> Topology:
-    """The topology called ``name``: registered at run time, or shipped with the package."""
+    """The topology called ``name``: registered at run time, shipped with the package, or provided
+    by an installed package under :data:`PLUGIN_GROUP`."""
     if name not in _REGISTERED:
         resource = importlib.resources.files(__package__).joinpath("topologies", f"{name}.npz")
-        if not resource.is_file():
-            raise KeyError(f"unknown topology {name!r}; known: {', '.join(known_topologies())}")
-        with importlib.resources.as_file(resource) as path:
-            _REGISTERED[name] = Topology.load(name, path)
+        if resource.is_file():
+            with importlib.resources.as_file(resource) as path:
+                _REGISTERED[name] = Topology.load(name, path)
+        else:
+            register_topology(_plugin_topology(name))
     return _REGISTERED[name]
+
+
+def _plugin_topology(name: str) -> Topology:
+    plugins = [ep for ep in entry_points(group=PLUGIN_GROUP) if ep.name == name]
+    if not plugins:
+        raise KeyError(f"unknown topology {name!r}; known: {', '.join(known_topologies())} (a package can provide "
+                       f"more under the entry-point group {PLUGIN_GROUP})")
+    topology = plugins[0].load()()
+    if not isinstance(topology, Topology) or topology.name != name:
+        raise KeyError(f"the {PLUGIN_GROUP} entry {name!r} ({plugins[0].value}) returned "
+                       f"{getattr(topology, 'name', type(topology).__name__)!r}, not the Topology {name!r}")
+    return topology
 
 
 def known_topologies() -> list[str]:
     shipped = {p.name[:-4] for p in importlib.resources.files(__package__).joinpath("topologies").iterdir()
                if p.name.endswith(".npz")}
-    return sorted(shipped | set(_REGISTERED))
+    plugins = {ep.name for ep in entry_points(group=PLUGIN_GROUP)}
+    return sorted(shipped | plugins | set(_REGISTERED))

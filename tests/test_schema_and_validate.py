@@ -3,6 +3,8 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -248,3 +250,31 @@ def test_the_readme_names_every_failure_reason():
         text = f.read()
     failures = text[text.index("### Failures"):text.index("### Splits, shards, resume")]
     assert [r.value for r in Reason if f"`{r.value}`" not in failures] == []
+
+
+def test_a_topology_that_another_package_provides_is_known_to_every_command(tmp_path):
+    """A backend from another package keeps its own topology: the package provides it under the
+    entry-point group voxmesh.topologies, and validate (like stats, train and eval, which all go
+    through get_topology) checks a dataset in it. Without the package the topology is unknown."""
+    plugin = tmp_path / "plugin"
+    (plugin / "toy_topologies-0.1.dist-info").mkdir(parents=True)
+    (plugin / "toy_topologies-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: toy-topologies\nVersion: 0.1\n")
+    (plugin / "toy_topologies-0.1.dist-info" / "entry_points.txt").write_text(
+        "[voxmesh.topologies]\ntoy478 = toy_topologies:toy478\n")
+    (plugin / "toy_topologies.py").write_text(
+        "import dataclasses\nfrom voxmesh.schemas import get_topology\n\n\n"
+        "def toy478():\n    return dataclasses.replace(get_topology('mediapipe478'), name='toy478')\n")
+    samples = [make_sample("spk", clip) for clip in range(2)]
+    samples = [dataclasses.replace(s, meta=dataclasses.replace(s.meta, topology="toy478")) for s in samples]
+    out = str(tmp_path / "dataset")
+    write_dataset(out, {("train", 0): samples})
+
+    def validate(*path: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([*path, os.environ.get("PYTHONPATH", "")])}
+        return subprocess.run([sys.executable, "-m", "voxmesh", "validate", out], capture_output=True, text=True,
+                              env=env)
+    without, provided = validate(), validate(str(plugin))
+    assert without.returncode == 1 and "unknown topology 'toy478'" in without.stdout + without.stderr
+    assert "entry-point group voxmesh.topologies" in without.stdout + without.stderr
+    assert provided.returncode == 0, provided.stdout + provided.stderr
