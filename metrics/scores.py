@@ -153,12 +153,12 @@ class ModelScores:
             if name in self.per_clip:
                 per_sample[name] = np.asarray(self.per_clip[name], dtype=np.float64).mean(axis=0)
         lags = np.asarray(self.per_clip["mean_abs_av_offset"], dtype=np.float64)  # (clips, N); NaN: no peak
-        peaked = ~np.isnan(lags)
-        if peaked.any(axis=0).all():
-            per_sample["mean_abs_av_offset"] = np.nanmean(lags, axis=0)
+        peaked = ~np.isnan(lags).any(axis=1)  # clips with a peak in every sample: each sample averages the same clips
+        if peaked.any():
+            per_sample["mean_abs_av_offset"] = lags[peaked].mean(axis=0)
         if not peaked.all():
-            notes.append(f"|offset|: {int((~peaked).any(axis=1).sum())} of {len(lags)} clips have no correlation peak "
-                         f"(a still mouth, no speech, or shorter than the estimate needs) and are left out")
+            notes.append(f"|offset|: {int((~peaked).sum())} of {len(lags)} clips have no correlation peak in some "
+                         f"sample (a still mouth, no speech, or shorter than the estimate needs) and are left out")
         for name, windows in self.windows.items():
             if windows and truth.windows[name]:
                 try:

@@ -253,6 +253,12 @@ def test_a_workers_report_of_ctrl_c_is_not_shown_even_before_the_launcher_hears_
                      "error: voxmesh build: interrupted"], shown
 
 
+def test_a_librarys_malformed_logging_call_is_reported_by_logging_not_raised_in_the_library(capfd):
+    with logging_setup():
+        logging.getLogger("somelib").error("value %s %s", 1)  # one argument short
+    assert "--- Logging error ---" in capfd.readouterr().err
+
+
 def test_ctrl_c_is_left_alone_where_it_is_ignored():
     """A build started in the background of a script runs with SIGINT ignored; the command must
     not take Ctrl-C back (it would stop with the foreground job)."""

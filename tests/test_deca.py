@@ -150,3 +150,16 @@ def test_a_damaged_checkpoint_found_by_a_worker_ends_the_build_with_its_one_line
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"voxmesh build: {damaged}: not a plain tensor checkpoint"), last
     assert last.endswith("(raised in a worker; fix it, then run the same command with --resume)")
+
+
+def test_a_workers_bug_while_it_handled_a_user_error_keeps_its_traceback():
+    """Only the exception a worker ended with decides: a bug raised while a user error was being
+    handled is a bug, and keeps Beam's error with its traceback."""
+    from voxmesh.pipelines.build.pipeline import user_errors_from_workers
+    text = ("Traceback (most recent call last):\nvoxmesh.schemas.errors.MissingFileError: x: no such file\n\n"
+            "During handling of the above exception, another exception occurred:\n\nTraceback (most recent call "
+            "last):\nTypeError: unsupported operand [while running 'BuildPart']")
+    with pytest.raises(RuntimeError, match="TypeError"), user_errors_from_workers():
+        raise RuntimeError(text)
+    with pytest.raises(ConfigError, match=r"^x: no such file \(raised in a worker"), user_errors_from_workers():
+        raise RuntimeError(text.split("\n\nDuring")[0] + " [while running 'BuildPart']")

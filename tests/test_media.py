@@ -102,6 +102,24 @@ def test_audio_that_starts_long_after_the_picture_is_an_offset_failure_not_minut
     assert raised.value.reason == Reason.AV_OFFSET and "the audio starts 600." in raised.value.detail
 
 
+def test_a_speech_file_on_its_own_clock_starts_at_its_first_sample_however_late_its_timestamps(tmp_path):
+    """generate --audio reads a speech file (a cut .m4a, a stream segment) whose first timestamp may
+    be anything: no silence before it, and no offset failure."""
+    import av
+    path = str(tmp_path / "late.mka")
+    with av.open(path, "w") as container:
+        sound = container.add_stream("aac", rate=16000, layout="mono")
+        sound.codec_context.time_base = Fraction(1, 16000)
+        for start in range(0, 32000, 1024):
+            frame = av.AudioFrame.from_ndarray(np.full((1, 1024), 0.3, np.float32), format="flt", layout="mono")
+            frame.sample_rate, frame.pts = 16000, 16000 * 20 + start  # 20 s in
+            container.mux(sound.encode(frame))
+        container.mux(sound.encode())
+    audio = load_audio(path, own_clock=True)
+    assert audio.offset == 0 and abs(len(audio.samples) - 32768) <= 2048  # about 2 s, not 22
+    assert np.abs(audio.samples[1000:4000]).mean() > 0.1  # the tone from the start, not padded silence
+
+
 def test_audio_is_mono_16k_and_a_click_lands_on_its_sample(tmp_path):
     rate = 44100
     audio = np.zeros(rate * 2, np.float32)

@@ -51,7 +51,10 @@ def _reports_an_interrupt(record: logging.LogRecord) -> bool:
     worker's log entry that Beam's runner passes on (a traceback that ends in the exception's name)."""
     if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
         return True
-    return "KeyboardInterrupt" in record.getMessage()
+    try:
+        return "KeyboardInterrupt" in record.getMessage()
+    except Exception:  # noqa: BLE001 - a malformed logging call: the handler reports it, as without the filter
+        return False
 
 
 # Set by Ctrl-C (SIGINT) while a command runs. A terminal sends it to the local Beam workers too,

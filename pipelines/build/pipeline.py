@@ -487,7 +487,7 @@ def finalize(config: BuildConfig, planned: set[str], early_failures: list[Failur
     return summary
 
 
-# The last line of a worker's traceback when it raised one of voxmesh's errors for the user.
+# The last line of a worker's traceback when it ended with one of voxmesh's errors for the user.
 _RAISED = re.compile(r"(voxmesh(?:\.\w+)+)\.(\w+): (.+?)(?: \[while running '[^']*'\])?")
 
 
@@ -501,14 +501,12 @@ def user_errors_from_workers() -> Iterator[None]:
     except UserError:
         raise
     except Exception as error:
-        for line in reversed(str(error).splitlines()):
-            match = _RAISED.fullmatch(line.strip())
-            if match is None:
-                continue
-            raised = getattr(sys.modules.get(match.group(1)), match.group(2), None)
-            if isinstance(raised, type) and issubclass(raised, UserError):
-                raise ConfigError(f"{match.group(3)} (raised in a worker; fix it, then run the same command "
-                                  f"with --resume)") from error
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        match = _RAISED.fullmatch(lines[-1]) if lines else None  # the exception the worker ended with
+        raised = getattr(sys.modules.get(match.group(1)), match.group(2), None) if match else None
+        if match and isinstance(raised, type) and issubclass(raised, UserError):
+            raise ConfigError(f"{match.group(3)} (raised in a worker; fix it, then run the same command "
+                              f"with --resume)") from error
         raise
 
 

@@ -62,13 +62,15 @@ class PcmBuffer:
         return self.array[min(skip, self.size):self.size]
 
 
-def load_audio(path: str, video_start: float | None = None) -> Audio:
+def load_audio(path: str, video_start: float | None = None, *, own_clock: bool = False) -> Audio:
     """Decode the first audio stream, mix to mono, resample to 16 kHz (soxr, very high quality,
     streaming) and align it to the first video frame, whose time ``video_start`` is probed when
     not given: an audio stream that starts later is padded with silence, one that starts earlier
     is cut (one that starts more than ``MAX_STREAM_GAP_SECONDS`` later raises ``av_offset``).
-    Memory is the int16 result plus one decoded frame. Raises :class:`MediaError`."""
-    if video_start is None:
+    With ``own_clock`` (a speech file on its own) the audio starts at its first sample, whatever
+    its timestamps, and ``video_start`` is not used. Memory is the int16 result plus one decoded
+    frame. Raises :class:`MediaError`."""
+    if video_start is None and not own_clock:
         video_start = probe(path).video_start
     try:
         with av.open(path) as container:
@@ -84,11 +86,12 @@ def load_audio(path: str, video_start: float | None = None) -> Audio:
             for frame in decoded_until_broken(container, stream):
                 if audio_start is None and frame.pts is not None and stream.time_base is not None:
                     audio_start = seconds(frame.pts, stream.time_base)
-                    if audio_start - video_start > MAX_STREAM_GAP_SECONDS:
+                    aligned_to = audio_start if own_clock or video_start is None else video_start
+                    if audio_start - aligned_to > MAX_STREAM_GAP_SECONDS:
                         raise MediaError(Reason.AV_OFFSET, Stage.DECODE,
-                                         f"{path}: the audio starts {audio_start - video_start:.1f} s after the first "
+                                         f"{path}: the audio starts {audio_start - aligned_to:.1f} s after the first "
                                          f"video frame; re-encode the file or cut it there")
-                    buffer.append(np.zeros(max(0, _samples(audio_start - video_start)), dtype=np.float32))
+                    buffer.append(np.zeros(max(0, _samples(audio_start - aligned_to)), dtype=np.float32))
                 data = _as_float(frame.to_ndarray())
                 mono = data.mean(axis=0) if frame.format.is_planar else \
                     data.reshape(-1, len(frame.layout.channels)).mean(axis=1)
@@ -99,7 +102,7 @@ def load_audio(path: str, video_start: float | None = None) -> Audio:
         raise MediaError(Reason.DECODE_ERROR, Stage.DECODE, f"{path}: audio decoding failed ({error})") from error
     if audio_start is None:
         raise MediaError(Reason.NO_AUDIO_STREAM, Stage.DECODE, f"{path}: the audio stream has no samples")
-    offset = audio_start - video_start
+    offset = audio_start - aligned_to
     return Audio(pcm=buffer.take(skip=max(0, -_samples(offset))), offset=offset)
 
 

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--reference {args.reference} holds {reference.shape}; expected the target speaker's "
                           f"meshes (T, {n_vertices}, 3) in the checkpoint's topology {generator.stats.topology}")
     try:
-        audio = load_audio(args.audio, video_start=0.0).samples  # an audio file's own clock
+        audio = load_audio(args.audio, own_clock=True).samples
     except MediaError as error:
         raise ConfigError(f"{error}; give a speech file FFmpeg can read") from None
     meshes = generator(audio, reference, samples=args.samples, sampling=sampling, seed=args.seed)
