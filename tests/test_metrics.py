@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from test_schema_and_validate import TOPOLOGY, make_sample
 
 from voxmesh.metrics import (
     coverage_lip_error,
@@ -9,6 +10,7 @@ from voxmesh.metrics import (
     lip_vertex_error,
     mean_sample_lip_error,
     mean_vertex_error,
+    scores,
     upper_face_dynamics_deviation,
 )
 from voxmesh.metrics.quality import jitter, lip_motion
@@ -184,3 +186,16 @@ def test_style_matching_takes_the_nearest_speaker_without_the_targets_own_truth(
     with pytest.raises(ValueError, match="two clips or more"):
         style_matching({"c1": axes[2]}, truth, speaker_of)
 
+
+def test_offset_averages_the_clips_with_a_correlation_peak_in_every_sample(monkeypatch):
+    """|offset| with N samples: a clip where some sample has no peak (NaN) is left out of every
+    sample's mean, so that each sample averages the same clips, and the note counts it."""
+    lags = iter([1.0, float("nan"), 2.0, 4.0])  # clip 0: samples (1, no peak); clip 1: (2, 4)
+    monkeypatch.setattr(scores, "_peak_lag", lambda *_: next(lags))
+    row = scores.ModelScores(scores.Evaluators())
+    for clip in (0, 1):
+        sample = make_sample("spk", clip)
+        row.add(sample, np.stack([sample.mesh, sample.mesh]), TOPOLOGY.template, TOPOLOGY)
+    result = row.summary(row)
+    assert result["mean_abs_av_offset"] == 3.0 and result["mean_abs_av_offset_std"] == 1.0
+    assert any(note.startswith("|offset|: 1 of 2 clips have no correlation peak") for note in result["notes"])
