@@ -308,17 +308,22 @@ def check_reachable(uri: str, what: str = "") -> None:
         _filesystems().get_filesystem(uri)
     except ValueError as error:
         raise StorageError(f"{named}: no installed file system reads {scheme(uri)}:// ({install_hint(uri)})") from error
-    bucket = uri.split("://", 1)[1].split("/", 1)[0]
+    bucket = _bucket(uri)
     options = _filesystems()._pipeline_options
     try:
         if scheme(uri) == "s3":  # Beam's S3 listing reports a missing bucket as an empty one
             from apache_beam.io.aws.clients.s3.boto3_client import Client
-            Client(options).client.head_bucket(Bucket=bucket)
+            Client(options).client.head_bucket(Bucket=bucket.split("://", 1)[1])
         else:
-            _filesystems().match([f"{scheme(uri)}://{bucket}/*"], limits=[1])
+            _filesystems().match([f"{bucket}/*"], limits=[1])
     except Exception as error:  # noqa: BLE001
         raise StorageError(f"{named}: cannot reach the bucket ({_short(error)}); {hint(uri)}") from error
-    _answered[f"{scheme(uri)}://{bucket}"] = options
+    _answered[bucket] = options
+
+
+def _bucket(uri: str) -> str:
+    """``scheme://bucket`` of an object-store URI."""
+    return f"{scheme(uri)}://{uri.split('://', 1)[1].split('/', 1)[0]}"
 
 
 def _check_bucket(uri: str) -> None:
@@ -326,8 +331,5 @@ def _check_bucket(uri: str) -> None:
     first call that goes through Beam's file systems: those retry an endpoint that does not answer
     with exponential backoff for minutes (``validate s3://...`` with a wrong endpoint sat for over
     eight), where the check fails in about a second."""
-    if not is_remote(uri):
-        return
-    bucket = uri.split("://", 1)[1].split("/", 1)[0]
-    if _answered.get(f"{scheme(uri)}://{bucket}") is not _filesystems()._pipeline_options:
+    if is_remote(uri) and _answered.get(_bucket(uri)) is not _filesystems()._pipeline_options:
         check_reachable(uri)

@@ -36,14 +36,15 @@ class ConsoleFilter(logging.Filter):
         self.level = level
 
     def filter(self, record: logging.LogRecord) -> bool:
-        ours = record.name == "voxmesh" or record.name.startswith("voxmesh.")
-        if not ours and _reports_an_interrupt(record):
+        if record.name == "voxmesh" or record.name.startswith("voxmesh."):
+            return record.levelno >= self.level
+        if record.levelno < max(self.level, logging.ERROR):
+            return False
+        if _reports_an_interrupt(record):
             # a local worker's harness reports the Ctrl-C it got, which can reach this process's
             # log service before this process's own signal handler runs
             interrupted.set()
-        if not ours and interrupted.is_set():
-            return False  # what Ctrl-C did to the libraries (see interrupted)
-        return record.levelno >= (self.level if ours else max(self.level, logging.ERROR))
+        return not interrupted.is_set()  # after Ctrl-C, what it did to the libraries (see interrupted)
 
 
 def _reports_an_interrupt(record: logging.LogRecord) -> bool:

@@ -501,8 +501,8 @@ def user_errors_from_workers() -> Iterator[None]:
     except UserError:
         raise
     except Exception as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        match = _RAISED.fullmatch(lines[-1]) if lines else None  # the exception the worker ended with
+        last = (str(error).strip().splitlines() or [""])[-1].strip()  # the exception the worker ended with
+        match = _RAISED.fullmatch(last)
         raised = getattr(sys.modules.get(match.group(1)), match.group(2), None) if match else None
         if match and isinstance(raised, type) and issubclass(raised, UserError):
             raise ConfigError(f"{match.group(3)} (raised in a worker; fix it, then run the same command "
