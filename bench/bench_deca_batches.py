@@ -92,6 +92,9 @@ def main() -> None:
             fps, n_tracks = frames_per_second(backend, tracked, chunk)
             report[label] = {"fps": round(fps, 2), "tracks": n_tracks}
     report["ratio"] = round(report["across_runs"]["fps"] / report["per_run"]["fps"], 2)
+    if torch.cuda.is_available():
+        report["gpu"] = torch.cuda.get_device_name()
+        report["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
     print(json.dumps(report, indent=1))
     print(f"deca_fps_across_runs={report['across_runs']['fps']} deca_fps_per_run={report['per_run']['fps']} "
           f"device={report['device']} frames={n_frames}")

@@ -28,7 +28,7 @@ from voxmesh.models.checkpoint import build_model, load_checkpoint
 from voxmesh.models.config import RunConfig, load_config
 from voxmesh.models.data import make_loader, training_stream
 from voxmesh.models.normalization import Stats
-from voxmesh.models.training import prepare_batch, train
+from voxmesh.models.training import mixed_precision, prepare_batch, train
 from voxmesh.pipelines.demo import make_demo_input
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "models", "configs")
@@ -70,7 +70,8 @@ def step_rate(config: RunConfig, steps: int) -> float:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
     def one_step():
-        loss, _ = model(prepare_batch(raw, features, stats, device))
+        with mixed_precision(device, config.train.amp):
+            loss, _ = model(prepare_batch(raw, features, stats, device))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -96,7 +97,8 @@ def main() -> int:
     dataset = args.data or build_dataset(args.work)
     runs = tempfile.mkdtemp(prefix="bench_train_")
     tokenizers: dict[str, str] = {}
-    results = {"device": args.device, "threads": torch.get_num_threads(), "workers": args.workers}
+    results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+               "threads": torch.get_num_threads(), "workers": args.workers}
     for name in ("rvq", "vq", "probabilistic", "codetalker", "faceformer"):
         out = os.path.join(runs, name)
         overrides = [f"data.dataset={dataset}", f"out={out}", f"train.steps={args.steps}", f"data.workers={args.workers}",
@@ -105,6 +107,8 @@ def main() -> int:
         if tokenizer:
             overrides.append(f"tokenizer_checkpoint={tokenizers[tokenizer]}")
         config = load_config(os.path.join(CONFIGS, f"{name}.toml"), overrides)
+        if args.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()
         train(config, log=lambda line: None)
         loop_seconds = time.perf_counter() - started
@@ -118,6 +122,8 @@ def main() -> int:
             "step_alone_windows_per_s": round(step_rate(config, args.steps // 2), 1),
             "loader_alone_windows_per_s": round(loader_rate(config, args.steps // 2), 1),
         }
+        if args.device == "cuda":
+            results[name]["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
         print(name, json.dumps(results[name]), flush=True)
     print(json.dumps(results, indent=1))
     shutil.rmtree(runs)

@@ -49,20 +49,26 @@ class Generates(Protocol):
 
 
 class MotionGenerator:
-    """A trained generator with its normalization and speech features, ready to generate."""
+    """A trained generator with its normalization and speech features, ready to generate on
+    ``device`` (``cpu`` or ``cuda``). A seed gives the same samples on the same kind of device;
+    CUDA draws from another random stream than the CPU, so its samples are others."""
 
-    def __init__(self, checkpoint: str):
-        model, self.stats, self.config = load_model(checkpoint)
-        self.model = cast(Generates, model)
+    def __init__(self, checkpoint: str, device: str = "cpu"):
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda, but no CUDA device is visible to torch; generate with --device cpu")
+        self.device = torch.device(device)
+        model, stats, self.config = load_model(checkpoint)
         if self.config.kind in TOKENIZER_KIND.values():
             raise ConfigError(f"{checkpoint} is a stage-1 model ({self.config.kind}); generate with a generator "
                               f"checkpoint (probabilistic, codetalker or faceformer)")
-        self.features = audio_features(self.config.data.audio_model)
+        self.model = cast(Generates, model.to(self.device))
+        self.stats = stats.to(self.device)
+        self.features = audio_features(self.config.data.audio_model).to(self.device)
         self.reference_frames = self.config.data.window
 
     def reference_motion(self, reference: np.ndarray) -> torch.Tensor:
         """A reference clip (T, V, 3) -> its first window of normalized motion (1, L, D)."""
-        mesh = torch.from_numpy(np.asarray(reference, dtype=np.float32))
+        mesh = torch.from_numpy(np.asarray(reference, dtype=np.float32)).to(self.device)
         motion = mesh - mesh.mean(0)
         return self.stats.normalize_motion(motion[None, :self.reference_frames])
 
@@ -75,14 +81,15 @@ class MotionGenerator:
         n_frames = int(round(len(audio) / SAMPLES_PER_FRAME))
         if n_frames < 1:
             raise ConfigError("the audio is shorter than one frame (40 ms)")
-        waveform = torch.from_numpy(np.asarray(audio, dtype=np.float32))[None]
+        waveform = torch.from_numpy(np.asarray(audio, dtype=np.float32))[None].to(self.device)
         features = self.stats.normalize_features(self.features(waveform, n_frames))
         style = self.reference_motion(reference) if reference is not None else None
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(self.device).manual_seed(seed)
         motion = self.model.generate(features, style, samples, sampling, generator)[:, 0]
         if template is None:
             template = reference.mean(0) if reference is not None else get_topology(self.stats.topology).template
-        return (self.stats.denormalize_motion(motion).numpy() + np.asarray(template, np.float32)).astype(np.float32)
+        meshes = self.stats.denormalize_motion(motion).cpu().numpy() + np.asarray(template, np.float32)
+        return meshes.astype(np.float32)
 
 
 def generate_for_split(generator: MotionGenerator, dataset: str, split: str | None, out_dir: str,
@@ -112,7 +119,7 @@ def generate_for_split(generator: MotionGenerator, dataset: str, split: str | No
         np.save(os.path.join(out_dir, "templates", f"{sample.key}.npy"), np.asarray(template, np.float32))
         done[sample.key] = reference_of
     summary = {"clips": len(done), "samples": samples, "temperature": sampling.temperature, "top_p": sampling.top_p,
-               "seed": seed, "references": done}
+               "seed": seed, "device": generator.device.type, "references": done}
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "generation.json"), "w") as f:
         json.dump(summary, f, indent=1, sort_keys=True)

@@ -10,6 +10,7 @@ user gives no reference clip.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import torch
@@ -54,17 +55,20 @@ class Stats:
 
 @torch.no_grad()
 def compute_stats(config: DataConfig, features: torch.nn.Module) -> Stats:
-    """One pass over (up to ``config.stats_shards`` shards of) the split, every window once."""
+    """One pass over (up to ``config.stats_shards`` shards of) the split, every window once; the
+    speech features are computed on the device of ``features``."""
     sums: dict[str, np.ndarray] = {}
 
     def add(name, value):
         sums[name] = sums.get(name, np.zeros(())) + value
 
     windows, topologies = 0, set()
+    device = next(itertools.chain(features.parameters(), features.buffers()), torch.empty(0)).device
     for window in evaluation_stream(config, config.stats_shards):
         topologies.add(window["topology"])
         motion = window["motion"].reshape(len(window["motion"]), -1).astype(np.float64)
-        frame_features = features(torch.from_numpy(window["audio"])[None], len(motion))[0].double().numpy()
+        waveform = torch.from_numpy(window["audio"])[None].to(device)
+        frame_features = features(waveform, len(motion))[0].double().cpu().numpy()
         add("motion", motion.sum(0))
         add("motion_sq", (motion ** 2).sum(0))
         add("features", frame_features.sum(0))

@@ -44,6 +44,11 @@ def prepare_batch(raw: dict, features: nn.Module, stats: Stats, device: torch.de
             "has_reference": raw["has_reference"].to(device), "features": stats.normalize_features(frame_features)}
 
 
+def mixed_precision(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast for a training step on CUDA when ``amp`` (``train.amp``); none on CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and amp else contextlib.nullcontext()
+
+
 def reference_fractions(counts: dict[str, int]) -> dict[str, float]:
     """Reference sources counted over the windows trained on -> ``references_{source}`` fractions."""
     total = max(sum(counts.values()), 1)
@@ -137,8 +142,6 @@ def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = 
     # a fine-tuned wav2vec 2.0 skips layers at random in training (LayerDrop): they get no gradient
     wrapped = (nn.parallel.DistributedDataParallel(model, find_unused_parameters=bool(config.data.audio_model))
                if world > 1 else model)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and settings.amp
-                else contextlib.nullcontext())
     if rank == 0:
         os.makedirs(config.out, exist_ok=True)
         with open(os.path.join(config.out, "config.toml"), "w") as f:
@@ -163,7 +166,7 @@ def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = 
         batch = prepare_batch(raw, features, stats, device)
         for group in optimizer.param_groups:
             group["lr"] = settings.lr * min(1.0, (step + 1) / max(settings.warmup, 1))
-        with autocast:
+        with mixed_precision(device, settings.amp):
             loss, values = wrapped(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

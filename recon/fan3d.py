@@ -47,7 +47,9 @@ JAW_ENDS = JAW_68[[0, -1]]
 # The pipeline's crops are centred on the smoothed face box with a side of 1.8 box sides
 # (pipelines.faces.TrackRules.crop_scale; a test keeps the two equal).
 CROP_FACE_FRACTION = 1 / 1.8
-CHUNK_FRAMES = 8  # frames per forward pass: the depth network's input is 18.6 MB a frame
+# Frames per forward pass: the depth network's input is 18.6 MB a frame; a CPU pages large passes
+# in and out, a GPU wants them large.
+FORWARD_FRAMES = {"cpu": 8, "cuda": 32}
 WEIGHT_KEYS = {"fan": "3DFAN-4", "depth": "depth"}  # keys of face_alignment.api.models_urls
 
 
@@ -105,6 +107,35 @@ def orient_depth(points: np.ndarray) -> np.ndarray:
     camera: the nose tip nearer than the two ends of the jaw line."""
     nearer = points[:, NOSE_TIP_68, 2] < points[:, JAW_ENDS, 2].mean(axis=1)
     return np.where(nearer[:, None, None], points, points * np.array([1.0, 1.0, -1.0]))
+
+
+def landmark_targets(points: np.ndarray, resolution: int, device: str = "cpu") -> Any:
+    """ResNetDepth's landmark input: for (N, 68, 2) points in ``resolution`` pixels, an (N, 68, R, R)
+    float32 tensor on ``device`` whose maps each hold face-alignment's 13 x 13 Gaussian (sigma 2)
+    at its point, on zero. What ``face_alignment.utils.draw_gaussian`` draws, index conventions
+    included (its window starts one pixel early for points more than 6 pixels inside the top or
+    left border), for every point with both coordinates positive as face-alignment draws them; the
+    maps are made where the network runs (on a GPU, 18 MB a frame never crosses the bus)."""
+    import torch
+    from face_alignment.utils import _GAUSS_KERNEL as kernel
+
+    n_frames, n_points = points.shape[:2]
+    flat = points.reshape(-1, 2)
+    first = np.floor(flat - 6).astype(np.int64)  # draw_gaussian's ul and br: (x, y)
+    last = np.floor(flat + 6).astype(np.int64)
+    drawn = ((flat > 0).all(1) & (first <= resolution).all(1) & (last >= 1).all(1)).nonzero()[0]
+    first, last = first[drawn], last[drawn]
+    window_start, window_end = np.maximum(first, 1) - 1, np.minimum(last, resolution)  # image pixels drawn
+    shift = np.where(first >= 1, first - 1, np.where(first <= -1, first + 1, 0))  # image pixel - kernel index
+    offsets = np.arange(kernel.shape[0])
+    x, y = shift[:, None, 0] + offsets, shift[:, None, 1] + offsets  # (M, 13) image columns and rows
+    inside_x = (x >= window_start[:, None, 0]) & (x < window_end[:, None, 0])
+    inside_y = (y >= window_start[:, None, 1]) & (y < window_end[:, None, 1])
+    m, row, column = np.nonzero(inside_y[:, :, None] & inside_x[:, None, :])
+    maps = torch.zeros((n_frames * n_points, resolution, resolution), dtype=torch.float32, device=device)
+    where = [torch.from_numpy(index).to(device) for index in (drawn[m], y[m, row], x[m, column])]
+    maps[where[0], where[1], where[2]] = torch.from_numpy(kernel[row, column]).to(device)
+    return maps.reshape(n_frames, n_points, resolution, resolution)
 
 
 class Fan3D(ReconstructionBackend):
@@ -174,8 +205,9 @@ class Fan3D(ReconstructionBackend):
         n_frames = len(frames)
         observed = np.empty((n_frames, N_POINTS, 3))
         scores = np.empty((n_frames, N_POINTS))
-        for start in range(0, n_frames, CHUNK_FRAMES):
-            chunk = slice(start, start + CHUNK_FRAMES)
+        step = FORWARD_FRAMES.get(self.device, FORWARD_FRAMES["cuda"])
+        for start in range(0, n_frames, step):
+            chunk = slice(start, start + step)
             observed[chunk], scores[chunk] = self._landmarks(frames[chunk])
         topology = self.topology
         mesh, pose, _ = remove_pose(observed, topology.template, topology.stable_idx)
@@ -189,7 +221,7 @@ class Fan3D(ReconstructionBackend):
     def _landmarks(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """FAN's (N, 68, 3) landmarks in crop pixels and their (N, 68) heatmap peaks."""
         import torch
-        from face_alignment.utils import CROP_RESOLUTION, SCALE_FACTOR, crop, draw_gaussian, flip, get_preds_fromhm
+        from face_alignment.utils import CROP_RESOLUTION, SCALE_FACTOR, crop, flip, get_preds_fromhm
 
         height, width = frames.shape[1:3]
         box = CROP_FACE_FRACTION * min(height, width)
@@ -205,10 +237,8 @@ class Fan3D(ReconstructionBackend):
                 heatmaps = heatmaps + flip(self.fan(flip(inputs))[-1], is_label=True)
             heatmaps = heatmaps.float().cpu().numpy()
             points, points_image, peaks = get_preds_fromhm(heatmaps, center, scale)
-            targets = np.zeros((len(frames), N_POINTS, CROP_RESOLUTION, CROP_RESOLUTION), dtype=np.float32)
-            for i, j in zip(*np.nonzero((points[:, :, 0] > 0) & (points[:, :, 1] > 0))):
-                targets[i, j] = draw_gaussian(targets[i, j], points[i, j] * 4, 2)
-            depth_input = torch.cat([inputs, torch.from_numpy(targets).to(self.device)], dim=1)
+            targets = landmark_targets(points * 4, CROP_RESOLUTION, self.device)
+            depth_input = torch.cat([inputs, targets], dim=1)
             depth = self.depth(depth_input).float().cpu().numpy().reshape(len(frames), N_POINTS)
         depth *= SCALE_FACTOR * scale / CROP_RESOLUTION
         return orient_depth(np.concatenate([points_image, depth[:, :, None]], axis=2)), peaks

@@ -63,6 +63,32 @@ def write_video(path: str, frames: np.ndarray, fps=25, audio: np.ndarray | None 
 
 
 
+def synthetic_sample(speaker: str, clip: int, mesh: np.ndarray, audio: np.ndarray):
+    """A train-split sample of ``speaker``'s clip ``clip`` with these meshes (T, 478, 3) and 16 kHz
+    int16 ``audio`` (T * 640 samples), an identity pose and zero 2D landmarks."""
+    from voxmesh.schemas import SampleMeta, make_key
+    from voxmesh.schemas.sample import Sample
+    n_frames = len(mesh)
+    meta = SampleMeta(key=make_key(speaker, "vid", "00001", 0, clip), split="train", speaker=speaker, video="vid",
+                      utterance="00001", track=0, clip=clip, source_uri=f"/data/{speaker}.mp4", start_time=0.0,
+                      end_time=n_frames / 25, n_frames=n_frames, n_samples=len(audio), backend="test",
+                      backend_version="1", topology="mediapipe478", confidence_mean=0.9, lip_motion=1.0, jitter=0.01,
+                      av_offset=0, av_offset_confidence=0.3, av_offset_ok=True, audio_start_offset=0.0)
+    return Sample(meta=meta, mesh=mesh.astype(np.float32), pose=np.tile(np.eye(4, dtype=np.float32), (n_frames, 1, 1)),
+                  audio=audio, lmk2d=np.zeros((n_frames, mesh.shape[1], 2), np.float32))
+
+
+def write_dataset(folder: str, samples: list) -> str:
+    """One train shard of ``samples`` and the manifest: a dataset the training stage reads."""
+    from voxmesh.schemas import SampleTarWriter, write_manifest
+    with SampleTarWriter(folder, "train", 0, inputs=["x"]) as writer:
+        for sample in samples:
+            writer.write_members(sample.meta, sample.to_members())
+        rows = writer.commit().samples
+    write_manifest(rows, os.path.join(folder, "manifest.parquet"))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def deca_files(tmp_path_factory) -> tuple[str, str]:
     """A DECA checkpoint with random weights under the published names (deca_synthetic.py) and a

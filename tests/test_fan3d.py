@@ -1,5 +1,6 @@
 """The fan3d backend's loading path (weights made in the test: the real ones cannot be downloaded
-here), its refusal of pickled objects, its topology and its depth orientation. Its conformance run
+here), its refusal of pickled objects, its topology, its depth orientation and the depth network's
+landmark maps. Its conformance run
 is in test_recon_backends.py."""
 
 import os
@@ -19,6 +20,7 @@ from voxmesh.recon.fan3d import (
     Fan3D,
     build_topology,
     find_weights,
+    landmark_targets,
     load_state_dict,
     orient_depth,
 )
@@ -100,3 +102,22 @@ def test_depth_is_oriented_so_that_pose_removal_recovers_the_face():
     assert np.allclose(oriented[0], points) and np.allclose(oriented[1], points)
     canonical, _, residual = remove_pose(oriented, template, get_topology("fan68").stable_idx)
     assert np.allclose(canonical, template, atol=1e-6) and (residual < 1e-6).all()
+
+
+def test_landmark_maps_are_face_alignments_drawn_at_once():
+    """The vectorized maps equal face_alignment.utils.draw_gaussian's, point by point: inside the
+    crop, across each border, at the border pixels where its window starts early, outside it,
+    and points it skips (a coordinate <= 0)."""
+    from face_alignment.utils import draw_gaussian
+
+    rng = np.random.default_rng(0)
+    size = 64
+    points = rng.uniform(-20, size + 20, (3, 68, 2))
+    points[0, :20] = rng.integers(-8, 10, (20, 2)) + rng.uniform(0, 1, (20, 2))  # the top and left borders
+    points[1, :20] = size + rng.integers(-10, 8, (20, 2)) + rng.uniform(0, 1, (20, 2))  # bottom and right
+    points[2, :6] = [[0.0, 5.0], [5.0, 0.0], [6.0, 6.0], [7.0, 7.0], [1e-3, 1e-3], [5.0, -3.0]]
+    expected = np.zeros((3, 68, size, size), np.float32)
+    for i, j in zip(*np.nonzero((points[:, :, 0] > 0) & (points[:, :, 1] > 0))):
+        expected[i, j] = draw_gaussian(expected[i, j], points[i, j], 2)
+    assert np.array_equal(landmark_targets(points, size).numpy(), expected)
+    assert 0 < np.count_nonzero(expected.any(axis=(2, 3))) < 3 * 68  # some drawn, some skipped

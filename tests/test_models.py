@@ -8,12 +8,13 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import synthetic_sample, write_dataset
 
 from voxmesh.models.codetalker_vq import CodeTalkerVQ, CodeTalkerVQConfig, FactorizedQuantizer, PositionalEncoding
 from voxmesh.models.data import REFERENCE_SOURCES, DataConfig, training_stream
 from voxmesh.models.layers import alibi_slopes, alignment_mask, periodic_causal_bias
 from voxmesh.models.tokenizer import MotionTokenizer, ResidualVQ, TokenizerConfig
-from voxmesh.schemas import SampleMeta, SampleTarWriter, make_key, write_manifest
+from voxmesh.schemas import make_key
 from voxmesh.schemas.sample import Sample
 
 WINDOW = 32
@@ -23,17 +24,10 @@ FRAMES = 500  # 20 s at 25 fps: 15 windows per clip, more than the 8 a speaker's
 def long_clip(speaker: str, clip: int, slope: int) -> Sample:
     """A 20 s clip whose vertex 0 moves by 1 per frame and vertex 1 by ``slope`` per frame, so
     that a window's motion names its clip (the slope) and its first frame."""
-    key = make_key(speaker, "vid", "00001", 0, clip)
-    meta = SampleMeta(key=key, split="train", speaker=speaker, video="vid", utterance="00001", track=0, clip=clip,
-                      source_uri=f"/data/{speaker}.mp4", start_time=0.0, end_time=FRAMES / 25, n_frames=FRAMES,
-                      n_samples=FRAMES * 640, backend="test", backend_version="1", topology="mediapipe478",
-                      confidence_mean=0.9, lip_motion=1.0, jitter=0.01, av_offset=0, av_offset_confidence=0.3,
-                      av_offset_ok=True, audio_start_offset=0.0)
     mesh = np.zeros((FRAMES, 478, 3), np.float32)
     mesh[:, 0, 0] = np.arange(FRAMES)
     mesh[:, 1, 0] = slope * np.arange(FRAMES)
-    return Sample(meta=meta, mesh=mesh, pose=np.tile(np.eye(4, dtype=np.float32), (FRAMES, 1, 1)),
-                  audio=np.zeros(FRAMES * 640, np.int16), lmk2d=np.zeros((FRAMES, 478, 2), np.float32))
+    return synthetic_sample(speaker, clip, mesh, np.zeros(FRAMES * 640, np.int16))
 
 
 def clip_and_start(motion: np.ndarray) -> tuple[int, int]:
@@ -47,12 +41,7 @@ def test_long_clips_never_reference_their_own_clip_or_overlap(tmp_path):
     themselves; now a's windows always take a window of a's other clip, b's a window of b's clip
     that does not overlap, and the loader counts both."""
     out = str(tmp_path / "dataset")
-    samples = [long_clip("a", 0, slope=1), long_clip("a", 1, slope=2), long_clip("b", 0, slope=3)]
-    with SampleTarWriter(out, "train", 0, inputs=["x"]) as writer:
-        for sample in samples:
-            writer.write_members(sample.meta, sample.to_members())
-        rows = writer.commit().samples
-    write_manifest(rows, os.path.join(out, "manifest.parquet"))
+    write_dataset(out, [long_clip("a", 0, slope=1), long_clip("a", 1, slope=2), long_clip("b", 0, slope=3)])
     stream = training_stream(DataConfig(dataset=out, window=WINDOW, shuffle_buffer=16, reference_cache=8))
     windows = [w for _, w in zip(range(200), stream)]
     slopes = {make_key("a", "vid", "00001", 0, 0): 1, make_key("a", "vid", "00001", 0, 1): 2}

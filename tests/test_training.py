@@ -369,6 +369,8 @@ def test_generate_arguments_that_could_only_fail_or_mislead_are_named(probabilis
         ([*audio, "--out", written, "--reference", str(tmp_path / "wrong_shape.npy")], "holds (10, 5, 3)"),
         ([*audio, "--out", written, "--reference", str(tmp_path / "video.mp4")], "not a .npy array"),
     ]
+    if not torch.cuda.is_available():
+        cases.append(([*audio, "--out", written, "--device", "cuda"], "no CUDA device is visible"))
     for argv, why in cases:
         assert main(["generate", *argv]) == 2, argv
         err = capsys.readouterr().err.strip()

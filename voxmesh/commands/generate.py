@@ -33,12 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1: off)")
     parser.add_argument("--average", action="store_true", help="with --audio: write the mean of the samples")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the model runs (default cpu; cuda draws other samples for the same seed)")
 
 
 def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     sampling = Sampling(temperature=args.temperature, top_p=args.top_p)
-    generator = MotionGenerator(args.checkpoint)
+    generator = MotionGenerator(args.checkpoint, args.device)
     if args.data:
         summary = generate_for_split(generator, args.data, args.split, args.out, args.samples, sampling, args.seed)
         print(f"generated {summary['clips']} clips x {args.samples} samples into {args.out}")
