@@ -136,6 +136,8 @@ def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = 
         optimizer.load_state_dict(checkpoint["optimizer"])
         step, losses = checkpoint["step"], list(checkpoint["losses"])
         torch.set_rng_state(checkpoint["rng"])
+        if device.type == "cuda" and "cuda_rng" in checkpoint:  # dropout and code restarts on the GPU
+            torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
         log(f"resumed {last} at step {step}")
     else:
         torch.manual_seed(settings.seed + rank)  # dropout and code restarts differ between processes
@@ -150,9 +152,12 @@ def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = 
             open(os.path.join(config.out, "log.jsonl"), "w").close()
 
     def save():
+        random_state = {"rng": torch.get_rng_state()}
+        if device.type == "cuda":
+            random_state["cuda_rng"] = torch.cuda.get_rng_state(device)
         save_checkpoint(last, config=config.to_dict(), step=step, model=model.state_dict(),
-                        optimizer=optimizer.state_dict(), stats=stats.to("cpu").to_dict(),
-                        rng=torch.get_rng_state(), losses=losses)
+                        optimizer=optimizer.state_dict(), stats=stats.to("cpu").to_dict(), losses=losses,
+                        **random_state)
 
     for _ in range(step):  # replay the window stream to where the checkpoint stopped
         next(batches)

@@ -37,22 +37,25 @@ def dataset(tmp_path_factory) -> str:
     return write_dataset(str(tmp_path_factory.mktemp("cuda") / "dataset"), samples)
 
 
+def train_on_cuda(kind: str, dataset: str, out: str, steps: int, *extra: str, **settings) -> None:
+    """``voxmesh train`` of an example config on CUDA (bfloat16 autocast, the default)."""
+    settings = {"data.dataset": dataset, "out": out, "train.steps": steps, "train.device": "cuda",
+                "data.window": 32, "data.batch_size": 8, "train.log_every": 20, "train.warmup": 10, **settings}
+    argv = ["train", "--config", os.path.join(CONFIGS, f"{kind}.toml"), *extra]
+    for name, value in settings.items():
+        argv += ["--set", f"{name}={value}"]
+    assert main(argv) == 0, kind
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, dataset) -> dict[str, str]:
-    """Every model trained on CUDA (bfloat16 autocast, the default), stage 1 first."""
+    """Every model trained on CUDA, stage 1 first."""
     folders: dict[str, str] = {}
     for kind in ("rvq", "vq", "probabilistic", "codetalker", "faceformer"):
-        out = str(tmp_path_factory.mktemp(kind))
-        settings = {"data.dataset": dataset, "out": out, "train.steps": STEPS, "train.device": "cuda",
-                    "data.window": 32, "data.batch_size": 8, "train.log_every": 20, "train.warmup": 10}
         stage1 = {"probabilistic": "rvq", "codetalker": "vq"}.get(kind)
-        if stage1:
-            settings["tokenizer_checkpoint"] = os.path.join(folders[stage1], "last.pt")
-        argv = ["train", "--config", os.path.join(CONFIGS, f"{kind}.toml")]
-        for name, value in settings.items():
-            argv += ["--set", f"{name}={value}"]
-        assert main(argv) == 0, kind
-        folders[kind] = out
+        settings = {"tokenizer_checkpoint": os.path.join(folders[stage1], "last.pt")} if stage1 else {}
+        folders[kind] = str(tmp_path_factory.mktemp(kind))
+        train_on_cuda(kind, dataset, folders[kind], STEPS, **settings)
     return folders
 
 
@@ -63,6 +66,21 @@ def test_every_model_trains_on_cuda_and_its_loss_falls(runs, kind):
     print(f"{kind}: loss {losses[:10].mean():.4g} -> {losses[-10:].mean():.4g} in {STEPS} CUDA steps")
     assert len(losses) == STEPS and np.isfinite(losses).all()
     assert losses[-10:].mean() < losses[:10].mean()
+
+
+def test_a_run_resumed_on_cuda_continues_the_same_loss_curve(runs, dataset, tmp_path):
+    """Dropout and code restarts draw from the GPU's generator: its state is in the checkpoint.
+    GPU kernels that add in parallel may round differently from run to run, hence a tolerance;
+    without the GPU's state the largest difference was 2.6e-3 on an H100, with it 0."""
+    settings = {"tokenizer_checkpoint": os.path.join(runs["rvq"], "last.pt"), "train.checkpoint_every": 15}
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    train_on_cuda("probabilistic", dataset, straight, 30, **settings)
+    train_on_cuda("probabilistic", dataset, resumed, 15, **settings)
+    train_on_cuda("probabilistic", dataset, resumed, 30, "--resume", **settings)
+    expected, losses = (np.array(load_checkpoint(os.path.join(run, "last.pt"))["losses"]) for run in (straight, resumed))
+    difference = float(np.abs(losses - expected).max() / np.abs(expected).min())
+    print(f"resumed on CUDA: largest loss difference {difference:.2e} of the smallest loss")
+    assert len(losses) == 30 and difference < 1e-4
 
 
 @pytest.mark.parametrize("kind", ["probabilistic", "codetalker", "faceformer"])
