@@ -122,7 +122,7 @@ def main() -> int:
             "step_alone_windows_per_s": round(step_rate(config, args.steps // 2), 1),
             "loader_alone_windows_per_s": round(loader_rate(config, args.steps // 2), 1),
         }
-        if args.device == "cuda":
+        if args.device == "cuda":  # the loop's and the step bench's, which holds a second model
             results[name]["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
         print(name, json.dumps(results[name]), flush=True)
     print(json.dumps(results, indent=1))

@@ -4,7 +4,7 @@ renamed into place so that a killed run never leaves a torn file.
 
 Contents: ``format``, ``config`` (the run config as a dict), ``step``, ``model`` and ``optimizer``
 state dicts, ``stats`` (normalization, see :mod:`.normalization`), ``rng`` (torch's CPU generator
-state), ``losses`` (one per step so far).
+state), ``cuda_rng`` (the GPU's, for a run trained on CUDA), ``losses`` (one per step so far).
 """
 
 from __future__ import annotations

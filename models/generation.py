@@ -54,7 +54,7 @@ class MotionGenerator:
     CUDA draws from another random stream than the CPU, so its samples are others."""
 
     def __init__(self, checkpoint: str, device: str = "cpu"):
-        if device == "cuda" and not torch.cuda.is_available():
+        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda, but no CUDA device is visible to torch; generate with --device cpu")
         self.device = torch.device(device)
         model, stats, self.config = load_model(checkpoint)

@@ -135,9 +135,12 @@ def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = 
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         step, losses = checkpoint["step"], list(checkpoint["losses"])
-        torch.set_rng_state(checkpoint["rng"])
-        if device.type == "cuda" and "cuda_rng" in checkpoint:  # dropout and code restarts on the GPU
-            torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
+        if rank == 0:  # the random state saved is process 0's
+            torch.set_rng_state(checkpoint["rng"])
+            if device.type == "cuda" and "cuda_rng" in checkpoint:  # dropout and code restarts on the GPU
+                torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
+        else:  # a stream no process has drawn from (a copy of process 0's would repeat its dropout)
+            torch.manual_seed(settings.seed + rank + world * step)
         log(f"resumed {last} at step {step}")
     else:
         torch.manual_seed(settings.seed + rank)  # dropout and code restarts differ between processes

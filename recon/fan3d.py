@@ -112,10 +112,10 @@ def orient_depth(points: np.ndarray) -> np.ndarray:
 def landmark_targets(points: np.ndarray, resolution: int, device: str = "cpu") -> Any:
     """ResNetDepth's landmark input: for (N, 68, 2) points in ``resolution`` pixels, an (N, 68, R, R)
     float32 tensor on ``device`` whose maps each hold face-alignment's 13 x 13 Gaussian (sigma 2)
-    at its point, on zero. What ``face_alignment.utils.draw_gaussian`` draws, index conventions
-    included (its window starts one pixel early for points more than 6 pixels inside the top or
-    left border), for every point with both coordinates positive as face-alignment draws them; the
-    maps are made where the network runs (on a GPU, 18 MB a frame never crosses the bus)."""
+    at its point, on zero: bit for bit what ``face_alignment.utils.draw_gaussian`` draws, its index
+    conventions included (its window is placed one pixel off the point in some positions near and
+    away from the borders), for every point with both coordinates positive as face-alignment draws
+    them. The maps are made where the network runs (on a GPU, 18 MB a frame never crosses the bus)."""
     import torch
     from face_alignment.utils import _GAUSS_KERNEL as kernel
 

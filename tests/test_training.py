@@ -412,7 +412,7 @@ def test_resume_continues_the_same_loss_curve(tmp_path_factory, dataset, rvq):
     assert losses(out) == straight
 
 
-def test_two_process_torchrun_on_cpu(tmp_path, dataset, rvq):
+def test_two_process_torchrun_on_cpu_trains_and_resumes(tmp_path, dataset, rvq):
     out = str(tmp_path / "ddp")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "voxmesh",
                "train", "--config", os.path.join(CONFIGS, "probabilistic.toml"), "--set", f"data.dataset={dataset}",
@@ -422,8 +422,13 @@ def test_two_process_torchrun_on_cpu(tmp_path, dataset, rvq):
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = load_checkpoint(os.path.join(out, "last.pt"))
     assert checkpoint["step"] == 20 and np.isfinite(checkpoint["losses"]).all()
+    # resumed by both processes (process 1 on a random stream of its own)
+    result = subprocess.run([*command, "--set", "train.steps=30", "--resume"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = load_checkpoint(os.path.join(out, "last.pt"))
+    assert checkpoint["step"] == 30 and np.isfinite(checkpoint["losses"]).all()
     log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
-    assert [record["step"] for record in log] == [10, 20]
+    assert [record["step"] for record in log] == [10, 20, 30]
 
 
 def test_codetalker_stage2_trains_on_its_frozen_stage1_and_checkpoints_round_trip(vq, codetalker, speech, tmp_path):
