@@ -37,7 +37,7 @@ def main() -> None:
         FORWARD_FRAMES[device] = args.forward_frames
     report = {"frames": args.frames, "crop": "256x256", "forward_frames": FORWARD_FRAMES[device],
               "torch_threads": torch.get_num_threads(),
-              "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+              "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"}
     with tempfile.TemporaryDirectory() as tmp:
         write_random_fan3d_weights(tmp)
         os.environ[WEIGHTS_ENV] = tmp
@@ -52,7 +52,7 @@ def main() -> None:
             wall = time.perf_counter() - start
             report[f"flip_{str(flip).lower()}"] = {"seconds": round(wall, 2), "fps": round(args.frames / wall, 2)}
             backend.close()
-    if torch.cuda.is_available():
+    if device == "cuda":
         report["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
     print(json.dumps(report, indent=1))
 

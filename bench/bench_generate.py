@@ -22,7 +22,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_train import CONFIGS, build_dataset  # noqa: E402
+from bench_train import CONFIGS, MODELS, STAGE1, build_dataset  # noqa: E402
 
 from voxmesh.models.config import load_config  # noqa: E402
 from voxmesh.models.generation import MotionGenerator  # noqa: E402
@@ -33,12 +33,11 @@ from voxmesh.pipelines.demo import speech_like  # noqa: E402
 def one_step_checkpoints(dataset: str, folder: str) -> dict[str, str]:
     """A checkpoint of every generator after one training step (on the CPU)."""
     checkpoints: dict[str, str] = {}
-    for name in ("rvq", "vq", "probabilistic", "codetalker", "faceformer"):
+    for name in MODELS:
         out = os.path.join(folder, name)
         overrides = [f"data.dataset={dataset}", f"out={out}", "train.steps=1", "train.device=cpu"]
-        stage1 = {"probabilistic": "rvq", "codetalker": "vq"}.get(name)
-        if stage1:
-            overrides.append(f"tokenizer_checkpoint={checkpoints[stage1]}")
+        if name in STAGE1:
+            overrides.append(f"tokenizer_checkpoint={checkpoints[STAGE1[name]]}")
         train(load_config(os.path.join(CONFIGS, f"{name}.toml"), overrides), log=lambda line: None)
         checkpoints[name] = os.path.join(out, "last.pt")
     return {name: checkpoints[name] for name in ("probabilistic", "codetalker", "faceformer")}

@@ -32,6 +32,8 @@ from voxmesh.models.training import mixed_precision, prepare_batch, train
 from voxmesh.pipelines.demo import make_demo_input
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "models", "configs")
+MODELS = ("rvq", "vq", "probabilistic", "codetalker", "faceformer")  # each model's stage 1 before it
+STAGE1 = {"probabilistic": "rvq", "codetalker": "vq"}  # the example config a generator's stage 1 trains with
 MEDIA = os.environ.get("VOXMESH_TEST_MEDIA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "media"))
 
 
@@ -99,13 +101,12 @@ def main() -> int:
     tokenizers: dict[str, str] = {}
     results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
                "threads": torch.get_num_threads(), "workers": args.workers}
-    for name in ("rvq", "vq", "probabilistic", "codetalker", "faceformer"):
+    for name in MODELS:
         out = os.path.join(runs, name)
         overrides = [f"data.dataset={dataset}", f"out={out}", f"train.steps={args.steps}", f"data.workers={args.workers}",
                      f"train.device={args.device}", f"train.log_every={args.steps}", "train.warmup=10"]
-        tokenizer = {"probabilistic": "rvq", "codetalker": "vq"}.get(name)
-        if tokenizer:
-            overrides.append(f"tokenizer_checkpoint={tokenizers[tokenizer]}")
+        if name in STAGE1:
+            overrides.append(f"tokenizer_checkpoint={tokenizers[STAGE1[name]]}")
         config = load_config(os.path.join(CONFIGS, f"{name}.toml"), overrides)
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()

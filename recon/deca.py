@@ -174,7 +174,7 @@ class DecaBackend(ReconstructionBackend):
         register_topology(flame_topology(self.model, self.topology_name, n_landmarks))
 
     def reconstruct(self, frames: np.ndarray) -> Reconstruction:
-        step = FORWARD_FRAMES.get(self.device, FORWARD_FRAMES["cuda"])
+        step = FORWARD_FRAMES[self.device]
         parts = [self._decode(frames[i:i + step]) for i in range(0, len(frames), step)]
         mesh, pose, lmk2d, coeffs, identity = (np.concatenate(arrays) for arrays in zip(*parts))
         n_frames = len(frames)

@@ -205,7 +205,7 @@ class Fan3D(ReconstructionBackend):
         n_frames = len(frames)
         observed = np.empty((n_frames, N_POINTS, 3))
         scores = np.empty((n_frames, N_POINTS))
-        step = FORWARD_FRAMES.get(self.device, FORWARD_FRAMES["cuda"])
+        step = FORWARD_FRAMES[self.device]
         for start in range(0, n_frames, step):
             chunk = slice(start, start + step)
             observed[chunk], scores[chunk] = self._landmarks(frames[chunk])

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "models", "configs")
 STEPS = 80
+KINDS = ["rvq", "vq", "probabilistic", "codetalker", "faceformer"]  # each generator's stage 1 before it
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def train_on_cuda(kind: str, dataset: str, out: str, steps: int, *extra: str, **
 def runs(tmp_path_factory, dataset) -> dict[str, str]:
     """Every model trained on CUDA, stage 1 first."""
     folders: dict[str, str] = {}
-    for kind in ("rvq", "vq", "probabilistic", "codetalker", "faceformer"):
+    for kind in KINDS:
         stage1 = {"probabilistic": "rvq", "codetalker": "vq"}.get(kind)
         settings = {"tokenizer_checkpoint": os.path.join(folders[stage1], "last.pt")} if stage1 else {}
         folders[kind] = str(tmp_path_factory.mktemp(kind))
@@ -59,7 +60,7 @@ def runs(tmp_path_factory, dataset) -> dict[str, str]:
     return folders
 
 
-@pytest.mark.parametrize("kind", ["rvq", "vq", "probabilistic", "codetalker", "faceformer"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_every_model_trains_on_cuda_and_its_loss_falls(runs, kind):
     checkpoint = load_checkpoint(os.path.join(runs[kind], "last.pt"))
     losses = np.array(checkpoint["losses"])
