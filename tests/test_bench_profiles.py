@@ -27,12 +27,20 @@ def test_a_graph_profile_puts_its_model_first(graph, model, media_dir, monkeypat
     assert abs(listed - float(rows[-1][2])) < 0.01 and float(rows[0][2]) > 0
 
 
-def test_the_ingest_profile_covers_every_frame_and_step(media_dir):
-    names = ("hdtf_aoc_512_25fps.mp4", "retalking2_844_25fps.mp4", "retalking4_700_30fps.mp4")
-    per_frame = profile_ingest.profile_shared_media([os.path.join(media_dir, n) for n in names])
+def test_the_ingest_profile_covers_every_frame_and_step_and_sets_the_script_beside_it(media_dir):
+    names = profile_ingest.CLIPS
+    timed = [getattr(owner, name) for _, owner, name in profile_ingest.steps() if owner is not None]
+    run, = profile_ingest.profile([os.path.join(media_dir, n) for n in names], runs=1)["runs"]
+    per_frame = run["ingest"]
     assert per_frame["frames"] > 400
-    steps = [what for what, _ in profile_ingest.steps()]
-    assert set(steps) < set(per_frame) and per_frame[steps[0]] > 0
-    total = per_frame["total (profiled; cProfile adds its own overhead)"]
-    counted = sum(v for k, v in per_frame.items() if k in steps and not k.startswith("of which"))
-    assert abs(counted + per_frame["everything else"] - total) < 0.1
+    steps = [what for what, _, _ in profile_ingest.steps()]
+    assert set(steps) < set(per_frame) and all(per_frame[what] > 0 for what in steps)
+    top = [what for what in steps if not what.startswith("of which")]
+    assert abs(sum(per_frame[what] for what in top) + per_frame["everything else"] - per_frame["total"]) < 0.01
+    for parent, child in [(0, 1), (0, 2), (0, 3), (4, 5), (14, 15)]:  # an "of which" row is inside its step
+        assert steps[child].startswith("of which") and per_frame[steps[child]] <= per_frame[steps[parent]]
+    graphs = per_frame["of which MediaPipe's Face Mesh graph"] + per_frame["of which MediaPipe's BlazeFace graphs"]
+    assert abs(per_frame[profile_ingest.GRAPHS] - graphs) < 0.002
+    assert run["naive_script_ms"] > 0 and abs(run["at_1.5x_the_script_ms"] * 1.5 - run["naive_script_ms"]) < 0.002
+    assert run["script_vs_ingest"] == round(run["naive_script_ms"] / per_frame["total"], 3)
+    assert [getattr(owner, name) for _, owner, name in profile_ingest.steps() if owner is not None] == timed
