@@ -32,7 +32,14 @@ import torch
 import webdataset as wds
 from webdataset.utils import pytorch_worker_info
 
-from voxmesh.schemas import SAMPLES_PER_FRAME, decode_members, pcm_to_float, read_manifest, shard_paths
+from voxmesh.schemas import (
+    SAMPLES_PER_FRAME,
+    decode_members,
+    pcm_to_float,
+    raise_naming_the_shard,
+    read_manifest,
+    shard_paths,
+)
 from voxmesh.schemas.errors import MissingFileError
 
 
@@ -238,7 +245,7 @@ def training_stream(config: DataConfig) -> wds.DataPipeline:
     """Infinite shuffled windows with references (see the module docstring)."""
     return wds.DataPipeline(
         wds.ResampledShards(_split_shards(config), seed=config.seed, deterministic=True),
-        wds.tarfile_to_samples(),
+        wds.tarfile_to_samples(handler=raise_naming_the_shard),
         wds.map(decode_members),
         _Windows(config, shuffle=True),
     )
@@ -252,7 +259,7 @@ def evaluation_stream(config: DataConfig, max_shards: int | None = None) -> wds.
     return wds.DataPipeline(
         wds.SimpleShardList(paths),
         wds.split_by_worker,
-        wds.tarfile_to_samples(),
+        wds.tarfile_to_samples(handler=raise_naming_the_shard),
         wds.map(decode_members),
         _Windows(config, shuffle=False),
     )

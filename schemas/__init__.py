@@ -2,7 +2,15 @@
 
 from .collate import collate
 from .keys import is_valid_key, make_key, sanitize_id
-from .reader import decode_members, iter_samples, load_samples, open_split, read_manifest, shard_paths
+from .reader import (
+    decode_members,
+    iter_samples,
+    load_samples,
+    open_split,
+    raise_naming_the_shard,
+    read_manifest,
+    shard_paths,
+)
 from .reasons import Reason, Stage
 from .sample import (
                      FPS,
@@ -29,6 +37,6 @@ __all__ = [
     "SampleMeta", "TarStats", "SampleTarWriter", "Stage", "Topology", "collate", "committed_stats", "decode_members",
     "decode_npy", "decode_npy_file", "float_to_pcm", "get_topology", "is_valid_key", "iter_samples",
     "iter_tar_samples", "known_topologies", "load_samples", "make_key", "manifest_row", "open_split",
-    "pcm_to_float", "read_manifest", "register_topology", "sanitize_id", "shard_name", "shard_paths",
+    "pcm_to_float", "raise_naming_the_shard", "read_manifest", "register_topology", "sanitize_id", "shard_name", "shard_paths",
     "validate_dataset", "write_failures", "write_manifest",
 ]

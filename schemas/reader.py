@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import tarfile
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -47,7 +48,35 @@ def open_split(out_dir: str, split: str | None = None) -> wds.WebDataset:
             raise MissingFileError(f"{out_dir} has no shards of split {split} (its splits: {', '.join(splits)}); "
                                    f"choose one of those, or build with --split-fractions that give it speakers")
         raise MissingFileError(f"no committed shards under {out_dir}; run `voxmesh build` first")
-    return wds.WebDataset(paths, shardshuffle=False, empty_check=False).map(decode_members)
+    return wds.WebDataset(paths, shardshuffle=False, empty_check=False, handler=raise_naming_the_shard).map(decode_members)
+
+
+# What reading a shard raises when its tar is missing, truncated or not a tar at all.
+SHARD_READ_ERRORS = (tarfile.TarError, EOFError, OSError)
+
+
+def unreadable_shard(path: str, error: Exception) -> MissingFileError | DatasetStateError:
+    """The one-line error for the shard at ``path`` that could not be read (``error``): it names
+    the shard and says to validate its dataset."""
+    dataset = path.rsplit(f"/{SHARDS_DIR}/", 1)[0]
+    if isinstance(error, FileNotFoundError):
+        return MissingFileError(f"{path}: no such file; run `voxmesh validate {dataset}`")
+    detail = str(error.args[0] if error.args else error).split(" @ ", 1)[0].splitlines()[0] or type(error).__name__
+    return DatasetStateError(f"{path}: truncated or unreadable shard ({detail}); run `voxmesh validate {dataset}`")
+
+
+def raise_naming_the_shard(error: Exception) -> bool:
+    """A webdataset exception handler: a shard that cannot be read is :func:`unreadable_shard`.
+    webdataset calls its handlers first where a tar's members are read, without the shard's URL,
+    then again, with the URL appended to ``error.args``, where the shard was opened: the first
+    call re-raises as it is, so that the second one names the shard (a shard that is not there is
+    named by the error itself). Anything else is re-raised."""
+    url = next((arg for arg in reversed(error.args) if isinstance(arg, str) and arg.endswith(".tar")), None)
+    if url is None and isinstance(error, FileNotFoundError) and isinstance(error.filename, str):
+        url = error.filename
+    if url is None or not isinstance(error, SHARD_READ_ERRORS):
+        raise error
+    raise unreadable_shard(url, error) from None
 
 
 def decode_members(item: dict) -> dict:
@@ -102,9 +131,13 @@ def load_samples(out_dir: str, keys: Iterable[str]) -> dict[str, Sample]:
         raise SampleNotFound(f"no sample {key!r} in {out_dir}/manifest.parquet; {_keys_like(key, shard_of)}")
     found: dict[str, Sample] = {}
     for shard in sorted({shard_of[key] for key in wanted}):
-        for key, members in iter_tar_samples(storage.join(out_dir, SHARDS_DIR, f"{shard}.tar")):
-            if key in wanted:
-                found[key] = Sample.from_members(members)
+        path = storage.join(out_dir, SHARDS_DIR, f"{shard}.tar")
+        try:
+            for key, members in iter_tar_samples(path):
+                if key in wanted:
+                    found[key] = Sample.from_members(members)
+        except SHARD_READ_ERRORS as error:
+            raise unreadable_shard(path, error) from None
     for key in sorted(wanted - set(found)):
         raise SampleNotFound(f"sample {key!r} is in the manifest but not in shard {shard_of[key]}; run `voxmesh validate`")
     return found

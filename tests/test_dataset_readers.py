@@ -174,3 +174,36 @@ def test_a_neutral_face_is_documented_declared_without_time_axis_and_read_by_dat
 def _raw_items(out: str) -> list[dict]:
     from voxmesh.schemas import iter_tar_samples
     return [{"__key__": key, **members} for key, members in iter_tar_samples(os.path.join(out, "shards", "train-000000.tar"))]
+
+
+def test_a_damaged_or_missing_shard_is_one_line_naming_it_for_every_reader(tmp_path, capsys):
+    """Every way a dataset is read (streamed, by key, the training stream, the commands on top)
+    answers a truncated or missing shard with one line that names it and says to validate."""
+    from conftest import synthetic_sample, write_dataset
+
+    from voxmesh.models.data import DataConfig, training_stream
+    from voxmesh.schemas import iter_samples, write_failures
+    from voxmesh.schemas.errors import DatasetStateError, MissingFileError
+    rng = np.random.default_rng(0)
+    samples = [synthetic_sample(f"spk{k}", 0, rng.normal(size=(50, 478, 3)), np.zeros(50 * 640, np.int16))
+               for k in range(3)]
+    dataset = write_dataset(str(tmp_path / "ds"), samples)
+    write_failures([], os.path.join(dataset, "failures.parquet"))
+    shard = os.path.join(dataset, "shards", "train-000000.tar")
+    with open(shard, "r+b") as f:
+        f.truncate(os.path.getsize(shard) // 2)
+    readers = {"stream": lambda: list(iter_samples(dataset)),
+               "by key": lambda: load_samples(dataset, [samples[-1].meta.key]),
+               "training": lambda: next(iter(training_stream(DataConfig(dataset=dataset, window=25))))}
+    for name, read in readers.items():
+        with pytest.raises(DatasetStateError) as raised:
+            read()
+        message = str(raised.value)
+        assert message.startswith(f"{shard}: truncated or unreadable shard (") and "\n" not in message, name
+        assert message.endswith(f"run `voxmesh validate {dataset}`"), name
+    assert main(["stats", dataset]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"voxmesh stats: {shard}: truncated")
+    os.remove(shard)
+    for name, read in readers.items():
+        with pytest.raises(MissingFileError, match=f"^{re.escape(shard)}: no such file; run `voxmesh validate"):
+            read()
