@@ -400,6 +400,30 @@ def test_a_split_without_shards_or_predictions_matching_nothing_are_named(probab
     assert err.count("\n") == 0 and "none of its 1 predictions is a sample of" in err, err
 
 
+def test_eval_names_predictions_of_another_topology_and_notes_a_row_on_fewer_clips(dataset, tmp_path, capsys):
+    """Predictions with another vertex count failed with an IndexError or a broadcast error deep in
+    the metrics; a row scored on some of the reference clips sat beside rows scored on all of them
+    with nothing said."""
+    samples = list(iter_samples(dataset))
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for sample in samples[1:]:
+        np.save(partial / f"{sample.key}.npy", sample.mesh)
+    capsys.readouterr()
+    assert main(["eval", "--pred", str(partial), "--ref", dataset, "--out", str(tmp_path / "results")]) == 0
+    err = capsys.readouterr().err
+    assert (f"voxmesh eval: partial: scored on the {len(samples) - 1} of the {len(samples)} reference clips that it "
+            f"has predictions for; compare it only with rows scored on the same clips") in err, err
+    assert "context: template only: scored on" not in err
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    np.save(wrong / f"{samples[0].key}.npy", np.zeros((10, 5, 3), np.float32))
+    assert main(["eval", "--pred", str(wrong), "--ref", dataset]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{wrong}/{samples[0].key}.npy has 5 vertices; its reference sample has 478 " \
+        f"(mediapipe478): predict meshes of the reference's topology" in err, err
+
+
 def test_resume_continues_the_same_loss_curve(tmp_path_factory, dataset, rvq):
     common = ["--set", f"tokenizer_checkpoint={rvq}/last.pt", "--set", "generator.dim=64",
               "--set", "train.checkpoint_every=15"]
