@@ -204,6 +204,6 @@ def test_a_damaged_or_missing_shard_is_one_line_naming_it_for_every_reader(tmp_p
     assert main(["stats", dataset]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"voxmesh stats: {shard}: truncated")
     os.remove(shard)
-    for name, read in readers.items():
+    for read in readers.values():
         with pytest.raises(MissingFileError, match=f"^{re.escape(shard)}: no such file; run `voxmesh validate"):
             read()
