@@ -84,6 +84,28 @@ def test_missing_files_of_the_other_verbs_are_one_line_naming_them(tmp_path, cap
         assert err.count("\n") == 0 and err.startswith(f"voxmesh {argv[0]}: ") and missing in err, err
 
 
+def test_the_summary_counts_seconds_exactly_and_words_one_of_a_kind_in_the_singular(tmp_path, capsys):
+    """The build's summary gave the clips' seconds from hours rounded to 4 places (19.4 s for
+    19.56) and said "1 shards", "1 speakers"; stats printed unrounded means, and 0.0 for figures
+    over clips when there were none. ``stats --report`` naming a file was a FileExistsError."""
+    from voxmesh.commands.build import print_summary
+    from voxmesh.pipelines.dataset.report import summarize
+    rows = [{"n_frames": n, "speaker": "s", "split": "train", "confidence_mean": c, "av_offset": 0, "av_offset_ok": True}
+            for n, c in ((200, 0.91234567), (125, 0.9), (164, 0.8))]
+    summary = summarize(rows, [])
+    assert summary["seconds"] == 19.56 and summary["hours"] == 0.0054
+    assert summary["clip_seconds"] == {"min": 5.0, "median": 6.56, "max": 8.0} and summary["confidence_mean"] == 0.8708
+    empty = summarize([], [])
+    assert empty["clip_seconds"] == {"min": None, "median": None, "max": None} and empty["confidence_mean"] is None
+    print_summary({**summary, "inputs": 3, "inputs_with_clips": 3, "inputs_failed": 0, "shards": 1}, str(tmp_path))
+    assert "clips: 3 (19.56 s, 1 speaker) in 1 shard; by split: {\"train\": 3}" in capsys.readouterr().out
+    report = tmp_path / "report.html"
+    report.write_text("")
+    assert main(["stats", str(tmp_path), "--report", str(report)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"voxmesh stats: --report {report} is a file; give a folder for the report's index.html and plots"
+
+
 def test_a_damaged_table_is_one_line_and_a_log_files_folder_is_made(tmp_path, capsys):
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "manifest.parquet").write_bytes(b"not parquet")

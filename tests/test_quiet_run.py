@@ -32,7 +32,7 @@ def test_a_default_run_shows_only_voxmeshs_lines(demo):
     noisy = [line for line in demo.stderr.splitlines() if any(word in line for word in NOISE)]
     assert noisy == []
     assert "parts 4/4 · inputs 4/4 · clips 3" in demo.stderr  # progress
-    assert "validate: 3 samples in 1 shards, 0 problems" in demo.stdout
+    assert "validate: 3 samples in 1 shard, 0 problems" in demo.stdout
     assert len((demo.stdout + demo.stderr).splitlines()) <= 24  # one screen
 
 

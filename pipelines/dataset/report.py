@@ -39,17 +39,19 @@ def read_tables(output: str) -> tuple[list[dict], list[dict]]:
 
 
 def summarize(manifest: list[dict], failures: list[dict]) -> dict:
-    """Counts of a dataset from its manifest and failure rows."""
+    """Counts of a dataset from its manifest and failure rows (figures over clips are None
+    without clips)."""
     seconds = np.array([r["n_frames"] / FPS for r in manifest])
     return {
         "clips": len(manifest),
+        "seconds": round(float(seconds.sum()), 2),
         "hours": round(float(seconds.sum() / 3600), 4),
         "speakers": len({r["speaker"] for r in manifest}),
-        "clip_seconds": {name: float(f(seconds)) if len(seconds) else 0.0
+        "clip_seconds": {name: round(float(f(seconds)), 2) if len(seconds) else None
                          for name, f in (("min", np.min), ("median", np.median), ("max", np.max))},
         "clips_by_split": dict(sorted(Counter(r["split"] for r in manifest).items())),
         "failures_by_reason": dict(sorted(Counter(f["reason"] for f in failures).items())),
-        "confidence_mean": float(np.mean([r["confidence_mean"] for r in manifest])) if manifest else 0.0,
+        "confidence_mean": round(float(np.mean([r["confidence_mean"] for r in manifest])), 4) if manifest else None,
         "av_offset": offset_counts(manifest),
     }
 

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 
+from voxmesh.commands.wording import count
 from voxmesh.pipelines.build.inputs import SplitFractions
 from voxmesh.pipelines.build.packing import ShardLimits
 from voxmesh.pipelines.build.pipeline import BuildConfig, build_pipeline_args, run_build
@@ -116,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
 def print_summary(summary: dict, output: str) -> None:
     print(f"inputs: {summary['inputs']} ({summary['inputs_with_clips']} with clips, "
           f"{summary['inputs_failed']} failed)")
-    print(f"clips: {summary['clips']} ({summary['hours'] * 3600:.1f} s, {summary['speakers']} speakers) "
-          f"in {summary['shards']} shards; by split: {json.dumps(summary['clips_by_split'])}")
+    print(f"clips: {summary['clips']} ({summary['seconds']:.2f} s, {count(summary['speakers'], 'speaker')}) "
+          f"in {count(summary['shards'], 'shard')}; by split: {json.dumps(summary['clips_by_split'])}")
     reasons = ", ".join(f"{k}={v}" for k, v in summary["failures_by_reason"].items()) or "none"
     print(f"failures by reason: {reasons}")
     print(f"output: {output if '://' in output else os.path.abspath(output)}")

@@ -7,6 +7,7 @@ import os
 import shutil
 
 from voxmesh.commands.build import print_summary
+from voxmesh.commands.wording import count
 from voxmesh.pipelines.build.pipeline import BuildConfig, local_pipeline_args, run_build
 from voxmesh.pipelines.demo import make_demo_input
 from voxmesh.schemas import validate_dataset
@@ -33,5 +34,6 @@ def run(args: argparse.Namespace) -> int:
     for problem in problems:
         print(problem)
     print_summary(summary, dataset_dir)
-    print(f"validate: {counts['samples']} samples in {counts['shards']} shards, {len(problems)} problems")
+    print(f"validate: {count(counts['samples'], 'sample')} in {count(counts['shards'], 'shard')}, "
+          f"{count(len(problems), 'problem')}")
     return 1 if problems else 0

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from voxmesh.pipelines.dataset.report import read_tables, summarize, write_report
+from voxmesh.schemas.errors import ConfigError
 
 HELP = "text summary and an HTML report with plots of a built dataset"
 DESCRIPTION = """Print a dataset's counts (inputs, clips, hours, speakers, splits, failures by reason) and
@@ -19,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.report and os.path.isfile(args.report):
+        raise ConfigError(f"--report {args.report} is a file; give a folder for the report's index.html and plots")
     manifest, failures = read_tables(args.output)
     summary = summarize(manifest, failures)
     for name, value in summary.items():

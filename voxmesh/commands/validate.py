@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from voxmesh.commands.wording import count
 from voxmesh.schemas import storage, validate_dataset
 from voxmesh.schemas.errors import MissingFileError
 from voxmesh.schemas.pairing import is_dataset, paired_folders, validate_paired
@@ -33,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
     for problem in problems:
         print(problem)
     paired = f" in {counts['paired_datasets']} paired datasets" if counts.get("paired_datasets") else ""
-    print(f"checked {counts['shards']} shards, {counts['samples']} samples{paired}: "
-          f"{len(problems)} problem{'s' if len(problems) != 1 else ''}", file=sys.stderr)
+    print(f"checked {count(counts['shards'], 'shard')}, {count(counts['samples'], 'sample')}{paired}: "
+          f"{count(len(problems), 'problem')}", file=sys.stderr)
     return 1 if problems else 0
 
 
