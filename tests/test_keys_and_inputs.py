@@ -114,6 +114,21 @@ def test_listing_gives_ids_and_source_splits_and_refuses_what_it_cannot_read(tmp
     assert sorted(f.source_uri for f in split_failures) == ["/abs/two.mp4", str(tmp_path / "b" / "four.mp4")]
 
 
+def test_a_listings_missing_ids_come_from_each_files_own_path_whatever_else_is_listed(tmp_path):
+    """As the README says: the last three parts of the path, VoxCeleb2's speaker/video/utterance,
+    so that a file's ids (and its speaker's split) do not move with the other rows."""
+    rows = ["/data/vox2/id0001/vidA/00001.mp4", "/data/vox2/id0001/vidB/00002.mp4", "/data/talks/clip7.mp4"]
+    ids = {}
+    for index, listed in enumerate((rows, rows[:1], rows[1:])):
+        listing = tmp_path / f"inputs{index}.csv"
+        listing.write_text("uri\n" + "".join(f"{row}\n" for row in listed))
+        items, failures = identify(discover(str(listing)))
+        assert failures == []
+        for item in items:
+            assert ids.setdefault(item.uri, item.input_id) == item.input_id
+    assert ids == {rows[0]: "id0001/vidA/00001", rows[1]: "id0001/vidB/00002", rows[2]: "data/talks/clip7"}
+
+
 def test_a_file_name_that_is_not_utf8_is_a_bad_id_named_readably_not_a_crash_at_the_tables(tmp_path):
     """os.walk gives such a name with surrogate escapes, which no Parquet table or shard can hold:
     the input becomes a failure whose text shows the name's bytes, and the tables write."""
