@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from . import storage
+from .errors import MissingFileError
 from .keys import is_valid_key
 from .sample import MEMBER_DTYPES, REQUIRED_MEMBERS, SAMPLES_PER_FRAME, SCHEMA_VERSION, decode_npy
 from .shards import BUILD_RECORD, META_DIR, SHARDS_DIR, TarStats, iter_tar_samples, stats_path
@@ -32,7 +33,8 @@ class Problem:
 
 
 def validate_dataset(out_dir: str) -> tuple[list[Problem], Counter]:
-    """Check every shard and the manifest; return the problems and counts of what was checked."""
+    """Check every shard and the manifest; return the problems and counts of what was checked.
+    MissingFileError for a folder that no build wrote (nothing to check)."""
     problems: list[Problem] = []
     counts: Counter = Counter()
     shard_dir = storage.join(out_dir, SHARDS_DIR)
@@ -41,7 +43,8 @@ def validate_dataset(out_dir: str) -> tuple[list[Problem], Counter]:
         if storage.exists(storage.join(out_dir, META_DIR, BUILD_RECORD)):
             return [Problem("", "", f"the build writing {out_dir} has not finished (no dataset.json); run the same "
                                     f"`voxmesh build` with --resume")], counts
-        return [Problem("", "", f"no {SHARDS_DIR}/ folder in {out_dir}; is this a voxmesh output?")], counts
+        raise MissingFileError(f"{out_dir}: no {SHARDS_DIR}/ folder, dataset.json or build record: not a dataset; "
+                               f"pass the folder that `voxmesh build` wrote (its --output)")
 
     keys_seen: dict[str, str] = {}
     names = sorted(n[:-4] for n in listing if n.endswith(".tar"))

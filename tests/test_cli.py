@@ -240,9 +240,20 @@ def test_what_the_command_prints_for_a_person_reaches_the_terminal(tmp_path):
     logged = subprocess.run([sys.executable, "-m", "voxmesh", "--log-file", str(log_file), "stats"],
                             capture_output=True, text=True)
     assert logged.returncode == 2 and "required: DATASET" in logged.stderr and "required: DATASET" in log_file.read_text()
-    checked = subprocess.run([sys.executable, "-m", "voxmesh", "validate", str(tmp_path)], capture_output=True, text=True)
-    assert checked.returncode == 1 and "no shards/ folder" in checked.stdout
+    unfinished = tmp_path / "unfinished"
+    (unfinished / "_meta").mkdir(parents=True)
+    (unfinished / "_meta" / "build.json").write_text("{}")
+    checked = subprocess.run([sys.executable, "-m", "voxmesh", "validate", str(unfinished)], capture_output=True,
+                             text=True)
+    assert checked.returncode == 1 and "has not finished (no dataset.json)" in checked.stdout
     assert checked.stderr.strip() == "checked 0 shards, 0 samples: 1 problem"
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"")
+    foreign = subprocess.run([sys.executable, "-m", "voxmesh", "validate", str(tmp_path / "photos")],
+                             capture_output=True, text=True)
+    assert foreign.returncode == 2 and foreign.stderr.strip() == (
+        f"voxmesh validate: {tmp_path / 'photos'}: no shards/ folder, dataset.json or build record: not a dataset; "
+        f"pass the folder that `voxmesh build` wrote (its --output)")
 
 
 def test_a_reader_that_goes_away_stops_the_command_quietly():
