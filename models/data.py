@@ -24,6 +24,7 @@ nothing is unpickled).
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from collections.abc import Iterable, Iterator
 
@@ -39,6 +40,7 @@ from voxmesh.schemas import (
     raise_naming_the_shard,
     read_manifest,
     shard_paths,
+    storage,
 )
 from voxmesh.schemas.errors import MissingFileError
 
@@ -234,6 +236,9 @@ class _Windows:
 
 
 def _split_shards(config: DataConfig) -> list[str]:
+    if not storage.is_remote(config.dataset) and not os.path.isdir(config.dataset):
+        raise MissingFileError(f"data.dataset {config.dataset}: no such folder; give the folder that `voxmesh build` "
+                               f"wrote")
     paths = shard_paths(config.dataset, config.split)
     if not paths:
         raise MissingFileError(f"no committed {config.split} shards in {config.dataset}; "

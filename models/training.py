@@ -142,6 +142,12 @@ def train(config: RunConfig, resume: bool = False, log: Callable[[str], None] = 
         else:  # a stream no process has drawn from (a copy of process 0's would repeat its dropout)
             torch.manual_seed(settings.seed + rank + world * step)
         log(f"resumed {last} at step {step}")
+        if step >= settings.steps:  # nothing written: the run folder stays as the checkpoint left it
+            log(f"nothing to train: the run is at step {step} and train.steps is {settings.steps}; "
+                f"raise train.steps to continue it")
+            if world > 1:
+                dist.destroy_process_group()
+            return losses
     else:
         torch.manual_seed(settings.seed + rank)  # dropout and code restarts differ between processes
     # a fine-tuned wav2vec 2.0 skips layers at random in training (LayerDrop): they get no gradient

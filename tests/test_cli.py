@@ -78,7 +78,9 @@ def test_a_build_that_finds_no_input_stops_before_writing_anything(tmp_path, cap
 def test_missing_files_of_the_other_verbs_are_one_line_naming_them(tmp_path, capsys):
     missing = str(tmp_path / "missing")
     for argv in (["validate", missing], ["preview", missing, "key", "-o", str(tmp_path / "p.mp4")],
-                 ["train", "--config", missing + ".toml"], ["eval", "--pred", missing, "--ref", str(tmp_path)]):
+                 ["train", "--config", missing + ".toml"], ["eval", "--pred", missing, "--ref", str(tmp_path)],
+                 ["train", "--config", os.path.join(os.path.dirname(__file__), "..", "models", "configs", "rvq.toml"),
+                  "--set", f"data.dataset={missing}", "--set", f"out={tmp_path / 'run'}"]):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and err.startswith(f"voxmesh {argv[0]}: ") and missing in err, err

@@ -334,6 +334,16 @@ def test_a_run_folder_is_continued_only_by_resume_and_only_with_its_own_model_an
     assert open(os.path.join(rvq, "log.jsonl")).read() == before
 
 
+def test_a_resume_with_no_steps_left_says_so_and_leaves_the_run_folder_alone(rvq, dataset, capsys):
+    files = {name: open(os.path.join(rvq, name), "rb").read() for name in ("last.pt", "log.jsonl", "config.toml")}
+    assert main(["train", "--config", os.path.join(CONFIGS, "rvq.toml"), "--set", f"data.dataset={dataset}",
+                 "--set", f"out={rvq}", *SMALL, "--set", "tokenizer.hidden=128", "--set", "train.steps=100",
+                 "--resume"]) == 0
+    assert ("nothing to train: the run is at step 300 and train.steps is 100; raise train.steps to continue it"
+            in capsys.readouterr().out)
+    assert {name: open(os.path.join(rvq, name), "rb").read() for name in files} == files
+
+
 @pytest.mark.parametrize("setting", ["train.steps=abc", "train.steps=2.5", "train.steps=0", "train.lr=fast",
                                      "train.lr=0", "train.device=gpu", "train.amp=1", "data.window=0",
                                      "data.batch_size=0", "tokenizer.levels=0"])

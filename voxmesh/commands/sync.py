@@ -26,9 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="sync_command", required=True)
     add_train_verb(verbs, "train on the samples of a dataset")
     score = verbs.add_parser("score", help="LSE-D, LSE-C and offset of every sample of a dataset")
-    score.add_argument("--data", required=True)
-    score.add_argument("--weights", required=True)
-    score.add_argument("--split", default=None)
+    score.add_argument("--data", required=True, help="a voxmesh dataset folder")
+    score.add_argument("--weights", required=True, help="SyncNet-3D weights (`voxmesh sync train --out`)")
+    score.add_argument("--split", default=None, help="only this split (default: all)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ train ...) every process trains on its own windows."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="the run's TOML file (examples: voxmesh/models/configs/)")
+    parser.add_argument("--config", required=True, help="the run's TOML file (examples: models/configs/)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
                         help="override a config value, e.g. --set train.steps=100 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last.pt")

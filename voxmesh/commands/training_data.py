@@ -14,8 +14,8 @@ def add_train_verb(verbs, help_text: str) -> argparse.ArgumentParser:
     train = verbs.add_parser("train", help=help_text)
     train.add_argument("--data", required=True, help="a voxmesh dataset folder")
     train.add_argument("--out", required=True, help="where to write the weights (.pt)")
-    train.add_argument("--split", default="train")
-    train.add_argument("--steps", type=int, default=2000)
+    train.add_argument("--split", default="train", help="the split whose samples it trains on (default: train)")
+    train.add_argument("--steps", type=int, default=2000, help="optimizer steps (default: 2000)")
     return train
 
 
