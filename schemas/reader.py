@@ -19,7 +19,7 @@ import pyarrow as pa
 from . import storage
 from .errors import DatasetStateError, MissingFileError, SampleNotFound
 from .sample import Sample, SampleMeta, decode_npy
-from .shards import SHARDS_DIR, committed_stats, iter_tar_samples
+from .shards import BUILD_RECORD, META_DIR, SHARDS_DIR, committed_stats, iter_tar_samples
 from .tables import read_parquet
 
 if TYPE_CHECKING:
@@ -111,11 +111,15 @@ def read_manifest(out_dir: str, columns: list[str] | None = None) -> list[dict]:
 
 def read_dataset_table(out_dir: str, name: str, columns: list[str] | None = None) -> list[dict]:
     """The rows of the dataset's table ``name`` (``manifest.parquet``, ``failures.parquet``);
-    MissingFileError, one line naming it, when the folder holds no such table."""
+    MissingFileError, one line naming it, when the folder holds no such table (DatasetStateError
+    when a build that has not finished writes the folder)."""
     path = storage.join(out_dir, name)
     try:
         return read_parquet(path, columns).to_pylist()
     except MissingFileError:
+        if storage.exists(storage.join(out_dir, META_DIR, BUILD_RECORD)):
+            raise DatasetStateError(f"{path}: no such file: the build writing {out_dir} has not finished; run the same "
+                                    f"`voxmesh build` with --resume") from None
         raise MissingFileError(f"{path}: no such file; is {out_dir} a dataset written by `voxmesh build`?") from None
     except (pa.ArrowException, OSError) as error:
         raise DatasetStateError(f"{path}: not a readable Parquet table ({str(error).splitlines()[0]}); "

@@ -118,6 +118,13 @@ def test_a_damaged_table_is_one_line_and_a_log_files_folder_is_made(tmp_path, ca
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "manifest.parquet: not a readable Parquet table" in err, err
         assert f"run `voxmesh validate {tmp_path / 'ds'}`" in err
+    unfinished = tmp_path / "unfinished"  # a build stopped before its tables: say to resume it
+    (unfinished / "_meta").mkdir(parents=True)
+    (unfinished / "_meta" / "build.json").write_text("{}")
+    assert main(["stats", str(unfinished)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"voxmesh stats: {unfinished / 'manifest.parquet'}: no such file: the build writing {unfinished} has not "
+        f"finished; run the same `voxmesh build` with --resume")
     log_file = tmp_path / "new" / "folder" / "run.log"
     assert main(["--log-file", str(log_file), "backends"]) == 0
     assert log_file.exists()

@@ -307,6 +307,18 @@ def test_generate_and_eval_give_a_results_table(dataset, probabilistic, faceform
     assert "diversity" in results["probabilistic"] and "diversity" not in results["faceformer"]
 
 
+def test_sampling_options_given_to_a_deterministic_model_are_said_to_have_no_effect(faceformer, media_dir, tmp_path,
+                                                                                    capfd):
+    checkpoint = os.path.join(faceformer, "last.pt")
+    common = ["generate", "--checkpoint", checkpoint, "--audio", os.path.join(media_dir, "harvard_16k.wav")]
+    assert main([*common, "--out", str(tmp_path / "a.npy"), "--temperature", "0.5", "--top-p", "0.9"]) == 0
+    assert (f"warning: {checkpoint}: faceformer is deterministic, so --temperature and --top-p have no effect (only "
+            f"probabilistic samples its codes)") in capfd.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "b.npy")]) == 0
+    assert "deterministic" not in capfd.readouterr().err
+    assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
 def test_generate_from_an_audio_file_with_a_reference(probabilistic, dataset, media_dir, tmp_path):
     sample = next(iter_samples(dataset))
     np.save(tmp_path / "reference.npy", sample.mesh)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 import numpy as np
@@ -14,6 +15,10 @@ from voxmesh.pipelines.ingest.audio import load_audio
 from voxmesh.pipelines.ingest.probe import MediaError
 from voxmesh.schemas import decode_npy_file, storage
 from voxmesh.schemas.errors import ConfigError
+
+log = logging.getLogger(__name__)
+# The generator that samples its codes; the others give one motion per input, whatever the sampling.
+SAMPLING_KIND = "probabilistic"
 
 HELP = "meshes from speech with a trained generator"
 DESCRIPTION = """Generate mesh sequences from speech: for one audio file (--audio, with the target speaker's
@@ -41,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     sampling = Sampling(temperature=args.temperature, top_p=args.top_p)
     generator = MotionGenerator(args.checkpoint, args.device)
+    changed = [option for option, value in (("--temperature", args.temperature), ("--top-p", args.top_p)) if value != 1.0]
+    if changed and generator.config.kind != SAMPLING_KIND:
+        log.warning("%s: %s is deterministic, so %s %s no effect (only %s samples its codes)", args.checkpoint,
+                    generator.config.kind, " and ".join(changed), "has" if len(changed) == 1 else "have", SAMPLING_KIND)
     if args.data:
         summary = generate_for_split(generator, args.data, args.split, args.out, args.samples, sampling, args.seed)
         print(f"generated {summary['clips']} clips x {args.samples} samples into {args.out}")
