@@ -3,6 +3,7 @@ shards read back with webdataset as a user would."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -372,7 +373,7 @@ def test_ctrl_c_ends_a_build_with_one_line_and_a_resume_finishes_it(built, tmp_p
     assert dataset_bytes(resumed) == dataset_bytes(output)
 
 
-def test_a_killed_build_resumed_ends_with_the_same_dataset(built, tmp_path):
+def test_a_killed_build_resumed_ends_with_the_same_dataset(built, tmp_path, capfd):
     inputs, output = built
     resumed = str(tmp_path / "resumed")
     command = [sys.executable, "-m", "voxmesh", "build", "--input", inputs, "--output", resumed,
@@ -391,7 +392,11 @@ def test_a_killed_build_resumed_ends_with_the_same_dataset(built, tmp_path):
     assert committed and inputs_done < len(os.listdir(inputs)), "the build was not interrupted mid-way"
     assert not os.path.exists(os.path.join(resumed, "manifest.parquet"))
 
+    capfd.readouterr()
     assert main(["build", "--input", inputs, "--output", resumed, "--workers", "2", *SHARDING, "--resume"]) == 0
+    kept = re.search(r"resuming: (\d+) of the (\d+) parts are committed and kept; building the other (\d+)",
+                     capfd.readouterr().err)
+    assert kept and int(kept[1]) == len(committed) and int(kept[1]) + int(kept[3]) == int(kept[2]), kept
     first, second = dataset_bytes(output), dataset_bytes(resumed)
     assert sorted(first) == sorted(second)  # no temporary file or part left, nothing missing
     assert [name for name in first if first[name] != second[name]] == []

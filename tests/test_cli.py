@@ -147,13 +147,16 @@ def test_options_neither_voxmesh_nor_beam_knows_are_refused(tmp_path, capsys):
     inputs, output = str(tmp_path / "in"), str(tmp_path / "out")
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.mp4").write_bytes(b"")
+    log_file = tmp_path / "x.log"
     cases = {("--wokers", "2"): "unrecognised option --wokers", ("-q",): "go before the verb",
+             ("--log-file", str(log_file)): "go before the verb",
              (str(tmp_path / "in" / "a.mp4"),): "quote a glob", ("stray",): "unexpected argument stray"}
     for extra, why in cases.items():
         assert main(["build", "--input", inputs, "--output", output, *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and err.startswith("voxmesh build: ") and why in err, err
     assert not (tmp_path / "out").exists()
+    assert not log_file.exists()  # refused, so not acted on first
 
 
 def test_beam_options_keep_the_local_runner_unless_they_name_one():

@@ -84,8 +84,11 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    loudness, rest = logging_parser().parse_known_args(argv)
-    verb = next((word for word in rest if not word.startswith("-")), None)
+    argv = sys.argv[1:] if argv is None else argv
+    at = _verb_index(argv)
+    # only the options before the verb: the same ones after it are refused, and must not act first
+    loudness, _ = logging_parser().parse_known_args(argv[:at])
+    verb = argv[at] if at < len(argv) else None
     with logging_setup(loudness.verbose, loudness.quiet, loudness.log_file):
         parser = build_parser(verb)
         args, beam_args = parser.parse_known_args(argv)
@@ -103,6 +106,15 @@ def main(argv: list[str] | None = None) -> int:
             message, code = f"{who}: interrupted{AFTER_INTERRUPT.get(args.command, '')}", 130
     sys.stderr.write(message + "\n")  # one write: the lines of several processes never interleave
     return code
+
+
+def _verb_index(argv: list[str]) -> int:
+    """Where the verb is in ``argv``: its first word that is neither an option nor the value of
+    ``--log-file`` (``len(argv)`` without one)."""
+    index = 0
+    while index < len(argv) and argv[index].startswith("-"):
+        index += 2 if argv[index] == "--log-file" else 1
+    return min(index, len(argv))
 
 
 def _who(command: str) -> str:

@@ -17,6 +17,7 @@ import dataclasses
 import gc
 import hashlib
 import json
+import logging
 import os
 import re
 import sys
@@ -72,6 +73,8 @@ from voxmesh.schemas import (
 from voxmesh.schemas.errors import ConfigError, DatasetStateError, MissingFileError, UserError
 from voxmesh.schemas.settings import differences
 from voxmesh.schemas.shards import BUILD_RECORD, META_DIR, SHARDS_DIR, write_atomic, write_tar_sample
+
+log = logging.getLogger(__name__)
 
 # Distributions whose versions can change the bytes of the output; recorded in dataset.json.
 OUTPUT_SHAPING_PACKAGES = ("voxmesh", "mediapipe", "opencv-contrib-python", "numpy", "scipy", "av", "soxr",
@@ -347,6 +350,9 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
         todo = sorted({task for output in outputs.values()
                        for task in parts_to_build(tasks, committed_stats(output, PARTS_DIR))},
                       key=lambda task: (task.split, task.index))
+        if len(todo) < len(tasks):
+            log.info("resuming: %d of the %d parts are committed and kept; building the other %d",
+                     len(tasks) - len(todo), len(tasks), len(todo))
         options = PipelineOptions(pipeline_args)
         workers = local_workers(options)
         slot_of = deal_parts(todo, frames, workers) if workers else None
