@@ -146,8 +146,14 @@ def _render_report(output: str, manifest: list[dict], failures: list[dict], summ
         ax.set_xlabel("confidence (z against chance alignments)")
         ax.legend()
     save("av_offset_confidence", "Audio-visual offset confidence per clip", offset_confidence)
-    save("failures", "Inputs without a clip, by reason",
-         lambda ax: ax.barh(list(reasons) or ["none"], list(reasons.values()) or [0]))
+    def failure_reasons(ax) -> None:
+        if not reasons:
+            ax.text(0.5, 0.5, "none: every input gave a clip", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            return
+        ax.barh(list(reasons), list(reasons.values()))
+        ax.set_xlabel("inputs")
+    save("failures", "Inputs without a clip, by reason", failure_reasons)
 
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary.items())
     images = "".join(f'<figure><img src="{name}.png" alt="{html.escape(title)}"><figcaption>{html.escape(title)}'
