@@ -45,7 +45,7 @@ from .base import Reconstruction, ReconstructionBackend
 from .checkpoint import check_state_dict
 from .deca_net import DecaCoarseEncoder, split_code
 from .fan3d import CROP_FACE_FRACTION
-from .flame import MODEL_ENV, flame_topology, landmark_topology_name
+from .flame import FLAME_HEAD_FRAME, MODEL_ENV, flame_topology, landmark_topology_name
 from .flame_model import FlameModel, rodrigues
 
 CHECKPOINT_ENV = "VOXMESH_DECA_CHECKPOINT"
@@ -119,6 +119,7 @@ class DecaBackend(ReconstructionBackend):
 
     name = "deca"
     topology_name = landmark_topology_name(68)  # set again in setup from the model's landmark embedding
+    head_frame = FLAME_HEAD_FRAME
     needs_gpu = False
     description = "DECA coarse FLAME regressor, 5023 vertices (torch; CUDA + bfloat16 when available)"
     required_files = (f"deca.checkpoint=URI or ${CHECKPOINT_ENV}: DECA's deca_model.tar",

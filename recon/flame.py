@@ -132,11 +132,17 @@ class LandmarkEmbedding:
                    arrays["landmark_indices"].reshape(-1).astype(np.int64))
 
 
+# mesh.npy's frame and units for the backends that decode FLAME (FLAME's model space, no global rotation)
+FLAME_HEAD_FRAME = ("FLAME's head frame: x to the subject's left, y up, z out of the face, origin at the origin of "
+                    "FLAME's model space; metres")
+
+
 class FlameBackend(ReconstructionBackend):
     """FLAME fitted per track to MediaPipe's landmarks (the MediaPipe stage runs inside)."""
 
     name = "flame"
     topology_name = TOPOLOGY
+    head_frame = FLAME_HEAD_FRAME
     needs_gpu = False
     description = "FLAME 5023 fitted to MediaPipe landmarks per track (torch; CUDA when available)"
     required_files = (f"flame.model=URI or ${MODEL_ENV}: a FLAME model converted by `voxmesh convert-flame`",)

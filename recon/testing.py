@@ -3,24 +3,39 @@
     from voxmesh.recon.testing import check_backend
     check_backend(MyBackend(), frames)   # frames: (N, H, W, 3) uint8 crops of one face
 
-It checks shapes and dtypes against the backend's topology (the per-track neutral face included,
-set by ``finish_track`` only), finite output where frames are valid,
-determinism for a fixed input, topology indices in range, and that reconstructing the frames in one
-batch equals reconstructing them one by one. It raises ``AssertionError`` naming what failed.
+It checks, with the checks the build applies to every batch and track
+(:func:`~voxmesh.recon.base.check_structure`, :func:`~voxmesh.recon.base.check_values`): shapes
+and dtypes against the backend's topology (the per-track neutral face included, set by
+``finish_track`` only) and finite output where frames are valid. It also checks a version
+readable before set-up, determinism for a fixed input, topology indices in range, and that
+reconstructing the frames in one batch equals reconstructing them one by one. It raises
+``AssertionError`` naming what failed.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .base import Reconstruction, ReconstructionBackend
+from .base import BackendContractError, Reconstruction, ReconstructionBackend, check_structure, check_values
+
+
+def _conforms(backend: ReconstructionBackend, result: Reconstruction, n_frames: int, finished: bool = False) -> None:
+    try:
+        check_structure(backend.name, backend.topology, result, n_frames, finished)
+        check_values(backend.name, result)
+    except (BackendContractError, ValueError) as error:
+        raise AssertionError(str(error)) from None
 
 
 def _run(backend: ReconstructionBackend, frames: np.ndarray, batch: int) -> Reconstruction:
     backend.reset()
-    parts = [backend.reconstruct(frames[i:i + batch]) for i in range(0, len(frames), batch)]
-    assert all(p.neutral is None for p in parts), f"{backend.name}: reconstruct set neutral (finish_track's, per track)"
-    return backend.finish_track(Reconstruction.concatenate(parts))
+    parts = []
+    for start in range(0, len(frames), batch):
+        parts.append(backend.reconstruct(frames[start:start + batch]))
+        _conforms(backend, parts[-1], len(frames[start:start + batch]))
+    result = backend.finish_track(Reconstruction.concatenate(parts))
+    _conforms(backend, result, len(frames), finished=True)
+    return result
 
 
 def _same(a: np.ndarray | None, b: np.ndarray | None, atol: float) -> bool:
@@ -32,29 +47,13 @@ def _same(a: np.ndarray | None, b: np.ndarray | None, atol: float) -> bool:
 def check_backend(backend: ReconstructionBackend, frames: np.ndarray, atol: float = 1e-5) -> Reconstruction:
     """Run the suite on ``frames`` (a few frames of one face); return the batch result."""
     name = backend.name
+    assert isinstance(backend.version, str) and backend.version, f"{name}: version must be a non-empty string"
     backend.setup()
     try:
         topology = backend.topology
         topology.check()
         result = _run(backend, frames, len(frames))
-        n = len(frames)
-        expected = {"mesh": ((n, topology.n_vertices, 3), np.float32), "pose": ((n, 4, 4), np.float32),
-                    "lmk2d": ((n, topology.n_landmarks, 2), np.float32), "confidence": ((n,), np.float32)}
-        for field, (shape, dtype) in expected.items():
-            array = getattr(result, field)
-            assert array.shape == shape and array.dtype == dtype, \
-                f"{name}: {field} is {array.dtype}{array.shape}, expected {np.dtype(dtype)}{shape}"
-        assert result.n_faces.shape == (n,), f"{name}: n_faces has shape {result.n_faces.shape}"
-        assert result.coeffs is None or (result.coeffs.ndim == 2 and len(result.coeffs) == n
-                                         and result.coeffs.dtype == np.float32), f"{name}: coeffs must be (N, C) float32"
-        assert result.neutral is None or (result.neutral.shape == (topology.n_vertices, 3)
-                                          and result.neutral.dtype == np.float32
-                                          and np.isfinite(result.neutral).all()), f"{name}: neutral must be finite (V, 3) float32"
-        valid = result.valid
-        assert valid.any(), f"{name}: no valid frame on a clear face"
-        for field in ("mesh", "pose", "lmk2d", "confidence"):
-            assert np.isfinite(getattr(result, field)[valid]).all(), f"{name}: non-finite {field} on valid frames"
-        assert ((result.confidence[valid] >= 0) & (result.confidence[valid] <= 1)).all(), f"{name}: confidence outside [0, 1]"
+        assert result.valid.any(), f"{name}: no valid frame on a clear face"
         again = _run(backend, frames, len(frames))
         one_by_one = _run(backend, frames, 1)
         for field in ("mesh", "pose", "lmk2d", "confidence", "n_faces", "coeffs", "identity", "neutral"):

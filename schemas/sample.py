@@ -45,11 +45,10 @@ REQUIRED_MEMBERS = ("mesh.npy", "pose.npy", "audio.npy", "lmk2d.npy", "meta.json
 OPTIONAL_MEMBERS = ("coeffs.npy", "neutral.npy")  # written only by the backends that have them
 STATIC_MEMBERS = ("neutral.npy",)  # no leading time axis: the same shape in every sample
 
-# member -> (shape, units and coordinate frame), for the dataset card
+# member -> (shape, units and coordinate frame), for the dataset card ({head_frame}: the backend's, from
+# dataset.json)
 MEMBER_DOCS = {
-    "mesh.npy": ("(T, V, 3)", "vertices with head pose removed, in the canonical head frame: x to the subject's "
-                              "left, y up, z out of the face, origin at the centroid of the topology's stable "
-                              "vertices; centimetres"),
+    "mesh.npy": ("(T, V, 3)", "vertices with head pose removed, in {head_frame}"),
     "pose.npy": ("(T, 4, 4)", "similarity from the head frame to the image: [[s R, t], [0, 1]] maps a mesh vertex to "
                               "source pixels (x right, y down, origin at the top-left corner; z scaled like x)"),
     "audio.npy": ("(T * 640,)", "16 kHz mono speech, PCM (divide by 32768 for [-1, 1)); sample j plays during "

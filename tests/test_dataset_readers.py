@@ -66,6 +66,9 @@ def test_the_card_declares_the_licence_and_documents_every_member_column_and_opt
     for option in ("track_rules.detect_every | 5", "clip_rules.max_av_offset | 5", "splits.train | 0.9", "backend | "):
         assert f"| {option}" in card, option
     assert "centimetres" in card and "source pixels" in card
+    from voxmesh.recon.base import CANONICAL_HEAD_FRAME
+    with open(os.path.join(dataset, "dataset.json")) as f:  # mesh.npy's frame and units, the backend's
+        assert json.load(f)["head_frame"] == CANONICAL_HEAD_FRAME
 
 
 def test_hugging_face_datasets_opens_the_folder_map_style(built):
@@ -153,8 +156,9 @@ def test_a_neutral_face_is_documented_declared_without_time_axis_and_read_by_dat
     out = str(tmp_path / "ds")
     write_dataset(out, {("train", 0): samples})
     rows = read_manifest(out)
+    from voxmesh.recon.flame import FLAME_HEAD_FRAME
     dataset_json = {"config": {"backend": "flame", "license": "cc-by-4.0"}, "schema_version": 1, "versions": {},
-                    "counts": {"clips": 2, "hours": 0.0, "speakers": 1, "inputs": 2}}
+                    "counts": {"clips": 2, "hours": 0.0, "speakers": 1, "inputs": 2}, "head_frame": FLAME_HEAD_FRAME}
     write_dataset_card(out, dataset_json, rows, [], committed_stats(out))
     with open(os.path.join(out, "README.md"), encoding="utf-8") as f:
         card = f.read()
@@ -162,6 +166,8 @@ def test_a_neutral_face_is_documented_declared_without_time_axis_and_read_by_dat
     assert "- name: neutral.npy\n    dtype:\n      array2_d:\n        shape: [478, 3]\n        dtype: float32" in header
     assert "- name: mesh.npy\n    dtype:\n      array3_d:\n        shape: [null, 478, 3]" in header
     assert "| `neutral.npy` | float32 | (V, 3) |" in card and "zero expression" in card
+    assert ("| `mesh.npy` | float32 | (T, V, 3) | vertices with head pose removed, in FLAME's head frame: x to the "
+            "subject's left, y up, z out of the face, origin at the origin of FLAME's model space; metres |") in card
     batch = collate([decode_members(item) for item in _raw_items(out)])
     np.testing.assert_array_equal(batch["neutral"], np.stack([neutral, neutral + 1]))
     datasets = pytest.importorskip("datasets")

@@ -2,6 +2,7 @@
 the FLAME fitter, its model format and the restricted unpickler (FLAME itself cannot be
 downloaded: a synthetic FLAME-format model is built here)."""
 
+import json
 import os
 import pickle
 import sys
@@ -19,7 +20,7 @@ from voxmesh.pipelines.demo import find_mouth, open_mouth
 from voxmesh.recon import backend_class, backend_classes
 from voxmesh.recon.deca import CHECKPOINT_ENV
 from voxmesh.recon.fan3d import WEIGHTS_ENV
-from voxmesh.recon.flame import MODEL_ENV, FlameModel, fit_flame
+from voxmesh.recon.flame import FLAME_HEAD_FRAME, MODEL_ENV, FlameModel, fit_flame
 from voxmesh.recon.flame_convert import load_untrusted_pickle
 from voxmesh.recon.testing import check_backend
 
@@ -175,6 +176,10 @@ def test_build_with_the_flame_backend_writes_flame_meshes_and_coefficients(flame
     output = str(tmp_path / "out")
     assert main(["build", "--input", str(inputs), "--output", output, "--backend", "flame", "--workers", "1"]) == 0
     assert main(["validate", output]) == 0  # the FLAME topology comes from $VOXMESH_FLAME_MODEL
+    with open(os.path.join(output, "dataset.json")) as f:  # metres in FLAME's frame, and the card says so
+        assert json.load(f)["head_frame"] == FLAME_HEAD_FRAME
+    with open(os.path.join(output, "README.md"), encoding="utf-8") as f:
+        assert FLAME_HEAD_FRAME in f.read()
     sample, = iter_samples(output)
     model = FlameModel.load(flame_model_file)
     assert sample.meta.topology == "flame5023" and sample.mesh.shape[1:] == model.v_template.shape

@@ -55,6 +55,7 @@ from voxmesh.pipelines.ingest.faces import FaceDetector, TrackRules
 from voxmesh.pipelines.ingest.process import failure, process_input
 from voxmesh.pipelines.logs import hold_quiet_native_logs, release_quiet_native_logs
 from voxmesh.recon import ReconstructionBackend, backend_class
+from voxmesh.recon.base import CANONICAL_HEAD_FRAME, BackendContractError
 from voxmesh.schemas import (
     SCHEMA_VERSION,
     FailureRecord,
@@ -183,6 +184,10 @@ class BuildPart(beam.DoFn):
                          for name in self.config.backends]
         for backend in self.backends:
             backend.setup()
+            try:  # its topology may come from its set-up (FLAME's from the model): known by now
+                backend.topology.check()
+            except (KeyError, ValueError) as error:
+                raise BackendContractError(f"backend {backend.name}: {error.args[0]}") from None
         # What is loaded by now (Beam, the libraries, the models) lives as long as the worker:
         # keep the garbage collector off it. Its collections then skip it, and so does the
         # worker's exit, which took 0.63 s and takes 0.13 (the local runner stops its workers one
@@ -207,6 +212,8 @@ class BuildPart(beam.DoFn):
                                                self.config.track_rules, self.config.chunk_size,
                                                sink=self._router(spools))
                         failures, n_frames = result.failures, result.n_frames
+                    except BackendContractError:
+                        raise  # wrong for every input: the build stops with its one line
                     except Exception as error:  # noqa: BLE001 - one input must never cost the shard
                         last_line = traceback.format_exception_only(type(error), error)[-1].strip()
                         last_line = last_line.replace(item.location, item.uri)  # no build machine path
@@ -327,12 +334,12 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
     backends, one dataset each under ``output/<backend>``, whose counts are the same)."""
     pipeline_args = pipeline_args or local_pipeline_args()
     storage.configure(pipeline_args)
-    # fail before any work when a backend cannot run here; the versions go into dataset.json
-    versions = {}
+    # fail before any work when a backend cannot run here; their versions and head frames go into dataset.json
+    versions, head_frames = {}, {}
     for name in config.backends:
         cls = backend_class(name, config.options_of(name))
         check_share_mode(config.share_model, cls)
-        versions[name] = cls(options=config.options_of(name)).version
+        versions[name], head_frames[name] = cls(options=config.options_of(name)).version, cls.head_frame
     storage.check_reachable(config.input, "--input")
     storage.check_reachable(config.output, "--output")
     outputs = config.dataset_outputs()
@@ -376,7 +383,8 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
                  | f"PackShard{suffix}" >> beam.ParDo(PackShard(output, pipeline_args)))
     summaries = {name: finalize(dataclasses.replace(config, output=output, backend=name), planned,
                                 early_failures + split_failures, n_discovered=len(raws), root=root,
-                                backend_version=versions[name], paired=config.backends)
+                                backend_version=versions[name], paired=config.backends,
+                                head_frame=head_frames[name])
                  for name, output in outputs.items()}
     for output in outputs.values():
         remove_parts(output)
@@ -448,10 +456,12 @@ def remove_uncommitted_files(output: str) -> None:
 
 
 def finalize(config: BuildConfig, planned: set[str], early_failures: list[FailureRecord],
-             n_discovered: int, root: str = "", backend_version: str = "", paired: tuple[str, ...] = ()) -> dict:
+             n_discovered: int, root: str = "", backend_version: str = "", paired: tuple[str, ...] = (),
+             head_frame: str = CANONICAL_HEAD_FRAME) -> dict:
     """Write the manifest, the failures table and ``dataset.json`` from the committed shards,
     check that they hold exactly the ``planned`` input URIs, and return the summary.
-    ``backend_version`` is recorded (for FLAME it names the landmark embedding); ``paired`` names
+    ``backend_version`` is recorded (for FLAME it names the landmark embedding), and ``head_frame``
+    (the frame and units of ``mesh.npy``, the backend's); ``paired`` names
     the backends of a run that built one dataset per backend (recorded when more than one)."""
     stats: list[TarStats] = committed_stats(config.output)
     in_shards = [uri for s in stats for uri in s.inputs]
@@ -484,6 +494,7 @@ def finalize(config: BuildConfig, planned: set[str], early_failures: list[Failur
         "versions": {name: version(name) for name in OUTPUT_SHAPING_PACKAGES},
         "counts": summary,
         "backend_version": backend_version,
+        "head_frame": head_frame,
     }
     if len(paired) > 1:
         dataset["paired_backends"] = list(paired)
@@ -493,8 +504,9 @@ def finalize(config: BuildConfig, planned: set[str], early_failures: list[Failur
     return summary
 
 
-# The last line of a worker's traceback when it ended with one of voxmesh's errors for the user.
-_RAISED = re.compile(r"(voxmesh(?:\.\w+)+)\.(\w+): (.+?)(?: \[while running '[^']*'\])?")
+# The last line of a worker's traceback: a module's exception class and its message (a user error of
+# voxmesh's or of a backend's package is one line for the user; see user_errors_from_workers).
+_RAISED = re.compile(r"(\w+(?:\.\w+)*)\.(\w+): (.+?)(?: \[while running '[^']*'\])?")
 
 
 @contextlib.contextmanager

@@ -105,7 +105,7 @@ def write_dataset_card(output: str, dataset: dict, rows: list[dict], failures: l
         "and audio are derived from it and carry its terms.",
         "",
         *reading_section(),
-        *members_section(shapes),
+        *members_section(shapes, dataset["head_frame"]),
         *columns_section(),
         *how_made_section(dataset),
         "## Splits (speaker-disjoint)",
@@ -146,14 +146,15 @@ def reading_section() -> list[str]:
     ]
 
 
-def members_section(shapes: dict[str, tuple[int, ...]]) -> list[str]:
+def members_section(shapes: dict[str, tuple[int, ...]], head_frame: str) -> list[str]:
+    """The members' table; ``head_frame``: the frame and units of ``mesh.npy`` (the backend's)."""
     lines = ["## Members of a sample", "",
              f"T frames at {FPS} fps. Shapes of this dataset's first sample: "
              + ", ".join(f"`{name}` {shape}" for name, shape in shapes.items()) + ".", "",
              "| member | dtype | shape | units and frame |", "| --- | --- | --- | --- |"]
     for name, (shape, meaning) in MEMBER_DOCS.items():
         if name in shapes or name not in OPTIONAL_MEMBERS:
-            lines.append(f"| `{name}` | {MEMBER_DTYPES[name].name} | {shape} | {meaning} |")
+            lines.append(f"| `{name}` | {MEMBER_DTYPES[name].name} | {shape} | {meaning.format(head_frame=head_frame)} |")
     lines += ["| `meta.json` | UTF-8 JSON | | the fields below |", "", "| meta.json field | meaning |",
               "| --- | --- |"] + [f"| `{name}` | {meaning} |" for name, meaning in META_DOCS.items()]
     return lines + [""]

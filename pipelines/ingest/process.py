@@ -35,6 +35,7 @@ from voxmesh.pipelines.ingest.item import InputItem
 from voxmesh.pipelines.ingest.probe import MediaError, local_path, probe
 from voxmesh.pipelines.ingest.tracking import TrackedFrame
 from voxmesh.recon import Reconstruction, ReconstructionBackend
+from voxmesh.recon.base import check_structure, check_values
 from voxmesh.schemas import FPS, SAMPLES_PER_FRAME, FailureRecord, Reason, Sample, SampleMeta, Stage, make_key
 
 
@@ -209,7 +210,10 @@ class Batcher:
         """Reconstruct the crops held, if any, and add each run's results to its spool."""
         if not self.crops:
             return
-        recon = self.backend.reconstruct(np.stack(self.crops)).to_source(np.array(self.transforms))
+        recon = self.backend.reconstruct(np.stack(self.crops))
+        check_structure(self.backend.name, self.backend.topology, recon, len(self.crops))
+        check_values(self.backend.name, recon)
+        recon = recon.to_source(np.array(self.transforms))
         first = 0
         for spool, group in itertools.groupby(self.spools):
             count = len(list(group))
@@ -244,12 +248,20 @@ class PendingRun:
         with contextlib.ExitStack() as open_spools:
             parts = zip(*(open_spools.enter_context(spool).read_parts(sizes) for spool in self.spools))
             for (low, high), recons in zip(bounds, parts):
-                yield TrackPart(next(numbers), low, high, [b.finish_track(r) for b, r in zip(backends, recons)],
+                yield TrackPart(next(numbers), low, high, [_finished(b, r) for b, r in zip(backends, recons)],
                                 np.array(self.flags[low - self.start:high - self.start]))
 
     def close(self) -> None:
         for spool in self.spools:
             spool.close()
+
+
+def _finished(backend: ReconstructionBackend, track: Reconstruction) -> Reconstruction:
+    """``backend``'s ``finish_track`` of ``track``, checked like its ``reconstruct`` output."""
+    finished = backend.finish_track(track)
+    check_structure(backend.name, backend.topology, finished, len(track.confidence), finished=True)
+    check_values(backend.name, finished)
+    return finished
 
 
 class ResultSpool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from voxmesh.recon import backend_classes
+from voxmesh.recon import BackendUnavailable, backend_classes
 
 HELP = "list reconstruction backends: topology, GPU, files, availability"
 DESCRIPTION = """List every backend registered under the entry-point group voxmesh.recon_backends with its
@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     for name, cls in backend_classes().items():
+        if isinstance(cls, BackendUnavailable):
+            print(f"{name}\tunavailable: {cls}")
+            continue
         reason = cls.unavailable_reason()
         files = "; ".join(cls.required_files) or "none"
         print(f"{name}\ttopology {cls.topology_name}\tGPU {'required' if cls.needs_gpu else 'not required'}\t"
