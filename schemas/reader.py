@@ -121,6 +121,8 @@ def read_dataset_table(out_dir: str, name: str, columns: list[str] | None = None
             raise DatasetStateError(f"{path}: no such file: the build writing {out_dir} has not finished; run the same "
                                     f"`voxmesh build` with --resume") from None
         raise MissingFileError(f"{path}: no such file; is {out_dir} a dataset written by `voxmesh build`?") from None
+    except storage.StorageError:
+        raise  # the bucket cannot be reached or read: its own line says what to set
     except (pa.ArrowException, OSError) as error:
         raise DatasetStateError(f"{path}: not a readable Parquet table ({str(error).splitlines()[0]}); "
                                 f"run `voxmesh validate {out_dir}`") from None

@@ -108,6 +108,22 @@ def test_the_summary_counts_seconds_exactly_and_words_one_of_a_kind_in_the_singu
     assert err == f"voxmesh stats: --report {report} is a file; give a folder for the report's index.html and plots"
 
 
+def test_verbs_that_write_local_files_refuse_an_object_store_output(tmp_path, monkeypatch, capsys):
+    """A URI there became a local folder named ``s3:`` (train and generate said they wrote to the
+    bucket, preview crashed in FFmpeg)."""
+    monkeypatch.chdir(tmp_path)
+    config = os.path.join(os.path.dirname(__file__), "..", "models", "configs", "rvq.toml")
+    cases = {"-o s3://b/p.mp4": ["preview", "s3://b/ds", "key", "-o", "s3://b/p.mp4"],
+             "--out s3://b/pred": ["generate", "--checkpoint", "c.pt", "--data", "d", "--out", "s3://b/pred"],
+             "--out s3://b/results": ["eval", "--pred", "p", "--ref", "d", "--out", "s3://b/results"],
+             f"{config}: out s3://b/run": ["train", "--config", config, "--set", "out=s3://b/run"]}
+    for option, argv in cases.items():
+        assert main(argv) == 2, argv
+        assert capsys.readouterr().err.strip() == (f"voxmesh {argv[0]}: {option}: give a local path (this command "
+                                                   f"writes local files), then copy what it writes to the object store")
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_damaged_table_is_one_line_and_a_log_files_folder_is_made(tmp_path, capsys):
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "manifest.parquet").write_bytes(b"not parquet")

@@ -187,9 +187,9 @@ def test_unreachable_bucket_or_missing_credentials_fail_before_any_work(bucket, 
     assert len(error.splitlines()) == 1 and "credentials" in error and "AWS_ACCESS_KEY_ID" in error
 
 
-@pytest.mark.parametrize("verb", ["validate", "stats"])
+@pytest.mark.parametrize("verb", ["validate", "stats", "preview"])
 def test_a_dataset_behind_an_endpoint_that_does_not_answer_is_one_line_not_minutes_of_retries(verb, capsys,
-                                                                                              monkeypatch):
+                                                                                              monkeypatch, tmp_path):
     """Beam's S3 calls retry a refused connection with exponential backoff for minutes; every
     command that reads a bucket first checks it answers (once per bucket and process)."""
     with socket.socket() as probe:  # a port nothing listens on
@@ -198,10 +198,12 @@ def test_a_dataset_behind_an_endpoint_that_does_not_answer_is_one_line_not_minut
     for name, value in (("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}"), ("AWS_ACCESS_KEY_ID", "k"),
                         ("AWS_SECRET_ACCESS_KEY", "s"), ("AWS_DEFAULT_REGION", "us-east-1")):
         monkeypatch.setenv(name, value)
-    assert main([verb, f"s3://voxmesh-unanswered-{verb}/dataset"]) == 2
+    extra = ["key", "-o", str(tmp_path / "p.mp4")] if verb == "preview" else []
+    assert main([verb, f"s3://voxmesh-unanswered-{verb}/dataset", *extra]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and f"s3://voxmesh-unanswered-{verb}/dataset" in error
     assert f"cannot reach the bucket (Could not connect to the endpoint URL: \"http://127.0.0.1:{closed}/" in error
+    assert "Parquet" not in error  # the bucket is the problem, not a table
 
 
 def test_an_object_gone_before_it_is_read_is_a_missing_file_failure(bucket, tmp_path):

@@ -62,3 +62,17 @@ def test_build_runs_on_the_portable_runner_with_staged_code(media_dir, beam_serv
     assert not storage.list_names(f"{output}/parts")
     staged = [name for _, _, names in os.walk(staging) for name in names]
     assert any(name.endswith("workflow.tar.gz") for name in staged), staged  # the sdist built from setup.py
+
+
+def test_a_job_server_that_does_not_answer_is_one_line_before_anything_is_written(media_dir, tmp_path, capsys):
+    """Beam's portable runner waits for its job server without end, printing progress lines of no
+    progress; the launcher tries the connection first."""
+    port = free_port()  # nothing listens there
+    output = tmp_path / "out"
+    assert main(["build", "--input", media_dir, "--output", str(output), "--runner=PortableRunner",
+                 f"--job_endpoint=localhost:{port}", "--environment_type=LOOPBACK"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"voxmesh build: --job_endpoint localhost:{port}: no job server answers there (")
+    assert error.count("\n") == 0 and error.endswith("start the runner's job server (e.g. "
+                                                     "apache/beam_flink1.18_job_server) or fix the host:port")
+    assert not output.exists()

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import socket
 import sys
 import tarfile
 import tempfile
@@ -342,6 +343,7 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
         versions[name], head_frames[name] = cls(options=config.options_of(name)).version, cls.head_frame
     storage.check_reachable(config.input, "--input")
     storage.check_reachable(config.output, "--output")
+    check_job_endpoint(pipeline_args)
     outputs = config.dataset_outputs()
     raws = discover(config.input)
     if not raws:
@@ -389,6 +391,21 @@ def run_build(config: BuildConfig, pipeline_args: list[str] | None = None, progr
     for output in outputs.values():
         remove_parts(output)
     return summaries[config.backends[0]]  # paired datasets have the same counts
+
+
+def check_job_endpoint(pipeline_args: list[str], timeout: float = 10.0) -> None:
+    """ConfigError, before anything is written, when ``--job_endpoint`` (a portable runner's job
+    server: Flink's, Spark's) does not accept a connection: Beam would wait for it without end."""
+    from apache_beam.options.pipeline_options import PortableOptions
+    endpoint = PipelineOptions(pipeline_args).view_as(PortableOptions).job_endpoint
+    if not endpoint or endpoint == "embed":
+        return
+    host, _, port = endpoint.rpartition(":")
+    try:
+        socket.create_connection((host or "localhost", int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"--job_endpoint {endpoint}: no job server answers there ({error}); start the runner's job "
+                          f"server (e.g. apache/beam_flink1.18_job_server) or fix the host:port") from None
 
 
 def inputs_in_shards(output: str) -> set[str]:

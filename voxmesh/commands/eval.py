@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from voxmesh.commands.arguments import check_local_output
 from voxmesh.metrics.evaluate import evaluate
 from voxmesh.metrics.tables import markdown_table, write_results
 from voxmesh.schemas.errors import ConfigError
@@ -33,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out:
+        check_local_output(args.out, "--out")
     names = args.name or [os.path.basename(os.path.normpath(pred)) for pred in args.pred]
     if len(names) != len(args.pred) or len(set(names)) != len(names):
         raise ConfigError("give one distinct --name per --pred")

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from voxmesh.commands.arguments import check_file_name
+from voxmesh.commands.arguments import check_file_name, check_local_output
 from voxmesh.models.generation import MotionGenerator, generate_for_split
 from voxmesh.models.generators import Sampling
 from voxmesh.pipelines.ingest.audio import load_audio
@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """ConfigError, one line naming the option, for values that could only fail or mislead."""
+    check_local_output(args.out, "--out")
     if args.samples < 1:
         raise ConfigError(f"--samples must be 1 or more (got {args.samples})")
     if args.temperature < 0:

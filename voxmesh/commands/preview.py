@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from voxmesh.commands.arguments import check_file_name
+from voxmesh.commands.arguments import check_file_name, check_local_output
 from voxmesh.pipelines.dataset.preview import write_preview
 
 HELP = "render a sample's meshes beside its source, with its audio"
@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_local_output(args.out, "-o")
     check_file_name(args.out, ".mp4", "-o")
     print(f"preview: {write_preview(args.output, args.key, args.out)}")
     return 0

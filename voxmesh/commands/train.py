@@ -7,6 +7,7 @@ import logging
 import math
 import os
 
+from voxmesh.commands.arguments import check_local_output
 from voxmesh.models.config import load_config
 from voxmesh.models.training import train
 
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)
+    check_local_output(config.out, f"{args.config}: out")
     losses = train(config, resume=args.resume)
     if losses:
         print(f"trained {config.kind} to step {len(losses)}: loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
