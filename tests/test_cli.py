@@ -15,6 +15,7 @@ from conftest import write_video
 from voxmesh.cli import COMMANDS, build_parser, main
 from voxmesh.logs import interrupted, logging_setup
 from voxmesh.pipelines.build.pipeline import build_pipeline_args, local_pipeline_args
+from voxmesh.schemas.errors import UserError
 
 
 @pytest.mark.parametrize("verb", sorted(COMMANDS))
@@ -312,6 +313,26 @@ def test_a_workers_report_of_ctrl_c_is_not_shown_even_before_the_launcher_hears_
     shown = capfd.readouterr().err.splitlines()
     assert shown == ['error: Worker: severity: ERROR message: "an input failed" trace: "ValueError"',
                      "error: voxmesh build: interrupted"], shown
+
+
+def test_a_workers_entries_about_an_error_for_the_user_stay_off_the_terminal(capfd):
+    """A backend whose weights file is not there fails in each worker's set-up; Beam's runner passes
+    on the workers' entries (thousands of characters each, newlines escaped) before the command
+    ends with the error's one line. They go to the log file only; a worker's other errors do not."""
+    runner = logging.getLogger("apache_beam.runners.portability.local_job_service")
+    entry = ('severity: ERROR message: "toy weights missing [while running \\\'BuildPart\\\']\\nTraceback (most '
+             'recent call last):\\n  File \\"backend.py\\", line 9, in setup\\n{error}: toy weights missing" trace: '
+             '"Traceback (most recent call last):\\n"')
+    with logging_setup():
+        runner.error("Worker: %s", entry.format(error="voxmesh.schemas.errors.MissingFileError"))
+        runner.error("Worker: %s", entry.format(error=f"{__name__}.PluginError"))
+        runner.error("Worker: %s", entry.format(error="ValueError"))
+    shown = capfd.readouterr().err.splitlines()
+    assert len(shown) == 1 and shown[0].startswith("error: Worker: ") and "\\nValueError: toy weights" in shown[0]
+
+
+class PluginError(UserError):
+    """A backend package's own error for the user."""
 
 
 def test_a_librarys_malformed_logging_call_is_reported_by_logging_not_raised_in_the_library(capfd):

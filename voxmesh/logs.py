@@ -14,6 +14,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -23,6 +24,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from voxmesh.pipelines.logs import NATIVE_STDERR_ENV, native_stderr_to
+from voxmesh.schemas.errors import raised_user_error
 from voxmesh.schemas.storage import local_file_to_write
 
 FILE_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
@@ -44,6 +46,8 @@ class ConsoleFilter(logging.Filter):
             # a local worker's harness reports the Ctrl-C it got, which can reach this process's
             # log service before this process's own signal handler runs
             interrupted.set()
+        if _reports_a_user_error(record):
+            return False  # a worker's error for the user: the command ends with its one line (cli.main)
         return not interrupted.is_set()  # after Ctrl-C, what it did to the libraries (see interrupted)
 
 
@@ -56,6 +60,17 @@ def _reports_an_interrupt(record: logging.LogRecord) -> bool:
         return "KeyboardInterrupt" in record.getMessage()
     except Exception:  # noqa: BLE001 - a malformed logging call: the handler reports it, as without the filter
         return False
+
+
+def _reports_a_user_error(record: logging.LogRecord) -> bool:
+    """Whether ``record`` is a worker's log entry, passed on by Beam's runner, whose traceback
+    ended with an error for the user (a backend's weights file that is not there): the command
+    ends with that error's one line, and the entry (thousands of characters) stays in the log file."""
+    try:
+        text = record.getMessage()
+    except Exception:  # noqa: BLE001 - a malformed logging call: the handler reports it, as without the filter
+        return False
+    return any(raised_user_error(line) for line in re.split(r"\\n|\n", text))
 
 
 # Set by Ctrl-C (SIGINT) while a command runs. A terminal sends it to the local Beam workers too,

@@ -19,9 +19,7 @@ import hashlib
 import json
 import logging
 import os
-import re
 import socket
-import sys
 import tarfile
 import tempfile
 import traceback
@@ -72,7 +70,7 @@ from voxmesh.schemas import (
     write_failures,
     write_manifest,
 )
-from voxmesh.schemas.errors import ConfigError, DatasetStateError, MissingFileError, UserError
+from voxmesh.schemas.errors import ConfigError, DatasetStateError, MissingFileError, UserError, raised_user_error
 from voxmesh.schemas.settings import differences
 from voxmesh.schemas.shards import BUILD_RECORD, META_DIR, SHARDS_DIR, write_atomic, write_tar_sample
 
@@ -521,11 +519,6 @@ def finalize(config: BuildConfig, planned: set[str], early_failures: list[Failur
     return summary
 
 
-# The last line of a worker's traceback: a module's exception class and its message (a user error of
-# voxmesh's or of a backend's package is one line for the user; see user_errors_from_workers).
-_RAISED = re.compile(r"(\w+(?:\.\w+)*)\.(\w+): (.+?)(?: \[while running '[^']*'\])?")
-
-
 @contextlib.contextmanager
 def user_errors_from_workers() -> Iterator[None]:
     """A worker's error for the user (a backend whose weights file is damaged, found when the
@@ -536,12 +529,10 @@ def user_errors_from_workers() -> Iterator[None]:
     except UserError:
         raise
     except Exception as error:
-        last = (str(error).strip().splitlines() or [""])[-1].strip()  # the exception the worker ended with
-        match = _RAISED.fullmatch(last)
-        raised = getattr(sys.modules.get(match.group(1)), match.group(2), None) if match else None
-        if match and isinstance(raised, type) and issubclass(raised, UserError):
-            raise ConfigError(f"{match.group(3)} (raised in a worker; fix it, then run the same command "
-                              f"with --resume)") from error
+        message = raised_user_error((str(error).strip().splitlines() or [""])[-1])  # what the worker ended with
+        if message is not None:
+            raise ConfigError(f"{message} (raised in a worker; fix it, then run the same command with --resume)") \
+                from error
         raise
 
 
