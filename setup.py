@@ -41,9 +41,15 @@ setup(
         "fan3d": ["torch==2.13.0", "numba>=0.60", "tqdm"],
         # speech: HuBERT / wav2vec 2.0 features from a local model folder (data.audio_model).
         "speech": ["transformers>=5.23,<6"],
-        # aws / gcp: Beam's S3 and GCS file systems, for inputs and outputs on object stores.
+        # aws / gcp: Beam's S3 and GCS file systems, for inputs and outputs on object stores; gcp also
+        # the Dataflow runner's clients. Not Beam's own gcp extra: its Bigtable client needs
+        # protobuf>=6.33.5, and mediapipe 0.10.21 needs protobuf<5. These are the clients that Beam's
+        # GCS file system and Dataflow runner import, with the version ranges Beam's extra gives them.
         "aws": ["apache-beam[aws]==2.77.0"],
-        "gcp": ["apache-beam[gcp]==2.77.0"],
+        "gcp": ["apache-beam==2.77.0", "cachetools>=3.1.0,<7", "google-api-core>=2.0.0,<3",
+                "google-apitools>=0.5.31,<0.5.32", "google-auth>=2.0.0,<3", "google-auth-httplib2>=0.1.0,<0.3.0",
+                "google-cloud-core>=2.0.0,<3", "google-cloud-storage>=2.18.2,<4",
+                "google-cloud-resource-manager>=1.12.0,<2", "google-cloud-dataflow-client>=0.13.0,<0.14.0"],
         # test: datasets opens the dataset folder (tests/test_dataset_readers.py); moto[server] is the
         # S3-compatible server the object-store tests start on 127.0.0.1.
         "test": ["pytest>=8", "wids==0.1.11", "transformers>=5.23,<6", "datasets==5.2.0", "moto[server]==5.2.5"],

@@ -28,6 +28,35 @@ def test_dockerfile_uses_the_python_and_beam_of_setup_py():
     assert f"apache-beam=={beam}" in constraints.splitlines()
 
 
+def test_every_requirement_and_extra_is_pinned_within_its_range_by_the_constraints():
+    """The Makefile and both images install through constraints.txt: a requirement it does not pin
+    would resolve to whatever is newest (the gcp extra's Google clients did, and Beam's own gcp
+    extra cannot be installed at all beside mediapipe: its Bigtable client needs protobuf 6)."""
+    import ast
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    pins = {canonicalize_name(name): version for name, version in
+            (line.split("==") for line in read("constraints.txt").splitlines() if "==" in line)}
+    call = next(node for node in ast.walk(ast.parse(read("setup.py")))
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
+    given = {keyword.arg: ast.literal_eval(keyword.value) for keyword in call.keywords
+             if keyword.arg in ("install_requires", "extras_require")}
+    requirements = [Requirement(r) for r in
+                    given["install_requires"] + [r for extra in given["extras_require"].values() for r in extra]]
+    for requirement in [r for r in requirements if r.extras]:  # what an installed package's extras bring
+        for extra in requirement.extras:
+            requirements += [needed for needed in map(Requirement, metadata.requires(requirement.name) or [])
+                             if needed.marker is not None and needed.marker.evaluate({"extra": extra})]
+    for requirement in requirements:
+        if [spec.operator for spec in requirement.specifier] == ["=="]:
+            continue  # pinned where it is required (torch: its CPU or CUDA build is chosen by the index)
+        pinned = pins.get(canonicalize_name(requirement.name))
+        assert pinned is not None and requirement.specifier.contains(pinned, prereleases=True), str(requirement)
+    assert pins["protobuf"].startswith("4.")  # mediapipe 0.10.21's
+
+
 def test_the_gpu_image_pins_a_torch_build_for_the_cuda_of_its_base_image():
     dockerfile, setup, makefile = read("Dockerfile"), read("setup.py"), read("Makefile")
     args = dict(re.findall(r"^ARG (\w+)=(\S+)$", dockerfile, flags=re.M))
