@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import naive_script  # noqa: E402
@@ -60,11 +60,13 @@ def steps() -> tuple[tuple[str, object, str], ...]:
     )
 
 
-def _timed(function, label: str, spent: collections.Counter):
+def _timed(function, label: Callable[..., str], spent: collections.Counter):
+    """``function`` adding its wall time to ``spent[label(*its arguments)]`` (a generator: the time
+    of its ``next`` calls)."""
     if inspect.isgeneratorfunction(function):
         @functools.wraps(function)
         def generator(*args, **kwargs):
-            inner = function(*args, **kwargs)
+            inner, where = function(*args, **kwargs), label(*args, **kwargs)
             while True:
                 start = time.perf_counter()
                 try:
@@ -72,7 +74,7 @@ def _timed(function, label: str, spent: collections.Counter):
                 except StopIteration:
                     return
                 finally:
-                    spent[label] += time.perf_counter() - start
+                    spent[where] += time.perf_counter() - start
                 yield item
         return generator
 
@@ -82,7 +84,7 @@ def _timed(function, label: str, spent: collections.Counter):
         try:
             return function(*args, **kwargs)
         finally:
-            spent[label] += time.perf_counter() - start
+            spent[label(*args, **kwargs)] += time.perf_counter() - start
     return timed
 
 
@@ -96,18 +98,10 @@ def timers() -> Iterator[collections.Counter]:
     graph_rows = {stream: what for what, owner, stream in steps() if owner is None}
     originals = [getattr(owner, attribute) for _, owner, attribute in functions]
     graph_call = mediapipe_graph.output_packet
-
-    def graph(solution, image, stream):
-        start = time.perf_counter()
-        try:
-            return graph_call(solution, image, stream)
-        finally:
-            spent[graph_rows[stream]] += time.perf_counter() - start
-
     try:
         for (what, owner, attribute), original in zip(functions, originals):
-            setattr(owner, attribute, _timed(original, what, spent))
-        mediapipe_graph.output_packet = graph
+            setattr(owner, attribute, _timed(original, lambda *_, what=what, **__: what, spent))
+        mediapipe_graph.output_packet = _timed(graph_call, lambda solution, image, stream: graph_rows[stream], spent)
         yield spent
     finally:
         mediapipe_graph.output_packet = graph_call

@@ -58,7 +58,7 @@ def evaluate(pred_dirs: dict[str, str], ref_dir: str, split: str | None = None, 
         truth.add_reference(sample, topology)
         for name, files in predictions.items():
             if sample.key in files:
-                pred = _load_prediction(files[sample.key], sample, topology)
+                pred = _load_prediction(files[sample.key], sample)
                 template = _template_of(pred_dirs[name], sample, templates, topology)
                 scores[name].add(sample, pred, template, topology)
         if context:
@@ -139,13 +139,13 @@ def _prediction_files(folder: str) -> dict[str, str]:
     return files
 
 
-def _load_prediction(path: str, sample: Sample, topology: Topology) -> np.ndarray:
+def _load_prediction(path: str, sample: Sample) -> np.ndarray:
     """The predictions in ``path`` for the reference ``sample``: (N, T, V, 3), V its vertices."""
     pred = decode_npy_file(path)
     if pred.ndim not in (3, 4) or pred.shape[-1] != 3:
         raise ConfigError(f"{path} has shape {pred.shape}; predictions are (T, V, 3) or (N, T, V, 3)")
     if pred.shape[-2] != sample.mesh.shape[1]:
         raise ConfigError(f"{path} has {pred.shape[-2]} vertices; its reference sample has {sample.mesh.shape[1]} "
-                          f"({topology.name}): predict meshes of the reference's topology")
+                          f"({sample.meta.topology}): predict meshes of the reference's topology")
     return (pred if pred.ndim == 4 else pred[None]).astype(np.float64)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import numpy as np
 
@@ -135,6 +135,13 @@ def check_values(name: str, result: Reconstruction) -> None:
                          f"{confidence.max():g})")
     if result.neutral is not None and not np.isfinite(result.neutral).all():
         raise ValueError(f"backend {name}: non-finite neutral face")
+
+
+def check_output(backend: ReconstructionBackend, result: object, n_frames: int, finished: bool = False) -> None:
+    """:func:`check_structure` then :func:`check_values` of ``backend``'s output for ``n_frames``
+    frames (``finished``: from ``finish_track``), as the build checks every batch and track."""
+    check_structure(backend.name, backend.topology, result, n_frames, finished)
+    check_values(backend.name, cast(Reconstruction, result))
 
 
 class ReconstructionBackend(abc.ABC):

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BackendContractError, Reconstruction, ReconstructionBackend, check_structure, check_values
+from .base import BackendContractError, Reconstruction, ReconstructionBackend, check_output
 
 
 def _conforms(backend: ReconstructionBackend, result: Reconstruction, n_frames: int, finished: bool = False) -> None:
     try:
-        check_structure(backend.name, backend.topology, result, n_frames, finished)
-        check_values(backend.name, result)
+        check_output(backend, result, n_frames, finished)
     except (BackendContractError, ValueError) as error:
         raise AssertionError(str(error)) from None
 

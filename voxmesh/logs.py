@@ -56,21 +56,24 @@ def _reports_an_interrupt(record: logging.LogRecord) -> bool:
     worker's log entry that Beam's runner passes on (a traceback that ends in the exception's name)."""
     if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
         return True
-    try:
-        return "KeyboardInterrupt" in record.getMessage()
-    except Exception:  # noqa: BLE001 - a malformed logging call: the handler reports it, as without the filter
-        return False
+    return "KeyboardInterrupt" in _text(record)
 
 
 def _reports_a_user_error(record: logging.LogRecord) -> bool:
-    """Whether ``record`` is a worker's log entry, passed on by Beam's runner, whose traceback
-    ended with an error for the user (a backend's weights file that is not there): the command
-    ends with that error's one line, and the entry (thousands of characters) stays in the log file."""
+    """Whether ``record`` is a worker's log entry, passed on by Beam's runner, whose traceback holds
+    an error for the user (a backend's weights file that is not there; Beam's entries escape their
+    newlines): the command ends with that error's one line, and the entry (thousands of
+    characters) stays in the log file."""
+    return any(raised_user_error(line) for line in re.split(r"\\n|\n", _text(record)))
+
+
+def _text(record: logging.LogRecord) -> str:
+    """The record's message; "" for a malformed logging call, which the handler reports as it would
+    without the filter."""
     try:
-        text = record.getMessage()
-    except Exception:  # noqa: BLE001 - a malformed logging call: the handler reports it, as without the filter
-        return False
-    return any(raised_user_error(line) for line in re.split(r"\\n|\n", text))
+        return record.getMessage()
+    except Exception:  # noqa: BLE001 - whatever the malformed call raises
+        return ""
 
 
 # Set by Ctrl-C (SIGINT) while a command runs. A terminal sends it to the local Beam workers too,

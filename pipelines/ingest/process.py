@@ -35,7 +35,7 @@ from voxmesh.pipelines.ingest.item import InputItem
 from voxmesh.pipelines.ingest.probe import MediaError, local_path, probe
 from voxmesh.pipelines.ingest.tracking import TrackedFrame
 from voxmesh.recon import Reconstruction, ReconstructionBackend
-from voxmesh.recon.base import check_structure, check_values
+from voxmesh.recon.base import check_output
 from voxmesh.schemas import FPS, SAMPLES_PER_FRAME, FailureRecord, Reason, Sample, SampleMeta, Stage, make_key
 
 
@@ -211,8 +211,7 @@ class Batcher:
         if not self.crops:
             return
         recon = self.backend.reconstruct(np.stack(self.crops))
-        check_structure(self.backend.name, self.backend.topology, recon, len(self.crops))
-        check_values(self.backend.name, recon)
+        check_output(self.backend, recon, len(self.crops))
         recon = recon.to_source(np.array(self.transforms))
         first = 0
         for spool, group in itertools.groupby(self.spools):
@@ -259,8 +258,7 @@ class PendingRun:
 def _finished(backend: ReconstructionBackend, track: Reconstruction) -> Reconstruction:
     """``backend``'s ``finish_track`` of ``track``, checked like its ``reconstruct`` output."""
     finished = backend.finish_track(track)
-    check_structure(backend.name, backend.topology, finished, len(track.confidence), finished=True)
-    check_values(backend.name, finished)
+    check_output(backend, finished, len(track.confidence), finished=True)
     return finished
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 
 import numpy as np
 
 from voxmesh.commands.arguments import check_file_name, check_local_output
+from voxmesh.models.baselines import BiasedDecoderModel
 from voxmesh.models.generation import MotionGenerator, generate_for_split
 from voxmesh.models.generators import Sampling
 from voxmesh.pipelines.ingest.audio import load_audio
@@ -17,8 +19,6 @@ from voxmesh.schemas import decode_npy_file, storage
 from voxmesh.schemas.errors import ConfigError
 
 log = logging.getLogger(__name__)
-# The generator that samples its codes; the others give one motion per input, whatever the sampling.
-SAMPLING_KIND = "probabilistic"
 
 HELP = "meshes from speech with a trained generator"
 DESCRIPTION = """Generate mesh sequences from speech: for one audio file (--audio, with the target speaker's
@@ -46,10 +46,11 @@ def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     sampling = Sampling(temperature=args.temperature, top_p=args.top_p)
     generator = MotionGenerator(args.checkpoint, args.device)
-    changed = [option for option, value in (("--temperature", args.temperature), ("--top-p", args.top_p)) if value != 1.0]
-    if changed and generator.config.kind != SAMPLING_KIND:
-        log.warning("%s: %s is deterministic, so %s %s no effect (only %s samples its codes)", args.checkpoint,
-                    generator.config.kind, " and ".join(changed), "has" if len(changed) == 1 else "have", SAMPLING_KIND)
+    changed = [f"--{field.name.replace('_', '-')}" for field in dataclasses.fields(Sampling)
+               if getattr(sampling, field.name) != getattr(Sampling(), field.name)]
+    if changed and isinstance(generator.model, BiasedDecoderModel):  # FaceFormer, CodeTalker: one motion per input
+        log.warning("%s: %s is deterministic, so %s %s no effect (only probabilistic samples its codes)",
+                    args.checkpoint, generator.config.kind, " and ".join(changed), "has" if len(changed) == 1 else "have")
     if args.data:
         summary = generate_for_split(generator, args.data, args.split, args.out, args.samples, sampling, args.seed)
         print(f"generated {summary['clips']} clips x {args.samples} samples into {args.out}")
